@@ -1,0 +1,102 @@
+"""Arrays inside messages: NDArray headers on the way out, filled arrays on the way in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ._wire import DEFAULT_CHUNK_BYTES, WIRE_KINDS, ArraySink, ChunkOut, iter_chunks
+
+NDARRAY_MESSAGE = "dagen.v1.NDArray"
+
+
+class EncodeContext:
+    """Collects the arrays a message refers to, to stream them after it."""
+
+    def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.chunk_bytes = chunk_bytes
+        self.arrays: list[np.ndarray] = []
+
+    def add(self, array: np.ndarray) -> int:
+        self.arrays.append(array)
+        return len(self.arrays)  # ids start at 1
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
+
+    def chunks(self) -> Iterator[ChunkOut]:
+        for array_id, array in enumerate(self.arrays, start=1):
+            yield from iter_chunks(array_id, array, self.chunk_bytes)
+
+
+class DecodeContext:
+    """The arrays received for a message, by id."""
+
+    def __init__(self, arrays: dict[int, np.ndarray]) -> None:
+        self.arrays = arrays
+
+
+def wire_array(array: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The array as it goes on the wire, and whether it was an object array of str.
+
+    Object arrays never travel as such (that would need pickle); one that holds only
+    str goes as fixed-width unicode and is turned back into objects on arrival.
+    """
+    if array.dtype.kind == "O":
+        flat = array.reshape(-1)
+        bad = next((v for v in flat if not isinstance(v, str)), None)
+        if bad is not None:
+            raise TypeError(
+                f"object arrays cannot be sent: only numeric, bool, datetime64, timedelta64 "
+                f"and str data can (found {type(bad).__name__} {bad!r:.40})"
+            )
+        return (np.array(array.tolist(), dtype=str) if array.size else array.astype("U1")), True
+    if array.dtype.kind not in WIRE_KINDS or array.dtype.fields or array.dtype.subdtype:
+        raise TypeError(f"arrays of dtype {array.dtype} cannot be sent")
+    return array, False
+
+
+def attach_array(array: np.ndarray, header: Any, ctx: EncodeContext) -> None:
+    """Fill an NDArray header and register the array's bytes to follow as chunks."""
+    data, object_strings = wire_array(array)
+    if data.shape != array.shape:  # np.array(list of str) of a 0-d object array
+        data = data.reshape(array.shape)
+    header.id = ctx.add(data)
+    header.dtype = data.dtype.str
+    header.shape.extend(data.shape)
+    header.nbytes = data.nbytes
+    header.object_strings = object_strings
+
+
+def read_array(header: Any, ctx: DecodeContext) -> np.ndarray:
+    array = ctx.arrays[header.id]
+    return array.astype(object) if header.object_strings else array
+
+
+def array_headers(msg: Any) -> Iterator[Any]:
+    """Every NDArray header inside a message, at any depth."""
+    for field, value in msg.ListFields():
+        mtype = field.message_type
+        if mtype is None:
+            continue
+        if mtype.GetOptions().map_entry:
+            value_field = mtype.fields_by_name["value"]
+            items = value.values() if value_field.message_type is not None else ()
+        elif field.is_repeated:
+            items = value
+        else:
+            items = (value,)
+        for item in items:
+            if item.DESCRIPTOR.full_name == NDARRAY_MESSAGE:
+                yield item
+            else:
+                yield from array_headers(item)
+
+
+def allocate_arrays(msg: Any, sink: ArraySink) -> None:
+    """Allocate every array a received message declares (limits checked first)."""
+    for header in array_headers(msg):
+        sink.allocate(header)

@@ -1,0 +1,244 @@
+"""The ``dagen`` command line: build, serve, certs."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._version import __version__
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
+
+
+def _parse_size(text: str) -> int:
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise click.BadParameter(f"{text!r} is not a size like 1MiB or 512KiB")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dagen")
+def main() -> None:
+    """Turn annotated Python functions into secure gRPC services.
+
+    \b
+    Typical session:
+      dagen build examples/ocean_tools.py -o build/
+      dagen certs init certs/
+      dagen certs server certs/ --host localhost --ip 127.0.0.1
+      dagen certs client certs/ alice
+      dagen serve examples/ocean_tools.py --certs certs/ --port 50051
+      pip install build/ocean_tools_client
+    """
+
+
+# -- build --------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("module")
+@click.option("-o", "--out", default="build", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to write the generated files into.")
+def build(module: str, out: str) -> None:
+    """Generate the .proto, compiled modules, server module and client package of MODULE.
+
+    MODULE is a file (examples/ocean_tools.py) or an importable module name. Its
+    public functions (__all__ when it has one) become remote functions; each needs
+    type annotations, and its numpy-style docstring becomes the documentation.
+    """
+    from ._build import build as run_build
+    from ._introspect import BuildError
+
+    try:
+        result = run_build(module, out)
+    except BuildError as e:
+        raise click.ClickException(str(e)) from None
+    service = result.service
+    click.echo(f"built {service.full_name}: {len(service.functions)} functions")
+    click.echo(f"  contract:       {result.proto}")
+    click.echo(f"  server module:  {result.server}  (python -m {service.package}_server)")
+    click.echo(f"  client package: {result.client}  (pip install {result.client})")
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--certs", type=click.Path(file_okay=False),
+                     help="Folder made by 'dagen certs' (ca.crt, server.crt, server.key)."),
+        click.option("--host", default="127.0.0.1", show_default=True,
+                     help="Address to listen on (0.0.0.0 or :: for every interface)."),
+        click.option("--port", default=50051, show_default=True, type=int,
+                     help="Port to listen on; 0 picks a free one."),
+        click.option("--insecure", is_flag=True,
+                     help="Plain text instead of mutual TLS; only on a loopback address."),
+        click.option("--allow-remote-insecure", is_flag=True,
+                     help="Together with --insecure: allow plain text on a non-loopback address."),
+        click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 1024),
+                     help="Calls served at the same time."),
+        click.option("--chunk-size", default="1MiB", show_default=True, callback=lambda c, p, v: _parse_size(v),
+                     help="Size of the chunks results are sent in."),
+        click.option("--debug", is_flag=True, help="Send tracebacks of failed calls to the callers."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _run(servicer_cls: Any, *, certs: str | None, host: str, port: int, insecure: bool,
+         allow_remote_insecure: bool, workers: int, chunk_size: int, debug: bool) -> None:
+    from ._server import InsecureRefused, ServerOptions, create_server
+    from ._wire import MAX_CHUNK_BYTES
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not 0 < chunk_size <= MAX_CHUNK_BYTES:
+        raise click.BadParameter(f"must be at most {MAX_CHUNK_BYTES} bytes", param_hint="--chunk-size")
+    servicer = servicer_cls(ServerOptions(debug=debug, chunk_bytes=chunk_size))
+    try:
+        server, bound = create_server(servicer, host=host, port=port, certs=certs, insecure=insecure,
+                                      allow_remote_insecure=allow_remote_insecure, workers=workers)
+    except (InsecureRefused, FileNotFoundError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
+    from ._tls import join_host_port
+
+    security = "plain text (INSECURE)" if insecure else f"mutual TLS with {certs}"
+    click.echo(f"dagen: serving {servicer.service.full_name} on {join_host_port(host, bound)} "
+               f"({security}); Ctrl-C stops", err=False)
+    sys.stdout.flush()
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    click.echo("dagen: stopping (finishing calls in progress for up to 5 s)")
+    server.stop(grace=5).wait()
+
+
+@main.command()
+@click.argument("module")
+@_serve_options
+def serve(module: str, **options: Any) -> None:
+    """Serve the functions of MODULE over gRPC, with mutual TLS by default.
+
+    MODULE is a file or an importable module name, as for 'dagen build'. Clients
+    need a certificate signed by the CA in --certs.
+    """
+    from ._build import build_service
+    from ._introspect import BuildError, introspect_module, load_module
+    from ._server import Servicer
+
+    try:
+        mod = load_module(module)
+        service = introspect_module(mod)
+        out = Path(tempfile.mkdtemp(prefix="dagen-serve-"))
+        build_service(service, out, str(Path(mod.__file__ or ".").parent), client=False)
+    except BuildError as e:
+        raise click.ClickException(str(e)) from None
+    sys.path.insert(0, str(out))
+    pb2 = importlib.import_module(f"{service.package}_pb2")
+    servicer_cls = type(f"{service.name}Servicer", (Servicer,), {}, module=mod, pb2=pb2)
+    _run(servicer_cls, **options)
+
+
+def run_servicer(servicer_cls: Any) -> None:
+    """Entry point of a generated server module (``python -m <module>_server``)."""
+
+    @click.command(help=f"Serve {servicer_cls.service.full_name} over gRPC, with mutual TLS by default.")
+    @_serve_options
+    def command(**options: Any) -> None:
+        _run(servicer_cls, **options)
+
+    command(prog_name=f"python -m {servicer_cls.service.package}_server")
+
+
+# -- certs --------------------------------------------------------------------------------------
+
+
+@main.group()
+def certs() -> None:
+    """Make a certificate authority and certificates for mutual TLS.
+
+    \b
+    dagen certs init certs/                                  the CA (ca.crt, ca.key)
+    dagen certs server certs/ --host login1.hpc.org --ip 127.0.0.1
+    dagen certs client certs/ alice                          alice.crt, alice.key
+    Give each client ca.crt and its own pair; keep ca.key on the server side.
+    """
+
+
+def _certs_errors(f: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ._certs import CertificateError
+
+        try:
+            return f(*args, **kwargs)
+        except CertificateError as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+_days = click.option("--days", default=365, show_default=True, type=click.IntRange(1, 36500),
+                     help="Validity in days.")
+_force = click.option("--force", is_flag=True, help="Replace existing files.")
+
+
+@certs.command("init")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--name", default="dagen CA", show_default=True, help="The CA's subject name.")
+@_days
+@_force
+@_certs_errors
+def certs_init(folder: str, name: str, days: int, force: bool) -> None:
+    """Create a certificate authority in FOLDER."""
+    from ._certs import init_ca
+
+    path = init_ca(folder, name=name, days=days, force=force)
+    click.echo(f"created CA {path} (key {Path(folder) / 'ca.key'}, mode 0600)")
+
+
+@certs.command("server")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--host", "hosts", multiple=True, help="A DNS name clients use to reach the server.")
+@click.option("--ip", "ips", multiple=True, help="An IP address clients use to reach the server.")
+@_days
+@_force
+@_certs_errors
+def certs_server(folder: str, hosts: tuple[str, ...], ips: tuple[str, ...], days: int, force: bool) -> None:
+    """Issue the server certificate (server.crt, server.key) from the CA in FOLDER."""
+    from ._certs import issue_server
+
+    path = issue_server(folder, hosts=list(hosts), ips=list(ips), days=days, force=force)
+    click.echo(f"created server certificate {path} for {', '.join([*hosts, *ips])}")
+
+
+@certs.command("client")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("identity")
+@_days
+@_force
+@_certs_errors
+def certs_client(folder: str, identity: str, days: int, force: bool) -> None:
+    """Issue a client certificate for IDENTITY (IDENTITY.crt, IDENTITY.key)."""
+    from ._certs import issue_client
+
+    path = issue_client(folder, identity, days=days, force=force)
+    click.echo(f"created client certificate {path} for identity {identity!r}")

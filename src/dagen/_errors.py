@@ -1,0 +1,115 @@
+"""Errors: what a failed remote call raises, and how failures cross the wire.
+
+A function's exception travels as the gRPC status (UNKNOWN, "Type: message") plus the
+trailing metadata ``dagen-error-bin``, a serialized ``dagen.v1.RemoteError`` that
+clients in any language can read. The Python client raises built-in exception types
+as themselves (a remote ValueError is a ValueError) and everything else as
+:class:`RemoteError`; the remote traceback, when the server sends it, is a note.
+"""
+
+from __future__ import annotations
+
+import builtins
+import traceback
+from typing import Any
+
+import grpc
+
+from .v1 import errors_pb2
+
+ERROR_METADATA_KEY = "dagen-error-bin"
+
+
+class DagenError(Exception):
+    """Base of the errors dagen itself raises."""
+
+
+class RemoteError(DagenError):
+    """An exception raised by the remote function whose type has no local equivalent."""
+
+    def __init__(self, type_name: str, message: str, *, module: str = "", function: str = "",
+                 remote_traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.module = module
+        self.message = message
+        self.function = function
+        self.remote_traceback = remote_traceback
+
+
+class CallError(DagenError):
+    """The call failed for a reason other than the function raising: refused,
+    malformed, unimplemented... ``code`` is the gRPC status code."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ServerUnavailable(DagenError, ConnectionError):
+    """The server could not be reached, or the TLS handshake with it failed."""
+
+
+def remote_error_details(exc: BaseException, function: str, debug: bool) -> errors_pb2.RemoteError:
+    cls = type(exc)
+    message = str(exc)
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        message = str(exc.args[0])  # str(KeyError('x')) adds quotes that KeyError(...) would add again
+    return errors_pb2.RemoteError(
+        type=cls.__qualname__,
+        module=cls.__module__,
+        message=message,
+        function=function,
+        traceback="".join(traceback.format_exception(exc)) if debug else "",
+    )
+
+
+def exception_from_details(details: errors_pb2.RemoteError, target: str) -> Exception:
+    """The local exception for a remote one: the same built-in type when there is one."""
+    note = f"raised by {details.function}() on the server at {target}"
+    if details.traceback:
+        note += "\n\nRemote traceback:\n" + details.traceback
+    exc: Exception
+    cls: Any = getattr(builtins, details.type, None) if details.module == "builtins" else None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            exc = cls(details.message)
+        except Exception:  # noqa: BLE001 - exception types with other signatures
+            exc = RemoteError(details.type, details.message, module=details.module,
+                              function=details.function, remote_traceback=details.traceback)
+    else:
+        name = f"{details.module}.{details.type}" if details.module else details.type
+        exc = RemoteError(name, details.message, module=details.module,
+                          function=details.function, remote_traceback=details.traceback)
+    exc.add_note(note)
+    return exc
+
+
+def exception_from_rpc_error(err: grpc.RpcError, *, function: str, target: str,
+                             timeout: float | None) -> Exception:
+    code = err.code() if hasattr(err, "code") else None
+    text = err.details() if hasattr(err, "details") else str(err)
+    for key, value in (err.trailing_metadata() if hasattr(err, "trailing_metadata") else None) or ():
+        if key == ERROR_METADATA_KEY:
+            return exception_from_details(errors_pb2.RemoteError.FromString(value), target)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TimeoutError(f"{function}() did not finish within its timeout of {timeout} s "
+                            f"(server {target})")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        hint = ""
+        lowered = (text or "").lower()
+        if any(word in lowered for word in ("ssl", "tls", "handshake", "certificate")):
+            hint = (" The TLS handshake failed: check that the server's certificate is signed "
+                    "by the CA you trust, and that you present a client certificate "
+                    "(identity=...) signed by the server's CA.")
+        return ServerUnavailable(f"cannot reach the server at {target} for {function}(): "
+                                 f"{text}.{hint}")
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return CallError(f"the server at {target} does not offer {function}(): is the client "
+                         f"package built from the same module as the server? ({text})", code)
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        return PermissionError(f"{function}() at {target}: {text}")
+    if code == grpc.StatusCode.CANCELLED:
+        return CallError(f"{function}() at {target} was cancelled: {text}", code)
+    name = code.name if code is not None else "UNKNOWN"
+    return CallError(f"{function}() at {target} failed with {name}: {text}", code)

@@ -1,0 +1,384 @@
+"""The wire format of a streaming call: frames, chunks and the receiving sink.
+
+A streaming rpc carries frames of one per-function message type, in this order:
+the typed request (or response) message first, in which every array is an
+``dagen.v1.NDArray`` header, then ``dagen.v1.Chunk`` frames with the bytes.
+Every frame message puts its chunk in field 2::
+
+    message <Fn>Input  { oneof frame { <Fn>Request  request  = 1; dagen.v1.Chunk chunk = 2; } }
+    message <Fn>Output { oneof frame { <Fn>Response response = 1; dagen.v1.Chunk chunk = 2; } }
+
+Chunk frames are encoded and parsed by hand here, because they are nearly all of
+the bytes of a large call: encoding writes the frame's few header bytes and joins
+them with the array's own memory (one copy, which grpc needs anyway, into the
+``bytes`` it sends); parsing returns a memoryview of the payload inside the
+received buffer, which the sink copies once, straight into the allocated array.
+The bytes are exactly those protobuf would produce; any other valid encoding of
+a frame (from another language's client) falls back to the generated parser.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 32 << 20
+
+# The frame field numbers every generated frame message uses (see module docstring).
+FRAME_FIELD_MESSAGE = 1
+FRAME_FIELD_CHUNK = 2
+_CHUNK_FRAME_TAG = (FRAME_FIELD_CHUNK << 3) | 2  # field 2, length-delimited
+
+
+class WireError(ValueError):
+    """Malformed frames, headers or chunks from the peer (INVALID_ARGUMENT)."""
+
+
+class LimitExceeded(WireError):
+    """The peer declared more than a configured limit allows (RESOURCE_EXHAUSTED)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes a peer may declare; checked before anything is allocated."""
+
+    max_array_bytes: int = 64 << 30
+    max_call_bytes: int = 128 << 30
+    max_arrays: int = 100_000
+    max_ndim: int = 32
+
+
+# -- dtypes ------------------------------------------------------------------------------------
+
+WIRE_KINDS = "biufcmMUS"
+_DTYPE_RE = re.compile(r"[<>|=][biufcmMUS][1-9][0-9]{0,8}(\[[0-9]{0,4}[a-zA-Z]{1,3}\])?")
+
+
+def wire_dtype(text: str) -> np.dtype:
+    """The numpy dtype a header names, refusing anything but plain numeric, bool,
+    datetime, timedelta and fixed-width string types (never object, void or records)."""
+    if not _DTYPE_RE.fullmatch(text):
+        raise WireError(f"unsupported dtype {text!r}: expected a numpy dtype string like '<f8'")
+    try:
+        dtype = np.dtype(text)
+    except TypeError as e:
+        raise WireError(f"unsupported dtype {text!r}: {e}") from None
+    if dtype.kind not in WIRE_KINDS or dtype.hasobject or dtype.fields or dtype.subdtype:
+        raise WireError(f"unsupported dtype {text!r}")
+    return dtype
+
+
+# -- chunks out --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ChunkOut:
+    """A chunk to send; ``data`` is a contiguous buffer of the block's bytes."""
+
+    array_id: int
+    start: tuple[int, ...]
+    shape: tuple[int, ...]
+    data: Any
+
+
+def block_shape(shape: tuple[int, ...], itemsize: int, chunk_bytes: int) -> tuple[int, ...]:
+    """The largest C-order block of at most ``chunk_bytes`` (or one element) that
+    starts with whole slabs along the first axes: slabs along axis 0 when a row fits."""
+    block = list(shape)
+    for axis in range(len(shape)):
+        trailing = math.prod(shape[axis + 1 :]) * itemsize
+        if trailing <= chunk_bytes:
+            block[axis] = max(1, min(shape[axis], chunk_bytes // max(trailing, 1)))
+            break
+        block[axis] = 1
+    return tuple(block)
+
+
+def iter_chunks(array_id: int, array: np.ndarray, chunk_bytes: int) -> Iterator[ChunkOut]:
+    """Cut an array into chunks without copying when it is C-contiguous."""
+    if array.size == 0:
+        return
+    block = block_shape(array.shape, array.dtype.itemsize, chunk_bytes)
+    steps = [range(0, n, b) for n, b in zip(array.shape, block, strict=True)]
+    for start in itertools.product(*steps):
+        stop = tuple(min(s + b, n) for s, b, n in zip(start, block, array.shape, strict=True))
+        sub = (
+            array[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
+            if start
+            else array[...]
+        )
+        if not sub.flags.c_contiguous:  # a strided view: copy one block, never the whole array
+            sub = np.ascontiguousarray(sub)
+        shape = tuple(b - a for a, b in zip(start, stop, strict=True))
+        yield ChunkOut(array_id, start, shape, sub.reshape(-1).view(np.uint8))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _packed(tag: int, values: tuple[int, ...]) -> bytes:
+    if not values:
+        return b""
+    body = b"".join(_varint(v) for v in values)
+    return bytes((tag,)) + _varint(len(body)) + body
+
+
+def encode_chunk_frame(chunk: ChunkOut) -> bytes:
+    """The serialized frame ``{chunk: Chunk{array_id, start, shape, data}}``."""
+    n = memoryview(chunk.data).nbytes
+    head = (
+        b"\x08"
+        + _varint(chunk.array_id)
+        + _packed(0x12, chunk.start)
+        + _packed(0x1A, chunk.shape)
+        + b"\x22"
+        + _varint(n)
+    )
+    return b"".join((bytes((_CHUNK_FRAME_TAG,)), _varint(len(head) + n), head, chunk.data))
+
+
+# -- chunks in ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ChunkIn:
+    """A received chunk; ``data`` is a view into the received buffer."""
+
+    array_id: int
+    start: tuple[int, ...]
+    shape: tuple[int, ...]
+    data: memoryview
+
+
+@dataclass(slots=True)
+class BadFrame:
+    """A frame that does not parse; the call handler turns it into INVALID_ARGUMENT
+    (a deserializer that raised would give the caller only a generic INTERNAL)."""
+
+    error: str
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise WireError("truncated or overlong varint in chunk frame")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _signed64(v: int) -> int:
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _parse_chunk(buf: bytes, pos: int, end: int) -> ChunkIn:
+    array_id = 0
+    start: list[int] = []
+    shape: list[int] = []
+    data = memoryview(b"")
+    while pos < end:
+        key, pos = _read_varint(buf, pos)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = _read_varint(buf, pos)
+            if field == 1:
+                array_id = value & 0xFFFFFFFF
+            elif field == 2:
+                start.append(_signed64(value))
+            elif field == 3:
+                shape.append(_signed64(value))
+        elif wire_type == 2:
+            length, pos = _read_varint(buf, pos)
+            if pos + length > end:
+                raise WireError("chunk field runs past the end of its frame")
+            if field == 4:
+                data = memoryview(buf)[pos : pos + length]
+            elif field in (2, 3):
+                target = start if field == 2 else shape
+                p = pos
+                while p < pos + length:
+                    value, p = _read_varint(buf, p)
+                    target.append(_signed64(value))
+            pos += length
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        else:
+            raise WireError(f"unsupported wire type {wire_type} in chunk frame")
+    if pos != end:
+        raise WireError("chunk frame is truncated")
+    return ChunkIn(array_id, tuple(start), tuple(shape), data)
+
+
+def frame_deserializer(frame_cls: Any) -> Callable[[bytes], Any]:
+    """A grpc deserializer returning ChunkIn for chunk frames, the frame message for
+    the others, and BadFrame for bytes that do not parse."""
+
+    def deserialize(buf: bytes) -> Any:
+        try:
+            if buf[:1] == bytes((_CHUNK_FRAME_TAG,)):
+                length, pos = _read_varint(buf, 1)
+                if pos + length == len(buf):
+                    return _parse_chunk(buf, pos, pos + length)
+            frame = frame_cls.FromString(buf)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
+            return BadFrame(f"malformed frame: {e}")
+        if frame.WhichOneof("frame") == "chunk":
+            c = frame.chunk
+            return ChunkIn(c.array_id, tuple(c.start), tuple(c.shape), memoryview(c.data))
+        return frame
+
+    return deserialize
+
+
+def frame_serializer(item: Any) -> bytes:
+    if type(item) is ChunkOut:
+        return encode_chunk_frame(item)
+    return item.SerializeToString()
+
+
+# -- the receiving sink ------------------------------------------------------------------------
+
+
+class _Target:
+    __slots__ = ("array", "raw", "row_bytes", "remaining", "keys", "boxes", "max_extent0")
+
+    def __init__(self, array: np.ndarray, raw: np.ndarray) -> None:
+        self.array = array
+        self.raw = raw
+        self.row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
+        self.remaining = array.size
+        self.keys: list[int] = []  # start along axis 0 of each received box, sorted
+        self.boxes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+        self.max_extent0 = 0
+
+
+class ArraySink:
+    """Allocates each array once from its header and copies chunks into place,
+    checking that they cover every array exactly once."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.arrays: dict[int, np.ndarray] = {}
+        self._targets: dict[int, _Target] = {}
+        self._total = 0
+
+    def allocate(self, header: Any) -> None:
+        lim = self.limits
+        aid = header.id
+        if aid in self._targets:
+            raise WireError(f"array id {aid} is declared twice")
+        if len(self._targets) >= lim.max_arrays:
+            raise LimitExceeded(f"more than {lim.max_arrays} arrays in one call (max_arrays)")
+        dtype = wire_dtype(header.dtype)
+        if header.codec:
+            raise WireError(f"array {aid}: unsupported codec {header.codec!r}")
+        shape = tuple(header.shape)
+        if len(shape) > lim.max_ndim:
+            raise LimitExceeded(
+                f"array {aid}: {len(shape)} dimensions exceed max_ndim={lim.max_ndim}"
+            )
+        if any(n < 0 for n in shape):
+            raise WireError(f"array {aid}: negative extent in shape {shape}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes != header.nbytes:
+            raise WireError(
+                f"array {aid}: shape {shape} of {dtype.str} is {nbytes} bytes, "
+                f"but the header declares {header.nbytes}"
+            )
+        if nbytes > lim.max_array_bytes:
+            raise LimitExceeded(
+                f"array {aid}: {nbytes} bytes exceed max_array_bytes={lim.max_array_bytes}"
+            )
+        if self._total + nbytes > lim.max_call_bytes:
+            raise LimitExceeded(
+                f"arrays of {self._total + nbytes} bytes exceed max_call_bytes={lim.max_call_bytes}"
+            )
+        self._total += nbytes
+        raw = np.empty(nbytes, np.uint8)
+        array = raw.view(dtype).reshape(shape)
+        self._targets[aid] = _Target(array, raw)
+        self.arrays[aid] = array
+
+    def write(self, chunk: ChunkIn) -> None:
+        target = self._targets.get(chunk.array_id)
+        if target is None:
+            raise WireError(f"chunk for undeclared array id {chunk.array_id}")
+        array = target.array
+        ndim = array.ndim
+        start, shape = chunk.start, chunk.shape
+        if len(start) != ndim or len(shape) != ndim:
+            raise WireError(
+                f"array {chunk.array_id}: chunk start {start} / shape {shape} "
+                f"do not match the array's {ndim} dimensions"
+            )
+        for a, n, full in zip(start, shape, array.shape, strict=True):
+            if a < 0 or n <= 0 or a + n > full:
+                raise WireError(
+                    f"array {chunk.array_id}: chunk at {start} of shape {shape} "
+                    f"lies outside the array's shape {array.shape}"
+                )
+        count = math.prod(shape)
+        if chunk.data.nbytes != count * array.dtype.itemsize:
+            raise WireError(
+                f"array {chunk.array_id}: chunk of shape {shape} carries {chunk.data.nbytes} "
+                f"bytes, expected {count * array.dtype.itemsize}"
+            )
+        self._claim(target, chunk.array_id, start, shape)
+        if ndim == 0 or shape[1:] == array.shape[1:]:  # whole rows: one flat copy
+            offset = start[0] * target.row_bytes if ndim else 0
+            target.raw[offset : offset + chunk.data.nbytes] = np.frombuffer(chunk.data, np.uint8)
+        else:
+            index = tuple(slice(a, a + n) for a, n in zip(start, shape, strict=True))
+            block = np.frombuffer(chunk.data, dtype=array.dtype).reshape(shape)
+            array[index] = block
+        target.remaining -= count
+
+    @staticmethod
+    def _claim(t: _Target, aid: int, start: tuple[int, ...], shape: tuple[int, ...]) -> None:
+        """Refuse a chunk that overlaps one already received."""
+        s0 = start[0] if start else 0
+        e0 = s0 + (shape[0] if shape else 1)
+        i = bisect.bisect_left(t.keys, e0)
+        j = i - 1
+        # Only boxes starting within max_extent0 before s0 can reach into [s0, e0).
+        while j >= 0 and t.keys[j] + t.max_extent0 > s0:
+            bstart, bshape = t.boxes[j]
+            if all(
+                a < b + m and b < a + n
+                for a, n, b, m in zip(start, shape, bstart, bshape, strict=True)
+            ):
+                raise WireError(f"array {aid}: chunk at {start} overlaps one already received")
+            j -= 1
+        t.keys.insert(i, s0)
+        t.boxes.insert(i, (start, shape))
+        t.max_extent0 = max(t.max_extent0, e0 - s0)
+
+    def finish(self) -> None:
+        """Check that every array was covered completely."""
+        for aid, t in self._targets.items():
+            if t.remaining:
+                raise WireError(
+                    f"array {aid}: the stream ended with {t.remaining} of "
+                    f"{t.array.size} elements missing"
+                )

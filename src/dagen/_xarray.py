@@ -1,0 +1,137 @@
+"""xarray objects and their attributes on the wire (see protos/dagen/v1/xarray.proto)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ._arrays import DecodeContext, EncodeContext, attach_array, read_array
+from ._wire import WireError, wire_dtype
+
+# Attribute arrays travel inside their message; anything bigger belongs in a variable.
+MAX_INLINE_ARRAY_BYTES = 1 << 20
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be str to be sent, got {type(value).__name__} {value!r}")
+    return value
+
+
+def fill_variable(var: xr.Variable, m: Any, ctx: EncodeContext, what: str) -> None:
+    m.dims.extend(_name(d, f"dimension names of {what}") for d in var.dims)
+    data = var.data if isinstance(var.data, np.ndarray) else np.asarray(var.values)
+    attach_array(data, m.data, ctx)
+    for key, value in var.attrs.items():
+        attr = m.attrs.add()
+        attr.name = _name(key, f"attribute names of {what}")
+        try:
+            write_value(value, attr.value)
+        except TypeError as e:
+            raise TypeError(f"attribute {key!r} of {what}: {e}") from None
+
+
+def read_variable(m: Any, ctx: DecodeContext) -> xr.Variable:
+    attrs = {a.name: read_value(a.value) for a in m.attrs}
+    data = read_array(m.data, ctx)
+    if len(m.dims) != data.ndim:
+        raise WireError(f"variable has dims {list(m.dims)} but {data.ndim}-d data")
+    return xr.Variable(tuple(m.dims), data, attrs=attrs)
+
+
+def fill_dataarray(da: xr.DataArray, m: Any, ctx: EncodeContext) -> None:
+    if da.name is not None:
+        m.name = _name(da.name, "the DataArray's name")
+    fill_variable(da.variable, m.variable, ctx, "the DataArray")
+    for name, coord in da.coords.items():
+        if isinstance(da.indexes.get(name), pd.MultiIndex):
+            raise TypeError(f"coordinate {name!r} is a MultiIndex, which cannot be sent yet")
+        c = m.coords.add()
+        c.name = _name(name, "coordinate names")
+        fill_variable(coord.variable, c.variable, ctx, f"coordinate {name!r}")
+
+
+def read_dataarray(m: Any, ctx: DecodeContext) -> xr.DataArray:
+    var = read_variable(m.variable, ctx)
+    coords = {c.name: read_variable(c.variable, ctx) for c in m.coords}
+    try:
+        return xr.DataArray(
+            var.data,
+            dims=var.dims,
+            coords=coords,
+            name=m.name if m.HasField("name") else None,
+            attrs=var.attrs,
+        )
+    except (ValueError, TypeError) as e:
+        raise WireError(f"inconsistent DataArray: {e}") from None
+
+
+# -- attribute values --------------------------------------------------------------------------
+
+
+def write_value(value: Any, m: Any) -> None:
+    """Fill a dagen.v1.Value, keeping the exact type (numpy scalars included)."""
+    if value is None:
+        m.none = True
+    elif isinstance(value, np.ndarray | np.generic):
+        array = np.asarray(value)
+        if array.dtype.kind not in "biufcmMUS":
+            raise TypeError(f"arrays of dtype {array.dtype} cannot be sent")
+        if array.nbytes > MAX_INLINE_ARRAY_BYTES:
+            raise TypeError(f"an attribute array of {array.nbytes} bytes is too large")
+        inline = m.array_value
+        inline.dtype = array.dtype.str
+        inline.shape.extend(array.shape)
+        inline.data = np.ascontiguousarray(array).tobytes()
+        inline.scalar = isinstance(value, np.generic)
+    elif isinstance(value, bool):
+        m.bool_value = value
+    elif isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise TypeError(f"int {value} does not fit in 64 bits")
+        m.int_value = value
+    elif isinstance(value, float):
+        m.float_value = value
+    elif isinstance(value, str):
+        m.string_value = value
+    elif isinstance(value, bytes):
+        m.bytes_value = value
+    elif isinstance(value, list | tuple):
+        m.list_value.SetInParent()
+        m.list_value.is_tuple = isinstance(value, tuple)
+        for item in value:
+            write_value(item, m.list_value.values.add())
+    elif isinstance(value, dict):
+        m.map_value.SetInParent()
+        for key, item in value.items():
+            m.map_value.keys.append(_name(key, "dict keys in attributes"))
+            write_value(item, m.map_value.values.add())
+    else:
+        raise TypeError(f"values of type {type(value).__name__} cannot be sent")
+
+
+def read_value(m: Any) -> Any:
+    kind = m.WhichOneof("kind")
+    if kind is None or kind == "none":
+        return None
+    if kind == "array_value":
+        inline = m.array_value
+        dtype = wire_dtype(inline.dtype)
+        shape = tuple(inline.shape)
+        if any(n < 0 for n in shape) or int(np.prod(shape)) * dtype.itemsize != len(inline.data):
+            raise WireError(
+                f"inline array of shape {shape} and dtype {dtype} has {len(inline.data)} bytes"
+            )
+        array = np.frombuffer(inline.data, dtype=dtype).reshape(shape).copy()
+        return array[()] if inline.scalar else array
+    if kind == "list_value":
+        items = [read_value(v) for v in m.list_value.values]
+        return tuple(items) if m.list_value.is_tuple else items
+    if kind == "map_value":
+        if len(m.map_value.keys) != len(m.map_value.values):
+            raise WireError("attribute map has unequal numbers of keys and values")
+        return {k: read_value(v) for k, v in zip(m.map_value.keys, m.map_value.values, strict=True)}
+    return getattr(m, kind)

@@ -1,0 +1,6 @@
+"""The server runtime that generated server modules use."""
+
+from ._cli import run_servicer as main
+from ._server import ServerOptions, Servicer, caller_of, create_server, import_served_module
+
+__all__ = ["Servicer", "ServerOptions", "create_server", "import_served_module", "caller_of", "main"]
