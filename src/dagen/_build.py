@@ -33,9 +33,15 @@ def compile_proto(proto: Path, out: Path) -> None:
     """Run grpcio-tools' protoc on ``proto`` (which sits in ``out``): no system protoc."""
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     command = [
-        sys.executable, "-m", "grpc_tools.protoc",
-        f"-I{out}", f"-I{data_dir('protos')}", f"-I{well_known}",
-        f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{out}",
+        f"-I{data_dir('protos')}",
+        f"-I{well_known}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
         str(proto),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -55,7 +61,9 @@ def _client_version(proto_text: str) -> str:
     return f"{__version__}+contract.{hashlib.sha256(proto_text.encode()).hexdigest()[:12]}"
 
 
-def build_service(service: Service, out: Path, source_dir: str, *, client: bool = True) -> BuildResult:
+def build_service(
+    service: Service, out: Path, source_dir: str, *, client: bool = True
+) -> BuildResult:
     out.mkdir(parents=True, exist_ok=True)
     package = service.package
     proto_text = render_proto(service, __version__)
@@ -69,12 +77,20 @@ def build_service(service: Service, out: Path, source_dir: str, *, client: bool 
         if project.exists():
             shutil.rmtree(project)
         code = project / service.client_package
-        write(project / "pyproject.toml", render_client_pyproject(
-            service, version=__version__, client_version=_client_version(proto_text),
-            grpc_version=grpc.__version__, protobuf_version=protobuf_version,
-        ))
+        write(
+            project / "pyproject.toml",
+            render_client_pyproject(
+                service,
+                version=__version__,
+                client_version=_client_version(proto_text),
+                grpc_version=grpc.__version__,
+                protobuf_version=protobuf_version,
+            ),
+        )
         init = render_client(service, __version__)
-        compile(init, str(code / "__init__.py"), "exec")  # a template bug fails the build, not the user
+        compile(
+            init, str(code / "__init__.py"), "exec"
+        )  # a template bug fails the build, not the user
         write(code / "__init__.py", init)
         for suffix in ("_pb2.py", "_pb2.pyi"):
             shutil.copy(out / f"{package}{suffix}", code / f"{package}{suffix}")
@@ -89,5 +105,5 @@ def build(module: str, out: str | Path) -> BuildResult:
     """Build everything for ``module`` (a file path or an importable name) into ``out``."""
     mod = load_module(module)
     service = introspect_module(mod)
-    source_dir = str(Path(mod.__file__).resolve().parent) if getattr(mod, "__file__", None) else ""
+    source_dir = str(Path(mod.__file__).resolve().parent) if mod.__file__ else ""
     return build_service(service, Path(out), source_dir)

@@ -69,7 +69,9 @@ def _load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
     return cert, key
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: object, days: int) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: object, days: int
+) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -82,8 +84,9 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: object, days: in
     )
 
 
-def init_ca(folder: str | Path, *, name: str = "dagen CA", days: int = DEFAULT_DAYS,
-            force: bool = False) -> Path:
+def init_ca(
+    folder: str | Path, *, name: str = "dagen CA", days: int = DEFAULT_DAYS, force: bool = False
+) -> Path:
     """Create a certificate authority in ``folder``; return the certificate's path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,22 +95,38 @@ def init_ca(folder: str | Path, *, name: str = "dagen CA", days: int = DEFAULT_D
         _builder(_name(name), _name(name), key.public_key(), days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                          content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     _write(folder / CA_KEY, _key_bytes(key), private=True, force=force)
-    _write(folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), private=False, force=True)
+    _write(
+        folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), private=False, force=True
+    )
     return folder / CA_CERT
 
 
-def _issue(folder: Path, stem: str, common_name: str, sans: list[x509.GeneralName],
-           usage: x509.ObjectIdentifier, days: int, force: bool) -> Path:
+def _issue(
+    folder: Path,
+    stem: str,
+    common_name: str,
+    sans: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    days: int,
+    force: bool,
+) -> Path:
     ca_cert, ca_key = _load_ca(folder)
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
@@ -122,12 +141,23 @@ def _issue(folder: Path, stem: str, common_name: str, sans: list[x509.GeneralNam
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     _write(folder / f"{stem}.key", _key_bytes(key), private=True, force=force)
-    _write(folder / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM), private=False, force=True)
+    _write(
+        folder / f"{stem}.crt",
+        cert.public_bytes(serialization.Encoding.PEM),
+        private=False,
+        force=True,
+    )
     return folder / f"{stem}.crt"
 
 
-def issue_server(folder: str | Path, *, hosts: list[str], ips: list[str],
-                 days: int = DEFAULT_DAYS, force: bool = False) -> Path:
+def issue_server(
+    folder: str | Path,
+    *,
+    hosts: list[str],
+    ips: list[str],
+    days: int = DEFAULT_DAYS,
+    force: bool = False,
+) -> Path:
     """A server certificate valid for the given host names and IP addresses."""
     if not hosts and not ips:
         raise CertificateError("give at least one --host or --ip the server is reached by")
@@ -137,16 +167,26 @@ def issue_server(folder: str | Path, *, hosts: list[str], ips: list[str],
             sans.append(x509.IPAddress(ipaddress.ip_address(ip)))
         except ValueError:
             raise CertificateError(f"{ip!r} is not an IP address") from None
-    return _issue(Path(folder), "server", (hosts or ips)[0], sans,
-                  ExtendedKeyUsageOID.SERVER_AUTH, days, force)
+    return _issue(
+        Path(folder),
+        "server",
+        (hosts or ips)[0],
+        sans,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        days,
+        force,
+    )
 
 
-def issue_client(folder: str | Path, identity: str, *, days: int = DEFAULT_DAYS,
-                 force: bool = False) -> Path:
+def issue_client(
+    folder: str | Path, identity: str, *, days: int = DEFAULT_DAYS, force: bool = False
+) -> Path:
     """A client certificate whose subject CN is ``identity``."""
     if not _IDENTITY_RE.fullmatch(identity) or identity in ("ca", "server"):
         raise CertificateError(
             f"{identity!r} is not a usable identity: use letters, digits and _.@- "
             "(and not 'ca' or 'server')"
         )
-    return _issue(Path(folder), identity, identity, [], ExtendedKeyUsageOID.CLIENT_AUTH, days, force)
+    return _issue(
+        Path(folder), identity, identity, [], ExtendedKeyUsageOID.CLIENT_AUTH, days, force
+    )

@@ -17,7 +17,15 @@ import click
 
 from ._version import __version__
 
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
+_SIZE_UNITS = {
+    "": 1,
+    "k": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gib": 1 << 30,
+}
 
 
 def _parse_size(text: str) -> int:
@@ -50,8 +58,14 @@ def main() -> None:
 
 @main.command()
 @click.argument("module")
-@click.option("-o", "--out", default="build", show_default=True, type=click.Path(file_okay=False),
-              help="Folder to write the generated files into.")
+@click.option(
+    "-o",
+    "--out",
+    default="build",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write the generated files into.",
+)
 def build(module: str, out: str) -> None:
     """Generate the .proto, compiled modules, server module and client package of MODULE.
 
@@ -78,39 +92,88 @@ def build(module: str, out: str) -> None:
 
 def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--certs", type=click.Path(file_okay=False),
-                     help="Folder made by 'dagen certs' (ca.crt, server.crt, server.key)."),
-        click.option("--host", default="127.0.0.1", show_default=True,
-                     help="Address to listen on (0.0.0.0 or :: for every interface)."),
-        click.option("--port", default=50051, show_default=True, type=int,
-                     help="Port to listen on; 0 picks a free one."),
-        click.option("--insecure", is_flag=True,
-                     help="Plain text instead of mutual TLS; only on a loopback address."),
-        click.option("--allow-remote-insecure", is_flag=True,
-                     help="Together with --insecure: allow plain text on a non-loopback address."),
-        click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 1024),
-                     help="Calls served at the same time."),
-        click.option("--chunk-size", default="1MiB", show_default=True, callback=lambda c, p, v: _parse_size(v),
-                     help="Size of the chunks results are sent in."),
-        click.option("--debug", is_flag=True, help="Send tracebacks of failed calls to the callers."),
+        click.option(
+            "--certs",
+            type=click.Path(file_okay=False),
+            help="Folder made by 'dagen certs' (ca.crt, server.crt, server.key).",
+        ),
+        click.option(
+            "--host",
+            default="127.0.0.1",
+            show_default=True,
+            help="Address to listen on (0.0.0.0 or :: for every interface).",
+        ),
+        click.option(
+            "--port",
+            default=50051,
+            show_default=True,
+            type=int,
+            help="Port to listen on; 0 picks a free one.",
+        ),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            help="Plain text instead of mutual TLS; only on a loopback address.",
+        ),
+        click.option(
+            "--allow-remote-insecure",
+            is_flag=True,
+            help="Together with --insecure: allow plain text on a non-loopback address.",
+        ),
+        click.option(
+            "--workers",
+            default=8,
+            show_default=True,
+            type=click.IntRange(1, 1024),
+            help="Calls served at the same time.",
+        ),
+        click.option(
+            "--chunk-size",
+            default="1MiB",
+            show_default=True,
+            callback=lambda c, p, v: _parse_size(v),
+            help="Size of the chunks results are sent in.",
+        ),
+        click.option(
+            "--debug", is_flag=True, help="Send tracebacks of failed calls to the callers."
+        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def _run(servicer_cls: Any, *, certs: str | None, host: str, port: int, insecure: bool,
-         allow_remote_insecure: bool, workers: int, chunk_size: int, debug: bool) -> None:
+def _run(
+    servicer_cls: Any,
+    *,
+    certs: str | None,
+    host: str,
+    port: int,
+    insecure: bool,
+    allow_remote_insecure: bool,
+    workers: int,
+    chunk_size: int,
+    debug: bool,
+) -> None:
     from ._server import InsecureRefused, ServerOptions, create_server
     from ._wire import MAX_CHUNK_BYTES
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not 0 < chunk_size <= MAX_CHUNK_BYTES:
-        raise click.BadParameter(f"must be at most {MAX_CHUNK_BYTES} bytes", param_hint="--chunk-size")
+        raise click.BadParameter(
+            f"must be at most {MAX_CHUNK_BYTES} bytes", param_hint="--chunk-size"
+        )
     servicer = servicer_cls(ServerOptions(debug=debug, chunk_bytes=chunk_size))
     try:
-        server, bound = create_server(servicer, host=host, port=port, certs=certs, insecure=insecure,
-                                      allow_remote_insecure=allow_remote_insecure, workers=workers)
+        server, bound = create_server(
+            servicer,
+            host=host,
+            port=port,
+            certs=certs,
+            insecure=insecure,
+            allow_remote_insecure=allow_remote_insecure,
+            workers=workers,
+        )
     except (InsecureRefused, FileNotFoundError, OSError) as e:
         raise click.ClickException(str(e)) from None
     stop = threading.Event()
@@ -119,8 +182,11 @@ def _run(servicer_cls: Any, *, certs: str | None, host: str, port: int, insecure
     from ._tls import join_host_port
 
     security = "plain text (INSECURE)" if insecure else f"mutual TLS with {certs}"
-    click.echo(f"dagen: serving {servicer.service.full_name} on {join_host_port(host, bound)} "
-               f"({security}); Ctrl-C stops", err=False)
+    click.echo(
+        f"dagen: serving {servicer.service.full_name} on {join_host_port(host, bound)} "
+        f"({security}); Ctrl-C stops",
+        err=False,
+    )
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):
@@ -160,7 +226,9 @@ def serve(module: str, **options: Any) -> None:
 def run_servicer(servicer_cls: Any) -> None:
     """Entry point of a generated server module (``python -m <module>_server``)."""
 
-    @click.command(help=f"Serve {servicer_cls.service.full_name} over gRPC, with mutual TLS by default.")
+    @click.command(
+        help=f"Serve {servicer_cls.service.full_name} over gRPC, with mutual TLS by default."
+    )
     @_serve_options
     def command(**options: Any) -> None:
         _run(servicer_cls, **options)
@@ -196,8 +264,13 @@ def _certs_errors(f: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-_days = click.option("--days", default=365, show_default=True, type=click.IntRange(1, 36500),
-                     help="Validity in days.")
+_days = click.option(
+    "--days",
+    default=365,
+    show_default=True,
+    type=click.IntRange(1, 36500),
+    help="Validity in days.",
+)
 _force = click.option("--force", is_flag=True, help="Replace existing files.")
 
 
@@ -222,7 +295,9 @@ def certs_init(folder: str, name: str, days: int, force: bool) -> None:
 @_days
 @_force
 @_certs_errors
-def certs_server(folder: str, hosts: tuple[str, ...], ips: tuple[str, ...], days: int, force: bool) -> None:
+def certs_server(
+    folder: str, hosts: tuple[str, ...], ips: tuple[str, ...], days: int, force: bool
+) -> None:
     """Issue the server certificate (server.crt, server.key) from the CA in FOLDER."""
     from ._certs import issue_server
 
@@ -242,3 +317,7 @@ def certs_client(folder: str, identity: str, days: int, force: bool) -> None:
 
     path = issue_client(folder, identity, days=days, force=force)
     click.echo(f"created client certificate {path} for identity {identity!r}")
+
+
+if __name__ == "__main__":
+    main()

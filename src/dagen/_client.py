@@ -21,7 +21,14 @@ from ._introspect import introspect_function, make_service
 from ._model import Service
 from ._protocol import Method, receive, send
 from ._tls import CHANNEL_OPTIONS, channel_credentials
-from ._wire import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, Limits, WireError, frame_deserializer, frame_serializer
+from ._wire import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_CHUNK_BYTES,
+    Limits,
+    WireError,
+    frame_deserializer,
+    frame_serializer,
+)
 
 DEFAULT_TIMEOUT = 3600.0
 
@@ -146,7 +153,9 @@ class ServiceClient:
                 e, function=name, target=self.target, timeout=self.timeout
             ) from None
         except WireError as e:
-            raise CallError(f"{name}(): the server at {self.target} sent a malformed response: {e}") from None
+            raise CallError(
+                f"{name}(): the server at {self.target} sent a malformed response: {e}"
+            ) from None
 
     def close(self) -> None:
         self._channel.close()
@@ -170,7 +179,13 @@ def default_client(cls: type[C]) -> C:
     """The client the module-level functions use, configured by the environment
     (``DAGEN_TARGET``, ``DAGEN_CERTS``, ``DAGEN_IDENTITY``, ``DAGEN_TIMEOUT``,
     ``DAGEN_INSECURE``); a new one whenever those change."""
-    key = (cls, tuple(os.environ.get(v) for v in (ENV_TARGET, ENV_CERTS, ENV_IDENTITY, ENV_TIMEOUT, ENV_INSECURE)))
+    key = (
+        cls,
+        tuple(
+            os.environ.get(v)
+            for v in (ENV_TARGET, ENV_CERTS, ENV_IDENTITY, ENV_TIMEOUT, ENV_INSECURE)
+        ),
+    )
     with _defaults_lock:
         client = _defaults.get(key)
         if client is None:

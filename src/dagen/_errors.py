@@ -27,8 +27,15 @@ class DagenError(Exception):
 class RemoteError(DagenError):
     """An exception raised by the remote function whose type has no local equivalent."""
 
-    def __init__(self, type_name: str, message: str, *, module: str = "", function: str = "",
-                 remote_traceback: str = "") -> None:
+    def __init__(
+        self,
+        type_name: str,
+        message: str,
+        *,
+        module: str = "",
+        function: str = "",
+        remote_traceback: str = "",
+    ) -> None:
         super().__init__(f"{type_name}: {message}" if message else type_name)
         self.type_name = type_name
         self.module = module
@@ -54,7 +61,9 @@ def remote_error_details(exc: BaseException, function: str, debug: bool) -> erro
     cls = type(exc)
     message = str(exc)
     if isinstance(exc, KeyError) and len(exc.args) == 1:
-        message = str(exc.args[0])  # str(KeyError('x')) adds quotes that KeyError(...) would add again
+        message = str(
+            exc.args[0]
+        )  # str(KeyError('x')) adds quotes that KeyError(...) would add again
     return errors_pb2.RemoteError(
         type=cls.__qualname__,
         module=cls.__module__,
@@ -75,38 +84,58 @@ def exception_from_details(details: errors_pb2.RemoteError, target: str) -> Exce
         try:
             exc = cls(details.message)
         except Exception:  # noqa: BLE001 - exception types with other signatures
-            exc = RemoteError(details.type, details.message, module=details.module,
-                              function=details.function, remote_traceback=details.traceback)
+            exc = RemoteError(
+                details.type,
+                details.message,
+                module=details.module,
+                function=details.function,
+                remote_traceback=details.traceback,
+            )
     else:
         name = f"{details.module}.{details.type}" if details.module else details.type
-        exc = RemoteError(name, details.message, module=details.module,
-                          function=details.function, remote_traceback=details.traceback)
+        exc = RemoteError(
+            name,
+            details.message,
+            module=details.module,
+            function=details.function,
+            remote_traceback=details.traceback,
+        )
     exc.add_note(note)
     return exc
 
 
-def exception_from_rpc_error(err: grpc.RpcError, *, function: str, target: str,
-                             timeout: float | None) -> Exception:
+def exception_from_rpc_error(
+    err: grpc.RpcError, *, function: str, target: str, timeout: float | None
+) -> Exception:
     code = err.code() if hasattr(err, "code") else None
     text = err.details() if hasattr(err, "details") else str(err)
-    for key, value in (err.trailing_metadata() if hasattr(err, "trailing_metadata") else None) or ():
+    for key, value in (
+        err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    ) or ():
         if key == ERROR_METADATA_KEY:
             return exception_from_details(errors_pb2.RemoteError.FromString(value), target)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return TimeoutError(f"{function}() did not finish within its timeout of {timeout} s "
-                            f"(server {target})")
+        return TimeoutError(
+            f"{function}() did not finish within its timeout of {timeout} s (server {target})"
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         hint = ""
         lowered = (text or "").lower()
         if any(word in lowered for word in ("ssl", "tls", "handshake", "certificate")):
-            hint = (" The TLS handshake failed: check that the server's certificate is signed "
-                    "by the CA you trust, and that you present a client certificate "
-                    "(identity=...) signed by the server's CA.")
-        return ServerUnavailable(f"cannot reach the server at {target} for {function}(): "
-                                 f"{text}.{hint}")
+            hint = (
+                " The TLS handshake failed: check that the server's certificate is signed "
+                "by the CA you trust, and that you present a client certificate "
+                "(identity=...) signed by the server's CA."
+            )
+        return ServerUnavailable(
+            f"cannot reach the server at {target} for {function}(): {text}.{hint}"
+        )
     if code == grpc.StatusCode.UNIMPLEMENTED:
-        return CallError(f"the server at {target} does not offer {function}(): is the client "
-                         f"package built from the same module as the server? ({text})", code)
+        return CallError(
+            f"the server at {target} does not offer {function}(): is the client "
+            f"package built from the same module as the server? ({text})",
+            code,
+        )
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
         return PermissionError(f"{function}() at {target}: {text}")
     if code == grpc.StatusCode.CANCELLED:

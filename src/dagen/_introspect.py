@@ -66,7 +66,7 @@ def public_functions(module: types.ModuleType) -> list[Callable[..., Any]]:
     """``__all__`` when the module has it, else the public functions defined in it."""
     names = getattr(module, "__all__", None)
     if names is not None:
-        found = []
+        found: list[Callable[..., Any]] = []
         for name in names:
             obj = getattr(module, name, None)
             if not inspect.isfunction(obj):

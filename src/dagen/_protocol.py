@@ -42,7 +42,9 @@ class Method:
             try:
                 p.type.encode(arguments[p.name], msg, p.name, ctx)
             except EncodeError as e:
-                raise TypeError(f"{self.name}(): argument {p.name!r}{e.path}: {e.message}") from None
+                raise TypeError(
+                    f"{self.name}(): argument {p.name!r}{e.path}: {e.message}"
+                ) from None
             except (TypeError, ValueError, OverflowError) as e:
                 raise TypeError(f"{self.name}(): argument {p.name!r}: {e}") from None
         return msg
@@ -60,8 +62,10 @@ class Method:
         try:
             self.fn.returns.encode(value, msg, "result", ctx)
         except EncodeError as e:
-            raise TypeError(f"{self.name}() returned a value that does not match its annotation"
-                            f"{' at ' + e.path if e.path else ''}: {e.message}") from None
+            raise TypeError(
+                f"{self.name}() returned a value that does not match its annotation"
+                f"{' at ' + e.path if e.path else ''}: {e.message}"
+            ) from None
         return msg
 
     def decode_response(self, msg: Any, ctx: DecodeContext) -> Any:

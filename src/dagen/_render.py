@@ -25,7 +25,6 @@ from ._model import Function, Service
 from ._resources import data_dir
 from ._types import DataArrayNode, TypeNode, walk
 
-
 # -- annotations and defaults as source ---------------------------------------------------------
 
 
@@ -51,11 +50,11 @@ class SourceWriter:
         origin = typing.get_origin(ann)
         if origin is typing.Union:
             self.imports.add("typing")
-            args = typing.get_args(ann)
-            if len(args) == 2 and type(None) in args:
-                inner = args[0] if args[1] is type(None) else args[1]
+            members = typing.get_args(ann)
+            if len(members) == 2 and type(None) in members:
+                inner = members[0] if members[1] is type(None) else members[1]
                 return f"typing.Optional[{self.annotation(inner)}]"
-            return f"typing.Union[{', '.join(self.annotation(a) for a in args)}]"
+            return f"typing.Union[{', '.join(self.annotation(a) for a in members)}]"
         name = getattr(ann, "_name", None)
         if origin is not None and name and getattr(typing, name, None) is not None:
             self.imports.add("typing")
@@ -93,7 +92,9 @@ class SourceWriter:
         return text
 
     def check(self, text: str, expected: Any, what: str) -> None:
-        namespace = {name.split(".")[0]: importlib.import_module(name.split(".")[0]) for name in self.imports}
+        namespace = {
+            name.split(".")[0]: importlib.import_module(name.split(".")[0]) for name in self.imports
+        }
         for name in self.imports:
             importlib.import_module(name)
         if eval(text, namespace) != expected:  # noqa: S307 - source we just wrote
@@ -173,7 +174,9 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - we write code, not HTML
     )
-    env.filters.update(comment=_comment, field=_field, docstring=_docstring, pyrepr=repr, pytype=_pytype)
+    env.filters.update(
+        comment=_comment, field=_field, docstring=_docstring, pyrepr=repr, pytype=_pytype
+    )
     return env
 
 
@@ -209,8 +212,10 @@ def render_client(service: Service, version: str) -> str:
     env = _environment()
     python = _Python()
     env.filters.update(
-        params=python.params, method_params=python.method_params,
-        returns=python.returns, arguments=python.arguments,
+        params=python.params,
+        method_params=python.method_params,
+        returns=python.returns,
+        arguments=python.arguments,
     )
     for fn in service.functions:  # collect the modules the annotations need
         python.params(fn)

@@ -24,7 +24,14 @@ from ._introspect import introspect_module
 from ._model import Service
 from ._protocol import Method, receive, send
 from ._tls import SERVER_OPTIONS, is_loopback, join_host_port, server_credentials
-from ._wire import DEFAULT_CHUNK_BYTES, LimitExceeded, Limits, WireError, frame_deserializer, frame_serializer
+from ._wire import (
+    DEFAULT_CHUNK_BYTES,
+    LimitExceeded,
+    Limits,
+    WireError,
+    frame_deserializer,
+    frame_serializer,
+)
 
 log = logging.getLogger("dagen.server")
 
@@ -106,7 +113,9 @@ class Servicer:
 
         return handle
 
-    def _stream_handler(self, method: Method) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
+    def _stream_handler(
+        self, method: Method
+    ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
         options = self.options
 
         def handle(frames: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
@@ -130,26 +139,32 @@ class Servicer:
 
         return handle
 
-    def _decode(self, method: Method, request: Any, dctx: DecodeContext,
-                context: grpc.ServicerContext) -> tuple[list[Any], dict[str, Any]]:
+    def _decode(
+        self, method: Method, request: Any, dctx: DecodeContext, context: grpc.ServicerContext
+    ) -> tuple[list[Any], dict[str, Any]]:
         try:
             return method.decode_request(request, dctx)
         except (WireError, ValueError, TypeError, KeyError) as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method.name}(): malformed request: {e}")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{method.name}(): malformed request: {e}"
+            )
             raise  # unreachable: abort raises
 
-    def _invoke(self, method: Method, args: list[Any], kwargs: dict[str, Any],
-                context: grpc.ServicerContext) -> Any:
+    def _invoke(
+        self, method: Method, args: list[Any], kwargs: dict[str, Any], context: grpc.ServicerContext
+    ) -> Any:
         try:
             return self._functions[method.name](*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
-            log.info("%s() raised %s: %s", method.name, type(e).__name__, e,
-                     exc_info=self.options.debug)
+            log.info(
+                "%s() raised %s: %s", method.name, type(e).__name__, e, exc_info=self.options.debug
+            )
             self._abort_with(context, e, method, grpc.StatusCode.UNKNOWN)
             raise  # unreachable: abort raises
 
-    def _encode(self, method: Method, result: Any, ctx: EncodeContext,
-                context: grpc.ServicerContext) -> Any:
+    def _encode(
+        self, method: Method, result: Any, ctx: EncodeContext, context: grpc.ServicerContext
+    ) -> Any:
         try:
             return method.encode_response(result, ctx)
         except TypeError as e:
@@ -157,17 +172,34 @@ class Servicer:
             self._abort_with(context, e, method, grpc.StatusCode.INTERNAL)
             raise  # unreachable: abort raises
 
-    def _abort_with(self, context: grpc.ServicerContext, exc: BaseException, method: Method,
-                    code: grpc.StatusCode) -> None:
+    def _abort_with(
+        self,
+        context: grpc.ServicerContext,
+        exc: BaseException,
+        method: Method,
+        code: grpc.StatusCode,
+    ) -> None:
         details = remote_error_details(exc, method.name, self.options.debug)
         context.set_trailing_metadata(((ERROR_METADATA_KEY, details.SerializeToString()),))
         context.abort(code, f"{details.type}: {details.message}")
 
-    def _log(self, method: Method, context: grpc.ServicerContext, bytes_in: int, bytes_out: int,
-             started: float) -> None:
+    def _log(
+        self,
+        method: Method,
+        context: grpc.ServicerContext,
+        bytes_in: int,
+        bytes_out: int,
+        started: float,
+    ) -> None:
         if log.isEnabledFor(logging.INFO):
-            log.info("%s %s() in %d B, out %d B, %.3f s", caller_of(context), method.name,
-                     bytes_in, bytes_out, time.perf_counter() - started)
+            log.info(
+                "%s %s() in %d B, out %d B, %.3f s",
+                caller_of(context),
+                method.name,
+                bytes_in,
+                bytes_out,
+                time.perf_counter() - started,
+            )
 
 
 def caller_of(context: grpc.ServicerContext) -> str:
@@ -184,9 +216,16 @@ class InsecureRefused(Exception):
     """Plain text was asked for on an address other than loopback."""
 
 
-def create_server(servicer: Servicer, *, host: str = "127.0.0.1", port: int = 50051,
-                  certs: str | None = None, insecure: bool = False,
-                  allow_remote_insecure: bool = False, workers: int = 8) -> tuple[grpc.Server, int]:
+def create_server(
+    servicer: Servicer,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 50051,
+    certs: str | None = None,
+    insecure: bool = False,
+    allow_remote_insecure: bool = False,
+    workers: int = 8,
+) -> tuple[grpc.Server, int]:
     """A started-ready grpc server and the port it listens on (``port=0`` picks one)."""
     address = join_host_port(host, port)
     if insecure:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import grpc
@@ -44,10 +45,14 @@ def server_credentials(folder: str | Path) -> grpc.ServerCredentials:
     hint = f"run 'dagen certs server {folder} --host HOST --ip IP'"
     cert = _read(folder, SERVER_CERT, hint)
     key = _read(folder, SERVER_KEY, hint)
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
+    )
 
 
-def channel_credentials(folder: str | Path, identity: str | None) -> grpc.ChannelCredentials:
+def channel_credentials(
+    folder: str | os.PathLike[str], identity: str | None
+) -> grpc.ChannelCredentials:
     """mTLS client credentials: the CA to trust and, for ``identity``, its pair."""
     folder = Path(folder)
     ca = _read(folder, CA_CERT, "copy the server's ca.crt into it")
@@ -56,7 +61,9 @@ def channel_credentials(folder: str | Path, identity: str | None) -> grpc.Channe
     hint = f"run 'dagen certs client {folder} {identity}' where the CA key is"
     cert = _read(folder, f"{identity}.crt", hint)
     key = _read(folder, f"{identity}.key", hint)
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -460,7 +461,7 @@ class NoneNode(TypeNode):
 
 # -- from annotations --------------------------------------------------------------------------
 
-_SCALARS: dict[Any, type[ScalarNode]] = {
+_SCALARS: dict[Any, Callable[[], ScalarNode]] = {
     bool: BoolNode,
     int: IntNode,
     float: FloatNode,

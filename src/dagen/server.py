@@ -3,4 +3,11 @@
 from ._cli import run_servicer as main
 from ._server import ServerOptions, Servicer, caller_of, create_server, import_served_module
 
-__all__ = ["Servicer", "ServerOptions", "create_server", "import_served_module", "caller_of", "main"]
+__all__ = [
+    "Servicer",
+    "ServerOptions",
+    "create_server",
+    "import_served_module",
+    "caller_of",
+    "main",
+]

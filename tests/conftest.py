@@ -1,0 +1,144 @@
+"""Shared fixtures: real certificates, real builds, real `dagen serve` subprocesses."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dagen._build import build
+from dagen._certs import init_ca, issue_client, issue_server
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = Path(__file__).resolve().parent / "services"
+EXAMPLE = ROOT / "examples" / "ocean_tools.py"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DAGEN = [sys.executable, "-m", "dagen._cli"]
+
+
+@dataclass
+class Certs:
+    folder: Path  # ca, server, alice and bob
+    other: Path  # another CA, with its own client "mallory"
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    folder = tmp_path_factory.mktemp("certs")
+    init_ca(folder)
+    issue_server(folder, hosts=["localhost"], ips=["127.0.0.1", "::1"])
+    issue_client(folder, "alice")
+    issue_client(folder, "bob")
+    other = tmp_path_factory.mktemp("other-ca")
+    init_ca(other, name="someone else's CA")
+    issue_server(other, hosts=["localhost"], ips=["127.0.0.1"])
+    issue_client(other, "mallory")
+    return Certs(folder, other)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    port: int
+
+    @property
+    def target(self) -> str:
+        return f"localhost:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(module: Path, *args: str) -> Server:
+    """`dagen serve MODULE --port 0 ...` in a subprocess; waits for its address line."""
+    process = subprocess.Popen(
+        [*DAGEN, "serve", str(module), "--host", "127.0.0.1", "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"on 127\.0\.0\.1:(\d+)", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"dagen serve did not start: {line!r}")
+    return Server(process, int(match.group(1)))
+
+
+@pytest.fixture(scope="session")
+def echo_server(certs: Certs) -> Iterator[Server]:
+    server = start_server(SERVICES / "echo_service.py", "--certs", str(certs.folder))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ocean_server(certs: Certs) -> Iterator[Server]:
+    server = start_server(EXAMPLE, "--certs", str(certs.folder))
+    yield server
+    server.stop()
+
+
+def import_client(project: Path, package: str):
+    """Import a generated client package from its project folder."""
+    sys.path.insert(0, str(project))
+    try:
+        return importlib.import_module(package)
+    finally:
+        sys.path.remove(str(project))
+
+
+@pytest.fixture(scope="session")
+def echo_build(tmp_path_factory: pytest.TempPathFactory):
+    return build(str(SERVICES / "echo_service.py"), tmp_path_factory.mktemp("echo-build"))
+
+
+@pytest.fixture(scope="session")
+def ocean_build(tmp_path_factory: pytest.TempPathFactory):
+    return build(str(EXAMPLE), tmp_path_factory.mktemp("ocean-build"))
+
+
+@pytest.fixture(scope="session")
+def echo_client_module(echo_build):
+    return import_client(echo_build.client, "echo_service_client")
+
+
+@pytest.fixture(scope="session")
+def ocean_client_module(ocean_build):
+    return import_client(ocean_build.client, "ocean_tools_client")
+
+
+@pytest.fixture(scope="session")
+def echo(echo_client_module, echo_server: Server, certs: Certs):
+    """A client of the echo service as alice, over mutual TLS."""
+    with echo_client_module.Client(echo_server.target, certs=certs.folder, identity="alice",
+                                   timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def ocean(ocean_client_module, ocean_server: Server, certs: Certs):
+    with ocean_client_module.Client(ocean_server.target, certs=certs.folder, identity="alice",
+                                    timeout=120) as client:
+        yield client
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("DAGEN_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
