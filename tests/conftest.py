@@ -63,11 +63,13 @@ class Server:
                 self.process.wait()
 
 
-def start_server(module: Path, *args: str) -> Server:
-    """`dagen serve MODULE --port 0 ...` in a subprocess; waits for its address line."""
+def start_server(module: Path, *args: str, log: Path | None = None) -> Server:
+    """`dagen serve MODULE --port 0 ...` in a subprocess; waits for its address line.
+    Its log (stderr) goes to ``log`` when given."""
     process = subprocess.Popen(
         [*DAGEN, "serve", str(module), "--host", "127.0.0.1", "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, text=True,
+        stderr=subprocess.DEVNULL if log is None else log.open("w"),
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -119,6 +121,16 @@ def echo_client_module(echo_build):
 @pytest.fixture(scope="session")
 def ocean_client_module(ocean_build):
     return import_client(ocean_build.client, "ocean_tools_client")
+
+
+@pytest.fixture(scope="session")
+def progress_build(tmp_path_factory: pytest.TempPathFactory):
+    return build(str(SERVICES / "progress_service.py"), tmp_path_factory.mktemp("progress-build"))
+
+
+@pytest.fixture(scope="session")
+def progress_client_module(progress_build):
+    return import_client(progress_build.client, "progress_service_client")
 
 
 @pytest.fixture(scope="session")

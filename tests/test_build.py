@@ -98,9 +98,9 @@ def _build(tmp_path, source: str):
                 return a
             """, 1, r"bad_tools\.no_return: missing return annotation"),
         ("""\
-            def sets(a: set[int]) -> int:
+            def complex_numbers(a: complex) -> int:
                 return 0
-            """, 1, r"parameter 'a': annotation set\[int\]: not a supported type"),
+            """, 1, r"parameter 'a': annotation complex: not a supported type"),
     ],
 )
 def test_unsupported_modules_are_refused_with_module_function_parameter_and_line(

@@ -7,14 +7,19 @@ import dagen.server
 
 def test_top_level_exports():
     assert sorted(dagen.__all__) == sorted(
-        ["__version__", "DagenError", "RemoteError", "CallError", "ServerUnavailable"]
+        ["__version__", "DagenError", "RemoteError", "CallError", "ContractMismatch", "ServerUnavailable",
+         "Progress", "ProgressReport", "ProgressStep", "cancelled", "call_options"]
     )
     for name in dagen.__all__:
         assert hasattr(dagen, name)
 
 
 def test_runtime_modules_used_by_generated_code():
-    assert sorted(dagen.client.__all__) == ["DEFAULT_TIMEOUT", "ServiceClient", "default_client"]
+    assert sorted(dagen.client.__all__) == sorted(
+        ["DEFAULT_TIMEOUT", "ServiceClient", "default_client", "RemoteObject", "call_method",
+         "bound_class", "ContractInfo"]
+    )
     assert sorted(dagen.server.__all__) == sorted(
-        ["Servicer", "ServerOptions", "create_server", "import_served_module", "caller_of", "main"]
+        ["ContractInfo", "Servicer", "ServerOptions", "create_server", "import_served_module",
+         "caller_of", "main"]
     )

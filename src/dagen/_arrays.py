@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from ._wire import DEFAULT_CHUNK_BYTES, WIRE_KINDS, ArraySink, ChunkOut, iter_chunks
+from ._wire import (
+    DEFAULT_CHUNK_BYTES,
+    WIRE_KINDS,
+    ArraySink,
+    ChunkOut,
+    iter_chunks,
+    iter_dask_chunks,
+)
 
 NDARRAY_MESSAGE = "dagen.v1.NDArray"
 
@@ -17,9 +24,9 @@ class EncodeContext:
 
     def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         self.chunk_bytes = chunk_bytes
-        self.arrays: list[np.ndarray] = []
+        self.arrays: list[Any] = []  # numpy arrays, or dask arrays sent block by block
 
-    def add(self, array: np.ndarray) -> int:
+    def add(self, array: Any) -> int:
         self.arrays.append(array)
         return len(self.arrays)  # ids start at 1
 
@@ -29,7 +36,10 @@ class EncodeContext:
 
     def chunks(self) -> Iterator[ChunkOut]:
         for array_id, array in enumerate(self.arrays, start=1):
-            yield from iter_chunks(array_id, array, self.chunk_bytes)
+            if is_dask(array):  # computed block by block, never whole
+                yield from iter_dask_chunks(array_id, array, self.chunk_bytes)
+            else:
+                yield from iter_chunks(array_id, array, self.chunk_bytes)
 
 
 class DecodeContext:
@@ -39,12 +49,20 @@ class DecodeContext:
         self.arrays = arrays
 
 
-def wire_array(array: np.ndarray) -> tuple[np.ndarray, bool]:
+def is_dask(array: Any) -> bool:
+    return hasattr(array, "dask") and hasattr(array, "numblocks")
+
+
+def wire_array(array: Any) -> tuple[np.ndarray, bool]:
     """The array as it goes on the wire, and whether it was an object array of str.
 
     Object arrays never travel as such (that would need pickle); one that holds only
     str goes as fixed-width unicode and is turned back into objects on arrival.
     """
+    if is_dask(array):
+        if array.dtype.kind not in WIRE_KINDS or array.dtype.fields or array.dtype.subdtype:
+            raise TypeError(f"dask arrays of dtype {array.dtype} cannot be sent")
+        return array, False
     if array.dtype.kind == "O":
         flat = array.reshape(-1)
         bad = next((v for v in flat if not isinstance(v, str)), None)
@@ -53,13 +71,16 @@ def wire_array(array: np.ndarray) -> tuple[np.ndarray, bool]:
                 f"object arrays cannot be sent: only numeric, bool, datetime64, timedelta64 "
                 f"and str data can (found {type(bad).__name__} {bad!r:.40})"
             )
+        if any(v.endswith("\x00") for v in flat):
+            raise TypeError("object arrays of str ending in NUL characters cannot be sent "
+                            "(numpy's fixed-width strings would drop them)")
         return (np.array(array.tolist(), dtype=str) if array.size else array.astype("U1")), True
     if array.dtype.kind not in WIRE_KINDS or array.dtype.fields or array.dtype.subdtype:
         raise TypeError(f"arrays of dtype {array.dtype} cannot be sent")
     return array, False
 
 
-def attach_array(array: np.ndarray, header: Any, ctx: EncodeContext) -> None:
+def attach_array(array: Any, header: Any, ctx: EncodeContext) -> None:
     """Fill an NDArray header and register the array's bytes to follow as chunks."""
     data, object_strings = wire_array(array)
     if data.shape != array.shape:  # np.array(list of str) of a 0-d object array
@@ -67,7 +88,7 @@ def attach_array(array: np.ndarray, header: Any, ctx: EncodeContext) -> None:
     header.id = ctx.add(data)
     header.dtype = data.dtype.str
     header.shape.extend(data.shape)
-    header.nbytes = data.nbytes
+    header.nbytes = int(np.prod(data.shape, dtype=object)) * data.dtype.itemsize
     header.object_strings = object_strings
 
 

@@ -13,6 +13,15 @@ import grpc
 import grpc_tools
 from google.protobuf import __version__ as protobuf_version
 
+from ._contract import (
+    Contract,
+    ContractError,
+    build_contract,
+    lock_path_for,
+    read_lock,
+    settle,
+    write_lock,
+)
 from ._introspect import BuildError, introspect_module, load_module
 from ._model import Service
 from ._render import render_client, render_client_pyproject, render_proto, render_server, write
@@ -23,10 +32,12 @@ from ._version import __version__
 @dataclass(frozen=True)
 class BuildResult:
     service: Service
+    contract: Contract
     out: Path
     proto: Path
     server: Path
     client: Path  # the client package's project folder (pip install it)
+    lock: Path | None
 
 
 def compile_proto(proto: Path, out: Path) -> None:
@@ -54,56 +65,64 @@ def _grpc_relative(text: str, package: str) -> str:
     return re.sub(rf"^import {package}_pb2 as", f"from . import {package}_pb2 as", text, flags=re.M)
 
 
-def _client_version(proto_text: str) -> str:
-    """Changes with the contract, so pip reinstalls a client built from another one."""
-    import hashlib
-
-    return f"{__version__}+contract.{hashlib.sha256(proto_text.encode()).hexdigest()[:12]}"
-
-
 def build_service(
-    service: Service, out: Path, source_dir: str, *, client: bool = True
+    service: Service,
+    out: Path,
+    source_dir: str,
+    *,
+    lock_path: Path | None = None,
+    allow_breaking: bool = False,
+    client: bool = True,
+    write_lock_file: bool = True,
 ) -> BuildResult:
+    """Write everything for ``service`` into ``out``; number fields from the lock."""
+    lock = read_lock(lock_path) if lock_path else None
+    contract = settle(build_contract(service, lock), lock, allow_breaking=allow_breaking)
     out.mkdir(parents=True, exist_ok=True)
     package = service.package
-    proto_text = render_proto(service, __version__)
     proto = out / f"{package}.proto"
-    write(proto, proto_text)
+    write(proto, render_proto(contract, __version__))
     compile_proto(proto, out)
     server = out / f"{package}_server.py"
-    write(server, render_server(service, __version__, source_dir))
+    write(server, render_server(service, contract, __version__, source_dir))
     project = out / service.client_package
     if client:
         if project.exists():
             shutil.rmtree(project)
         code = project / service.client_package
-        write(
-            project / "pyproject.toml",
-            render_client_pyproject(
-                service,
-                version=__version__,
-                client_version=_client_version(proto_text),
-                grpc_version=grpc.__version__,
-                protobuf_version=protobuf_version,
-            ),
-        )
-        init = render_client(service, __version__)
-        compile(
-            init, str(code / "__init__.py"), "exec"
-        )  # a template bug fails the build, not the user
+        init, needs_pydantic = render_client(service, contract, __version__)
+        compile(init, str(code / "__init__.py"), "exec")  # a template bug fails the build, not the user
         write(code / "__init__.py", init)
+        write(project / "pyproject.toml", render_client_pyproject(
+            service, version=__version__,
+            client_version=f"{__version__}+r{contract.revision}",
+            grpc_version=grpc.__version__, protobuf_version=protobuf_version,
+            extra_dependencies=["pydantic>=2"] if needs_pydantic else [],
+        ))
         for suffix in ("_pb2.py", "_pb2.pyi"):
             shutil.copy(out / f"{package}{suffix}", code / f"{package}{suffix}")
         grpc_module = (out / f"{package}_pb2_grpc.py").read_text()
         write(code / f"{package}_pb2_grpc.py", _grpc_relative(grpc_module, package))
         shutil.copy(proto, code / proto.name)
         write(code / "py.typed", "")
-    return BuildResult(service, out, proto, server, project)
+    if lock_path and write_lock_file:
+        write_lock(lock_path, contract)
+    return BuildResult(service, contract, out, proto, server, project, lock_path)
 
 
-def build(module: str, out: str | Path) -> BuildResult:
-    """Build everything for ``module`` (a file path or an importable name) into ``out``."""
+def build(module: str, out: str | Path, *, allow_breaking: bool = False,
+          lock: str | Path | None = None) -> BuildResult:
+    """Build everything for ``module`` (a file path or an importable name) into ``out``.
+
+    The lock file goes next to the module's source unless ``lock`` names another path.
+    """
     mod = load_module(module)
     service = introspect_module(mod)
+    out = Path(out)
+    lock_path = Path(lock) if lock else lock_path_for(mod.__file__, out, service.package)
     source_dir = str(Path(mod.__file__).resolve().parent) if mod.__file__ else ""
-    return build_service(service, Path(out), source_dir)
+    try:
+        return build_service(service, out, source_dir, lock_path=lock_path,
+                             allow_breaking=allow_breaking)
+    except ContractError as e:
+        raise BuildError(str(e)) from None

@@ -66,22 +66,32 @@ def main() -> None:
     type=click.Path(file_okay=False),
     help="Folder to write the generated files into.",
 )
-def build(module: str, out: str) -> None:
+@click.option("--lock", type=click.Path(dir_okay=False),
+              help="The lock file pinning field numbers [default: MODULE.dagen.lock next to the module].")
+@click.option("--allow-breaking", is_flag=True,
+              help="Build even if the change breaks clients built from the locked contract.")
+def build(module: str, out: str, lock: str | None, allow_breaking: bool) -> None:
     """Generate the .proto, compiled modules, server module and client package of MODULE.
 
     MODULE is a file (examples/ocean_tools.py) or an importable module name. Its
-    public functions (__all__ when it has one) become remote functions; each needs
+    public functions and classes (__all__ when it has one) become remote; each needs
     type annotations, and its numpy-style docstring becomes the documentation.
+
+    The lock file (commit it with the module) pins every field number, so that a
+    rebuild keeps old clients working; a change that would break them (a function or
+    parameter removed, a type changed) stops the build unless --allow-breaking.
     """
     from ._build import build as run_build
     from ._introspect import BuildError
 
     try:
-        result = run_build(module, out)
+        result = run_build(module, out, lock=lock, allow_breaking=allow_breaking)
     except BuildError as e:
         raise click.ClickException(str(e)) from None
     service = result.service
-    click.echo(f"built {service.full_name}: {len(service.functions)} functions")
+    click.echo(f"built {service.full_name} (contract revision {result.contract.revision}): "
+               f"{len(service.rpcs)} remote functions")
+    click.echo(f"  lock file:      {result.lock}")
     click.echo(f"  contract:       {result.proto}")
     click.echo(f"  server module:  {result.server}  (python -m {service.package}_server)")
     click.echo(f"  client package: {result.client}  (pip install {result.client})")
@@ -125,7 +135,16 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
             default=8,
             show_default=True,
             type=click.IntRange(1, 1024),
-            help="Calls served at the same time.",
+            help="Calls served at the same time (threads, or worker processes).",
+        ),
+        click.option(
+            "--executor",
+            default="thread",
+            show_default=True,
+            type=click.Choice(["thread", "process"]),
+            help="Where functions run: threads of the server (a cancelled call stops when "
+            "its function checks dagen.cancelled()), or worker processes (a cancelled "
+            "call's worker is terminated at once).",
         ),
         click.option(
             "--chunk-size",
@@ -152,6 +171,7 @@ def _run(
     insecure: bool,
     allow_remote_insecure: bool,
     workers: int,
+    executor: str,
     chunk_size: int,
     debug: bool,
 ) -> None:
@@ -163,7 +183,9 @@ def _run(
         raise click.BadParameter(
             f"must be at most {MAX_CHUNK_BYTES} bytes", param_hint="--chunk-size"
         )
-    servicer = servicer_cls(ServerOptions(debug=debug, chunk_bytes=chunk_size))
+    servicer = servicer_cls(
+        ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor, workers=workers)
+    )
     try:
         server, bound = create_server(
             servicer,
@@ -195,6 +217,7 @@ def _run(
         pass
     click.echo("dagen: stopping (finishing calls in progress for up to 5 s)")
     server.stop(grace=5).wait()
+    servicer.close()
 
 
 @main.command()
@@ -207,6 +230,7 @@ def serve(module: str, **options: Any) -> None:
     need a certificate signed by the CA in --certs.
     """
     from ._build import build_service
+    from ._contract import ContractError, ContractInfo, lock_path_for
     from ._introspect import BuildError, introspect_module, load_module
     from ._server import Servicer
 
@@ -214,12 +238,18 @@ def serve(module: str, **options: Any) -> None:
         mod = load_module(module)
         service = introspect_module(mod)
         out = Path(tempfile.mkdtemp(prefix="dagen-serve-"))
-        build_service(service, out, str(Path(mod.__file__ or ".").parent), client=False)
-    except BuildError as e:
+        lock_path = lock_path_for(mod.__file__, out, service.package)
+        # The same contract `dagen build` made from the lock; the lock is only read here.
+        result = build_service(service, out, str(Path(mod.__file__ or ".").parent), client=False,
+                               lock_path=lock_path, write_lock_file=False)
+    except (BuildError, ContractError) as e:
         raise click.ClickException(str(e)) from None
     sys.path.insert(0, str(out))
     pb2 = importlib.import_module(f"{service.package}_pb2")
-    servicer_cls = type(f"{service.name}Servicer", (Servicer,), {}, module=mod, pb2=pb2)
+    c = result.contract
+    contract = ContractInfo(c.revision, c.fingerprints, c.accepted)
+    servicer_cls = type(f"{service.name}Servicer", (Servicer,), {}, module=mod, pb2=pb2,
+                        contract=contract)
     _run(servicer_cls, **options)
 
 

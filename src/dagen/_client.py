@@ -8,18 +8,30 @@ read from those methods once, when the class is created.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
 import grpc
 
 from ._arrays import DecodeContext, EncodeContext
+from ._contract import CONTRACT_METADATA_KEY, ContractInfo
+from ._display import (
+    TRANSFER_THRESHOLD,
+    CallProgress,
+    ProgressCallback,
+    UploadCounter,
+    call_options,
+    settings_for,
+)
 from ._errors import CallError, exception_from_rpc_error
-from ._introspect import introspect_function, make_service
-from ._model import Service
-from ._protocol import Method, receive, send
+from ._introspect import introspect_class, introspect_function, make_service
+from ._model import INSTANCE_FIELD, Service
+from ._protocol import Method, receive, receive_each, send
 from ._tls import CHANNEL_OPTIONS, channel_credentials
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
@@ -58,23 +70,47 @@ class ServiceClient:
         else one hour. ``None`` waits as long as it takes.
     chunk_bytes
         Size of the chunks arrays are sent in.
+    on_progress
+        Called with a :class:`dagen.ProgressReport` for each progress report of a
+        running function, and for transfers of large arrays.
+    progress_bar
+        Show a progress bar on stderr: True, False, or None (the default) for
+        "when stderr is a terminal and there is no ``on_progress``".
+    transfer_threshold
+        Transfers of arrays of at least this many bytes (64 MiB) are reported.
+
+    ``with client.options(timeout=..., on_progress=...)`` overrides these for the
+    calls made inside the block (see :func:`dagen.call_options`). Ctrl-C during a
+    call, or a timeout, cancels it on the server too.
     """
 
     pb2: ClassVar[Any]
     service: ClassVar[Service]
-    methods: ClassVar[dict[str, Method]]
+    methods: ClassVar[dict[str, Method]]  # by function key: "anomaly", "Model.predict"
+    contract: ClassVar[ContractInfo | None]
 
-    def __init_subclass__(cls, *, pb2: Any, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        *,
+        pb2: Any,
+        contract: ContractInfo | None = None,
+        classes: list[type[RemoteObject]] | tuple[type[RemoteObject], ...] = (),
+        **kwargs: Any,
+    ) -> None:
         super().__init_subclass__(**kwargs)
         cls.pb2 = pb2
+        cls.contract = contract
         owner = f"{cls.__module__}.{cls.__qualname__}"
         functions = [
             introspect_function(fn, owner, skip_first=True)
             for name, fn in vars(cls).items()
             if inspect.isfunction(fn) and not name.startswith("_")
         ]
-        cls.service = make_service(pb2.DESCRIPTOR.package, cls.__doc__, functions)
-        cls.methods = {fn.name: Method(cls.service, fn, pb2) for fn in functions}
+        remote_classes = [introspect_class(c, cls.__module__) for c in classes]
+        cls.service = make_service(pb2.DESCRIPTOR.package, cls.__doc__, functions, remote_classes)
+        cls.methods = {fn.key: Method(cls.service, fn, pb2) for fn in cls.service.rpcs}
+        for c in classes:
+            c._dagen_client_class_ = cls
 
     def __init__(
         self,
@@ -86,6 +122,9 @@ class ServiceClient:
         timeout: float | None | object = ...,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         limits: Limits | None = None,
+        on_progress: ProgressCallback | None = None,
+        progress_bar: bool | None = None,
+        transfer_threshold: int = TRANSFER_THRESHOLD,
     ) -> None:
         env = os.environ
         target = target or env.get(ENV_TARGET)
@@ -111,6 +150,10 @@ class ServiceClient:
         self.timeout: float | None = timeout  # type: ignore[assignment]
         self.chunk_bytes = chunk_bytes
         self.limits = limits or Limits()
+        self.on_progress = on_progress
+        self.progress_bar = progress_bar
+        self.transfer_threshold = transfer_threshold
+        self._tls = not insecure
         if insecure:
             self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         else:
@@ -125,6 +168,12 @@ class ServiceClient:
                     request_serializer=frame_serializer,
                     response_deserializer=frame_deserializer(method.output_cls),
                 )
+            elif method.fn.generator:
+                self._stubs[name] = self._channel.unary_stream(
+                    method.path,
+                    request_serializer=method.request_cls.SerializeToString,
+                    response_deserializer=method.response_cls.FromString,
+                )
             else:
                 self._stubs[name] = self._channel.unary_unary(
                     method.path,
@@ -132,30 +181,93 @@ class ServiceClient:
                     response_deserializer=method.response_cls.FromString,
                 )
 
+    @contextmanager
+    def options(self, **options: Any) -> Iterator[None]:
+        """Override ``timeout``, ``on_progress``, ``progress_bar`` or ``transfer_threshold``
+        for this client's calls inside the ``with`` block (see :func:`dagen.call_options`)."""
+        with call_options(client=self, **options):
+            yield
+
     def _call(self, name: str, **arguments: Any) -> Any:
         method = self.methods[name]
+        settings = settings_for(self)
         ctx = EncodeContext(self.chunk_bytes)
         request = method.encode_request(arguments, ctx)  # TypeError before anything is sent
+        metadata = self._metadata(method)
+        if method.fn.generator:
+            return self._iterate(method, request, ctx, metadata, settings.timeout)
         stub = self._stubs[name]
         try:
             if not method.streaming:
-                response = stub(request, timeout=self.timeout)
+                future = stub.future(request, timeout=settings.timeout, metadata=metadata)
+                try:
+                    response = future.result()
+                except BaseException:
+                    future.cancel()  # Ctrl-C: stop the server's work too
+                    raise
                 return method.decode_response(response, DecodeContext({}))
-            frames = stub(send(method.input_cls, "request", request, ctx), timeout=self.timeout)
+            progress = CallProgress(name, settings)
+            upload = UploadCounter(send(method.input_cls, "request", request, ctx))
+            frames = stub(iter(upload), timeout=settings.timeout, metadata=metadata)
             try:
-                message, dctx = receive(frames, "response", self.limits)
+                if progress.shows_transfer(ctx.nbytes):
+                    upload.follow(progress, ctx.nbytes, frames)
+                message, dctx = receive(
+                    frames,
+                    "response",
+                    self.limits,
+                    on_progress=progress.run if progress.active else None,
+                    on_bytes=functools.partial(progress.transfer, "download")
+                    if progress.active
+                    else None,
+                )
             except BaseException:
-                frames.cancel()  # Ctrl-C or a bad frame: stop the server's work too
+                frames.cancel()  # Ctrl-C, a failing callback or a bad frame: stop the server's work too
                 raise
+            finally:
+                progress.close()
             return method.decode_response(message, dctx)
         except grpc.RpcError as e:
             raise exception_from_rpc_error(
-                e, function=name, target=self.target, timeout=self.timeout
+                e, function=name, target=self.target, timeout=settings.timeout, tls=self._tls
             ) from None
         except WireError as e:
             raise CallError(
                 f"{name}(): the server at {self.target} sent a malformed response: {e}"
             ) from None
+
+    def _metadata(self, method: Method) -> tuple[tuple[str, str], ...] | None:
+        if self.contract is None:
+            return None
+        return ((CONTRACT_METADATA_KEY, self.contract.header(method.fn.rpc)),)
+
+    def _iterate(self, method: Method, request: Any, ctx: EncodeContext, metadata: Any,
+                 timeout: float | None) -> Iterator[Any]:
+        """The items of a generator's results as they arrive; closing the iterator
+        early cancels the remote call (and closes the remote generator)."""
+        stub = self._stubs[method.name]
+        call = None
+        try:
+            if method.streaming:
+                call = stub(send(method.input_cls, "request", request, ctx), timeout=timeout,
+                            metadata=metadata)
+                for message, dctx in receive_each(call, "response", self.limits):
+                    yield method.decode_response(message, dctx)
+            else:
+                call = stub(request, timeout=timeout, metadata=metadata)
+                for response in call:
+                    yield method.decode_response(response, DecodeContext({}))
+        except grpc.RpcError as e:
+            raise exception_from_rpc_error(
+                e, function=method.name, target=self.target, timeout=timeout, tls=self._tls
+            ) from None
+        except WireError as e:
+            raise CallError(
+                f"{method.name}(): the server at {self.target} sent a malformed response: {e}"
+            ) from None
+        finally:
+            if call is not None:
+                call.cancel()  # a no-op once the call has completed
 
     def close(self) -> None:
         self._channel.close()
@@ -168,6 +280,48 @@ class ServiceClient:
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.{type(self).__qualname__} target={self.target!r}>"
+
+
+class RemoteObject:
+    """Base of the client's mirrors of remote classes: an object holds the arguments
+    it was constructed with; each method call sends them, and the server constructs
+    the real object with them and calls the method (DASF's semantics)."""
+
+    _dagen_client_class_: ClassVar[type[ServiceClient]]
+    _dagen_client_: ClassVar[ServiceClient | None] = None  # set on classes bound to a client
+    _dagen_arguments_: dict[str, Any]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in getattr(self, "_dagen_arguments_", {}).items())
+        return f"{type(self).__qualname__}({args})"
+
+
+def call_method(target: RemoteObject | type[RemoteObject], key: str, **arguments: Any) -> Any:
+    """Call a remote class's method: on an object (its constructor arguments go along)
+    or on the class (static and class methods)."""
+    cls = target if isinstance(target, type) else type(target)
+    client = cls._dagen_client_ or default_client(cls._dagen_client_class_)
+    if not isinstance(target, type):
+        arguments[INSTANCE_FIELD] = target._dagen_arguments_
+    return client._call(key, **arguments)
+
+
+class bound_class:  # noqa: N801 - used like a decorator in generated code
+    """``client.Model`` is a subclass of ``Model`` whose calls go through ``client``."""
+
+    def __init__(self, cls: type[RemoteObject]) -> None:
+        self.cls = cls
+
+    def __get__(self, client: ServiceClient | None, owner: type) -> type[RemoteObject]:
+        if client is None:
+            return self.cls
+        cache = client.__dict__.setdefault("_dagen_bound_", {})
+        if self.cls not in cache:
+            cache[self.cls] = type(self.cls.__name__, (self.cls,), {
+                "_dagen_client_": client, "__module__": self.cls.__module__,
+                "__qualname__": self.cls.__qualname__, "__doc__": self.cls.__doc__,
+            })
+        return cache[self.cls]
 
 
 C = TypeVar("C", bound=ServiceClient)

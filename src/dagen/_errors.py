@@ -53,6 +53,11 @@ class CallError(DagenError):
         self.code = code
 
 
+class ContractMismatch(CallError):
+    """The client was built from a contract the server no longer serves: rebuild and
+    reinstall the client."""
+
+
 class ServerUnavailable(DagenError, ConnectionError):
     """The server could not be reached, or the TLS handshake with it failed."""
 
@@ -105,7 +110,7 @@ def exception_from_details(details: errors_pb2.RemoteError, target: str) -> Exce
 
 
 def exception_from_rpc_error(
-    err: grpc.RpcError, *, function: str, target: str, timeout: float | None
+    err: grpc.RpcError, *, function: str, target: str, timeout: float | None, tls: bool = False
 ) -> Exception:
     code = err.code() if hasattr(err, "code") else None
     text = err.details() if hasattr(err, "details") else str(err)
@@ -127,6 +132,13 @@ def exception_from_rpc_error(
                 "by the CA you trust, and that you present a client certificate "
                 "(identity=...) signed by the server's CA."
             )
+        elif tls and any(word in lowered for word in ("socket closed", "connection reset")):
+            # TLS 1.3: a server that refuses the client certificate just closes the socket.
+            hint = (
+                " The server closed the connection during the TLS handshake: most likely it "
+                "refused the client certificate (none given, or not signed by its CA; pass "
+                "identity=... / set DAGEN_IDENTITY, with the pair from the server's operator)."
+            )
         return ServerUnavailable(
             f"cannot reach the server at {target} for {function}(): {text}.{hint}"
         )
@@ -136,6 +148,8 @@ def exception_from_rpc_error(
             f"package built from the same module as the server? ({text})",
             code,
         )
+    if code == grpc.StatusCode.FAILED_PRECONDITION and "revision" in (text or ""):
+        return ContractMismatch(text, code)
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
         return PermissionError(f"{function}() at {target}: {text}")
     if code == grpc.StatusCode.CANCELLED:

@@ -7,19 +7,24 @@ As FastAPI does for its dependencies, each function is read once, with
 from __future__ import annotations
 
 import ast
+import collections.abc
+import dataclasses
+import enum
 import importlib
 import importlib.util
 import inspect
 import sys
 import textwrap
 import types
+import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import docstring_parser
 
-from ._model import Function, Parameter, Service, camel
+from ._model import INSTANCE_FIELD, Function, Parameter, RemoteClass, Service, camel
+from ._progress import is_progress_annotation
 from ._types import OptionalNode, UnsupportedType, type_node
 
 
@@ -62,27 +67,45 @@ def load_module(spec: str) -> types.ModuleType:
         raise BuildError(f"cannot import module {spec!r}: {e}") from None
 
 
-def public_functions(module: types.ModuleType) -> list[Callable[..., Any]]:
-    """``__all__`` when the module has it, else the public functions defined in it."""
+def is_data_type(cls: type) -> bool:
+    """Classes that are types of values (sent as messages or enums), not remote classes."""
+    return (
+        dataclasses.is_dataclass(cls)
+        or typing.is_typeddict(cls)
+        or issubclass(cls, enum.Enum | BaseException | tuple)
+        or hasattr(cls, "model_fields")  # pydantic
+    )
+
+
+def public_members(module: types.ModuleType) -> tuple[list[Callable[..., Any]], list[type]]:
+    """The functions and remote classes a module offers: those in ``__all__`` when it
+    has one, else the public ones defined in it. Data types (dataclasses, enums,
+    pydantic models, exceptions...) are types of values, not remote classes."""
     names = getattr(module, "__all__", None)
-    if names is not None:
-        found: list[Callable[..., Any]] = []
-        for name in names:
-            obj = getattr(module, name, None)
-            if not inspect.isfunction(obj):
-                raise BuildError(
-                    f"{module.__name__}.__all__ names {name!r}, which is not a function "
-                    "(classes are not supported yet)"
-                )
-            found.append(obj)
-        return found
-    return [
-        obj
-        for name, obj in vars(module).items()
-        if not name.startswith("_")
-        and inspect.isfunction(obj)
-        and obj.__module__ == module.__name__
-    ]
+    if names is None:
+        names = [
+            name
+            for name, obj in vars(module).items()
+            if not name.startswith("_")
+            and (inspect.isfunction(obj) or inspect.isclass(obj))
+            and getattr(obj, "__module__", None) == module.__name__
+        ]
+    functions: list[Callable[..., Any]] = []
+    classes: list[type] = []
+    for name in names:
+        obj = getattr(module, name, None)
+        if inspect.isfunction(obj):
+            functions.append(obj)
+        elif inspect.isclass(obj):
+            if not is_data_type(obj):
+                classes.append(obj)
+        elif obj is None:
+            raise BuildError(f"{module.__name__}.__all__ names {name!r}, which does not exist")
+        else:
+            raise BuildError(
+                f"{module.__name__}.__all__ names {name!r}, which is neither a function nor a class"
+            )
+    return functions, classes
 
 
 def _arg_lines(fn: Callable[..., Any]) -> dict[str, int]:
@@ -108,15 +131,28 @@ def _where(fn: Callable[..., Any], line: int) -> str:
     return f"{path}:{line}"
 
 
+_ITERATORS = {
+    collections.abc.Iterator,
+    collections.abc.Iterable,
+    collections.abc.Generator,
+    typing.Iterator,
+    typing.Iterable,
+    typing.Generator,
+}
+
+
 def introspect_function(
-    fn: Callable[..., Any], owner: str, *, skip_first: bool = False
+    fn: Callable[..., Any],
+    owner: str,
+    *,
+    skip_first: bool = False,
+    cls: str | None = None,
+    kind: str = "function",
 ) -> Function:
     qualname = f"{owner}.{fn.__name__}"
     line = getattr(getattr(fn, "__code__", None), "co_firstlineno", 0)
-    if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn):
-        raise BuildError(
-            f"{_where(fn, line)}: {qualname}: async and generator functions are not supported yet"
-        )
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise BuildError(f"{_where(fn, line)}: {qualname}: async functions are not supported yet")
     try:
         sig = inspect.signature(fn, eval_str=True)
     except (NameError, SyntaxError, TypeError) as e:
@@ -129,9 +165,18 @@ def introspect_function(
     params = list(sig.parameters.values())[1 if skip_first else 0 :]
 
     parameters = []
+    progress: str | None = None  # a dagen.Progress parameter: filled in by the server
     for p in params:
         pline = arg_lines.get(p.name, line)
         where = f"{_where(fn, pline)}: in {qualname}, parameter {p.name!r}"
+        if is_progress_annotation(p.annotation):
+            if progress is not None or p.kind is p.POSITIONAL_ONLY:
+                raise BuildError(
+                    f"{where}: a function takes at most one dagen.Progress "
+                    "parameter, and it cannot be positional-only"
+                )
+            progress = p.name
+            continue
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise BuildError(f"{where}: *args and **kwargs cannot be part of a remote signature")
         if p.name == "self":
@@ -152,25 +197,40 @@ def introspect_function(
                 p.name, p.kind, p.annotation, node, p.default, param_docs.get(p.name, ""), pline
             )
         )
-    if sig.return_annotation is sig.empty:
+    return_annotation = sig.return_annotation
+    if fn.__name__ == "__init__" and return_annotation is sig.empty:
+        return_annotation = None
+    generator = typing.get_origin(return_annotation) in _ITERATORS
+    if inspect.isgeneratorfunction(fn) and not generator:
         raise BuildError(
-            f"{_where(fn, line)}: in {qualname}: missing return annotation (use '-> None' if it returns nothing)"
+            f"{_where(fn, line)}: in {qualname}: a generator needs a return annotation "
+            "Iterator[T] (or Generator[T, None, None])"
+        )
+    if return_annotation is sig.empty:
+        raise BuildError(
+            f"{_where(fn, line)}: in {qualname}: missing return annotation "
+            "(use '-> None' if it returns nothing)"
         )
     try:
-        returns = type_node(sig.return_annotation, is_return=True)
-    except UnsupportedType as e:
+        item = typing.get_args(return_annotation)[0] if generator else return_annotation
+        returns = type_node(item, is_return=not generator)
+    except (UnsupportedType, IndexError) as e:
         raise BuildError(
-            f"{_where(fn, line)}: in {qualname}, return annotation {_show(sig.return_annotation)}: {e}"
+            f"{_where(fn, line)}: in {qualname}, return annotation {_show(return_annotation)}: {e}"
         ) from None
     return Function(
         name=fn.__name__,
         parameters=tuple(parameters),
         returns=returns,
-        return_annotation=sig.return_annotation,
+        return_annotation=return_annotation,
         doc=fn.__doc__,
         summary=doc.short_description or "",
         returns_doc=(doc.returns.description or "") if doc.returns else "",
         line=line,
+        generator=generator,
+        owner=cls,
+        kind=kind,
+        progress=progress,
     )
 
 
@@ -184,23 +244,85 @@ def _show(annotation: Any) -> str:
     return repr(annotation).replace("typing.", "")
 
 
-def make_service(module_name: str, doc: str | None, functions: Iterable[Function]) -> Service:
+def introspect_class(cls: type, owner: str) -> RemoteClass:
+    """A remote class: its constructor's parameters and its public methods."""
+    qualname = f"{owner}.{cls.__name__}"
+    defines_init = any("__init__" in vars(c) for c in cls.__mro__[:-1])
+    if defines_init:
+        constructor: Any = cls.__init__  # type: ignore[misc]
+        init = introspect_function(
+            constructor, qualname, skip_first=True, cls=cls.__name__, kind="init"
+        )
+    else:
+        init = Function(
+            "__init__",
+            (),
+            type_node(None, is_return=True),
+            None,
+            None,
+            "",
+            "",
+            0,
+            owner=cls.__name__,
+            kind="init",
+        )
+    methods: dict[str, Function] = {}
+    for klass in cls.__mro__[:-1]:
+        for name, attr in vars(klass).items():
+            if name.startswith("_") or name in methods:
+                continue
+            if isinstance(attr, staticmethod):
+                methods[name] = introspect_function(
+                    attr.__func__, qualname, cls=cls.__name__, kind="staticmethod"
+                )
+            elif isinstance(attr, classmethod):
+                methods[name] = introspect_function(
+                    attr.__func__, qualname, skip_first=True, cls=cls.__name__, kind="classmethod"
+                )
+            elif inspect.isfunction(attr):
+                methods[name] = introspect_function(
+                    attr, qualname, skip_first=True, cls=cls.__name__, kind="method"
+                )
+    if not methods:
+        raise BuildError(f"{qualname}: a remote class needs at least one public method")
+    for fn in methods.values():
+        if fn.has_instance and any(p.name == INSTANCE_FIELD for p in fn.parameters):
+            raise BuildError(
+                f"{qualname}.{fn.name}: the parameter name {INSTANCE_FIELD!r} is reserved"
+            )
+    return RemoteClass(cls.__name__, cls.__doc__, init, tuple(methods.values()))
+
+
+def make_service(
+    module_name: str,
+    doc: str | None,
+    functions: Iterable[Function],
+    classes: Iterable[RemoteClass] = (),
+) -> Service:
     functions = tuple(functions)
+    classes = tuple(classes)
     seen: dict[str, str] = {}
-    for fn in functions:
+    for fn in (*functions, *(m for c in classes for m in c.methods)):
         if fn.rpc in seen:
             raise BuildError(
-                f"{module_name}: functions {seen[fn.rpc]!r} and {fn.name!r} both become rpc {fn.rpc!r}"
+                f"{module_name}: {seen[fn.rpc]!r} and {fn.key!r} both become rpc {fn.rpc!r}"
             )
-        seen[fn.rpc] = fn.name
+        seen[fn.rpc] = fn.key
     if not camel(module_name.rsplit(".", 1)[-1]):
         raise BuildError(f"{module_name}: cannot derive a service name")
-    return Service(module=module_name, doc=doc, functions=functions)
+    service = Service(module=module_name, doc=doc, functions=functions, classes=classes)
+    try:
+        service.definitions()
+    except UnsupportedType as e:
+        raise BuildError(f"{module_name}: {e}") from None
+    return service
 
 
 def introspect_module(module: types.ModuleType) -> Service:
-    """The service a module offers: one rpc per public function."""
-    functions = [introspect_function(fn, module.__name__) for fn in public_functions(module)]
-    if not functions:
-        raise BuildError(f"module {module.__name__} has no public functions to serve")
-    return make_service(module.__name__, module.__doc__, functions)
+    """The service a module offers: one rpc per public function and class method."""
+    found_functions, found_classes = public_members(module)
+    functions = [introspect_function(fn, module.__name__) for fn in found_functions]
+    classes = [introspect_class(cls, module.__name__) for cls in found_classes]
+    if not functions and not classes:
+        raise BuildError(f"module {module.__name__} has no public functions or classes to serve")
+    return make_service(module.__name__, module.__doc__, functions, classes)

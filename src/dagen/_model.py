@@ -1,7 +1,7 @@
 """The intermediate model: what a service is, independent of how it is rendered or run.
 
-Introspection (``_introspect``) builds it once; the renderers, the server and the
-client read only this model.
+Introspection (``_introspect``) builds it once; the contract, the renderers, the
+server and the client read only this model.
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from ._types import TypeNode, WrapperNode, walk
+from ._types import Definition, TypeNode, definitions
 
 
 def camel(name: str) -> str:
     """``zonal_mean`` -> ``ZonalMean``."""
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+
+
+INSTANCE_FIELD = "instance"  # the request field that carries a method's constructor arguments
 
 
 @dataclass(frozen=True)
@@ -35,23 +38,47 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Function:
+    """A remote function, or a method of a remote class (``owner`` names the class)."""
+
     name: str
     parameters: tuple[Parameter, ...]
-    returns: TypeNode
+    returns: TypeNode  # for a generator: the type of each item
     return_annotation: Any
     doc: str | None  # the docstring exactly as written
     summary: str
     returns_doc: str
     line: int
+    generator: bool = False  # yields its results one by one
+    owner: str | None = None  # the class of a method
+    kind: str = "function"  # "function", "method", "staticmethod" or "classmethod"
+    progress: str | None = None  # the dagen.Progress parameter the server fills in (not remote)
+
+    @property
+    def key(self) -> str:
+        """How the runtime names it: ``anomaly`` or ``Model.predict``."""
+        return f"{self.owner}.{self.name}" if self.owner else self.name
 
     @property
     def rpc(self) -> str:
-        return camel(self.name)
+        return camel(self.owner or "") + camel(self.name)
+
+    @property
+    def has_instance(self) -> bool:
+        return self.kind == "method"
 
     @property
     def streaming(self) -> bool:
-        """Whether any array travels: then the rpc is a stream of frames."""
-        return self.returns.has_arrays or any(p.type.has_arrays for p in self.parameters)
+        """Whether any array travels, or the function reports progress: then the rpc is
+        a stream of frames each way (progress frames need the output stream)."""
+        return (
+            self.progress is not None
+            or self.returns.has_arrays
+            or any(p.type.has_arrays for p in self.parameters)
+        )
+
+    @property
+    def server_streaming(self) -> bool:
+        return self.streaming or self.generator
 
     @property
     def request_message(self) -> str:
@@ -69,21 +96,31 @@ class Function:
     def output_frame(self) -> str:
         return f"{self.rpc}Output"
 
-    def signature(self) -> inspect.Signature:
-        return inspect.Signature(
-            [
-                inspect.Parameter(p.name, p.kind, default=p.default, annotation=p.annotation)
-                for p in self.parameters
-            ],
-            return_annotation=self.return_annotation,
-        )
+    def type_roots(self) -> list[TypeNode]:
+        return [self.returns, *(p.type for p in self.parameters)]
+
+
+@dataclass(frozen=True)
+class RemoteClass:
+    """A public class: each call constructs it with the caller's constructor arguments
+    and calls the method (DASF's semantics)."""
+
+    name: str
+    doc: str | None
+    init: Function  # the constructor's parameters; returns None
+    methods: tuple[Function, ...]
+
+    @property
+    def init_message(self) -> str:
+        return f"{self.name}Init"
 
 
 @dataclass(frozen=True)
 class Service:
     module: str  # the Python module served, e.g. "ocean_tools"
     doc: str | None
-    functions: tuple[Function, ...]
+    functions: tuple[Function, ...]  # module-level functions
+    classes: tuple[RemoteClass, ...] = ()
 
     @property
     def name(self) -> str:
@@ -102,18 +139,19 @@ class Service:
     def client_package(self) -> str:
         return f"{self.package}_client"
 
-    def function(self, name: str) -> Function:
-        for fn in self.functions:
-            if fn.name == name:
-                return fn
-        raise KeyError(name)
+    @property
+    def rpcs(self) -> tuple[Function, ...]:
+        """Every remote function: module functions, then each class's methods."""
+        return self.functions + tuple(m for c in self.classes for m in c.methods)
 
-    def wrappers(self) -> list[WrapperNode]:
-        """The wrapper messages the service's types need, each once, in a stable order."""
-        found: dict[str, WrapperNode] = {}
-        for fn in self.functions:
-            for root in (fn.returns, *(p.type for p in fn.parameters)):
-                for node in walk(root):
-                    if isinstance(node, WrapperNode):
-                        found.setdefault(node.message_name, node)
-        return list(found.values())
+    def function(self, key: str) -> Function:
+        for fn in self.rpcs:
+            if fn.key == key:
+                return fn
+        raise KeyError(key)
+
+    def definitions(self) -> list[Definition]:
+        """The generated messages and enums the service's types need, dependencies first."""
+        roots = [node for fn in self.rpcs for node in fn.type_roots()]
+        roots += [p.type for c in self.classes for p in c.init.parameters]
+        return definitions(roots)

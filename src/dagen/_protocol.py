@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._arrays import DecodeContext, EncodeContext, allocate_arrays
-from ._model import Function, Service
+from ._model import INSTANCE_FIELD, Function, Service
 from ._types import EncodeError
 from ._wire import ArraySink, BadFrame, ChunkIn, Limits, WireError
 
@@ -17,18 +17,20 @@ class Method:
 
     def __init__(self, service: Service, fn: Function, pb2: Any) -> None:
         self.fn = fn
-        self.name = fn.name
+        self.name = fn.key  # "anomaly", "Model.predict"
         self.path = f"/{service.full_name}/{fn.rpc}"
-        self.streaming = fn.streaming
+        self.streaming = fn.streaming or _client_streaming(pb2, service, fn)
         try:
             self.request_cls = getattr(pb2, fn.request_message)
             self.response_cls = getattr(pb2, fn.response_message)
-            self.input_cls = getattr(pb2, fn.input_frame) if fn.streaming else None
-            self.output_cls = getattr(pb2, fn.output_frame) if fn.streaming else None
+            self.input_cls = getattr(pb2, fn.input_frame) if self.streaming else None
+            self.output_cls = getattr(pb2, fn.output_frame) if self.streaming else None
         except AttributeError as e:
             raise RuntimeError(
                 f"{pb2.__name__} does not match the service model ({e}): rebuild with dagen build"
             ) from None
+        owner = [c for c in service.classes if c.name == fn.owner]
+        self.init: Function | None = owner[0].init if fn.has_instance and owner else None
         self._positional = [
             p.name for p in fn.parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY
         ]
@@ -38,6 +40,15 @@ class Method:
     def encode_request(self, arguments: dict[str, Any], ctx: EncodeContext) -> Any:
         """The request message; a TypeError names the argument that does not fit."""
         msg = self.request_cls()
+        if self.init is not None:
+            instance = getattr(msg, INSTANCE_FIELD)
+            instance.SetInParent()
+            init_arguments = arguments[INSTANCE_FIELD]
+            for p in self.init.parameters:
+                try:
+                    p.type.encode(init_arguments[p.name], instance, p.name, ctx)
+                except EncodeError as e:
+                    raise TypeError(f"{self.fn.owner}(): argument {p.name!r}{e.path}: {e.message}") from None
         for p in self.fn.parameters:
             try:
                 p.type.encode(arguments[p.name], msg, p.name, ctx)
@@ -54,6 +65,14 @@ class Method:
         values = {p.name: p.type.decode(msg, p.name, ctx) for p in self.fn.parameters}
         args = [values.pop(name) for name in self._positional]
         return args, values
+
+    def decode_instance(self, msg: Any, ctx: DecodeContext) -> tuple[list[Any], dict[str, Any]]:
+        """Positional and keyword arguments to construct a method's object with."""
+        assert self.init is not None
+        instance = getattr(msg, INSTANCE_FIELD)
+        values = {p.name: p.type.decode(instance, p.name, ctx) for p in self.init.parameters}
+        positional = [p.name for p in self.init.parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+        return [values.pop(name) for name in positional], values
 
     # -- responses --------------------------------------------------------------------------------
 
@@ -78,11 +97,35 @@ def send(frame_cls: Any, field: str, message: Any, ctx: EncodeContext) -> Iterat
     yield from ctx.chunks()
 
 
-def receive(frames: Iterable[Any], field: str, limits: Limits) -> tuple[Any, DecodeContext]:
+def _client_streaming(pb2: Any, service: Service, fn: Function) -> bool:
+    """What the compiled contract says: a client reads its functions' model from its own
+    signatures, which lack what only the server sees (a ``dagen.Progress`` parameter)."""
+    desc = pb2.DESCRIPTOR.services_by_name.get(service.name)
+    rpc = desc.methods_by_name.get(fn.rpc) if desc is not None else None
+    return bool(rpc is not None and rpc.client_streaming)
+
+
+def receive(
+    frames: Iterable[Any],
+    field: str,
+    limits: Limits,
+    *,
+    alloc: Callable[[int], Any] | None = None,
+    on_progress: Callable[[Any], None] | None = None,
+    on_bytes: Callable[[int, int], None] | None = None,
+) -> tuple[Any, DecodeContext]:
     """Read one direction of a streaming call: the message, then the chunks of its
-    arrays into arrays allocated once; raise WireError if anything is out of place."""
+    arrays into arrays allocated once (by ``alloc``); raise WireError if anything is
+    out of place. Progress frames before the message go to ``on_progress``;
+    ``on_bytes(done, total)`` follows the arrays' bytes as they arrive."""
     it = iter(frames)
     first = next(it, None)
+    while first is not None and not isinstance(first, ChunkIn | BadFrame) and (
+        first.WhichOneof("frame") == "progress"
+    ):
+        if on_progress is not None:
+            on_progress(first.progress)
+        first = next(it, None)
     if first is None:
         raise WireError(f"the stream ended before the {field} message")
     if isinstance(first, BadFrame):
@@ -90,14 +133,45 @@ def receive(frames: Iterable[Any], field: str, limits: Limits) -> tuple[Any, Dec
     if isinstance(first, ChunkIn) or first.WhichOneof("frame") != field:
         raise WireError(f"the first frame must be the {field} message, not a chunk")
     message = getattr(first, field)
-    sink = ArraySink(limits)
+    sink = ArraySink(limits, alloc)
     allocate_arrays(message, sink)
+    total = sum(a.nbytes for a in sink.arrays.values())
+    done = 0
+    if on_bytes is not None:
+        on_bytes(done, total)
     for frame in it:
         if type(frame) is ChunkIn:
             sink.write(frame)
+            if on_bytes is not None:
+                done += frame.data.nbytes
+                on_bytes(done, total)
         elif isinstance(frame, BadFrame):
             raise WireError(frame.error)
         else:
             raise WireError(f"a second {field} message arrived after the first")
     sink.finish()
     return message, DecodeContext(sink.arrays)
+
+
+def receive_each(frames: Iterable[Any], field: str, limits: Limits) -> Iterator[tuple[Any, DecodeContext]]:
+    """Read a stream of several messages, each followed by its arrays' chunks (the
+    results of a generator), yielding each as soon as the next one begins."""
+    message: Any = None
+    sink: ArraySink | None = None
+    for frame in frames:
+        if type(frame) is ChunkIn:
+            if sink is None:
+                raise WireError(f"a chunk arrived before the first {field} message")
+            sink.write(frame)
+        elif isinstance(frame, BadFrame):
+            raise WireError(frame.error)
+        elif frame.WhichOneof("frame") == field:
+            if sink is not None:
+                sink.finish()
+                yield message, DecodeContext(sink.arrays)
+            message = getattr(frame, field)
+            sink = ArraySink(limits)
+            allocate_arrays(message, sink)
+    if sink is not None:
+        sink.finish()
+        yield message, DecodeContext(sink.arrays)

@@ -1,14 +1,20 @@
-"""Rendering: the service model -> the text of the generated files, through the
-jinja2 templates in ``codegen/`` (StrictUndefined: a typo in a template fails loudly).
+"""Rendering: the service model and its contract -> the text of the generated files,
+through the jinja2 templates in ``codegen/`` (StrictUndefined: a typo in a template
+fails loudly).
 
 Annotations and defaults are written back as Python source that evaluates to objects
 equal to the originals, and each is checked by evaluating it, so that the generated
-client's ``inspect.signature`` equals the original function's.
+client's ``inspect.signature`` equals the original function's. Types the client cannot
+import (the server module's dataclasses, enums, pydantic models, TypedDicts and
+classes) are re-created in the client package as mirrors with the same names, fields,
+defaults and docstrings.
 """
 
 from __future__ import annotations
 
 import builtins
+import dataclasses
+import enum
 import importlib
 import inspect
 import math
@@ -20,18 +26,23 @@ from typing import Any
 
 import jinja2
 
+from ._contract import Contract
 from ._introspect import BuildError
-from ._model import Function, Service
+from ._model import Function, RemoteClass, Service
 from ._resources import data_dir
-from ._types import DataArrayNode, TypeNode, walk
+from ._types import EnumNode, ModelField, ModelNode
 
 # -- annotations and defaults as source ---------------------------------------------------------
 
 
 @dataclass
 class SourceWriter:
-    """Writes annotations and defaults as source, recording the modules they need."""
+    """Writes annotations and defaults as source, recording the modules they need.
 
+    ``local`` maps classes mirrored in the generated module to their names there.
+    """
+
+    local: dict[Any, str] = field(default_factory=dict)
     imports: set[str] = field(default_factory=set)
 
     def annotation(self, ann: Any) -> str:
@@ -42,6 +53,8 @@ class SourceWriter:
         if ann is typing.Any:
             self.imports.add("typing")
             return "typing.Any"
+        if isinstance(ann, type) and ann in self.local:
+            return self.local[ann]
         if isinstance(ann, types.UnionType):
             return " | ".join(self.annotation(a) for a in ann.__args__)
         if isinstance(ann, types.GenericAlias):
@@ -55,11 +68,21 @@ class SourceWriter:
                 inner = members[0] if members[1] is type(None) else members[1]
                 return f"typing.Optional[{self.annotation(inner)}]"
             return f"typing.Union[{', '.join(self.annotation(a) for a in members)}]"
+        if origin is typing.Literal:
+            self.imports.add("typing")
+            return f"typing.Literal[{', '.join(repr(a) for a in typing.get_args(ann))}]"
+        if origin is typing.Annotated:
+            self.imports.add("typing")
+            inner, *metadata = typing.get_args(ann)
+            return f"typing.Annotated[{self.annotation(inner)}, {', '.join(self.default(m) for m in metadata)}]"
         name = getattr(ann, "_name", None)
         if origin is not None and name and getattr(typing, name, None) is not None:
             self.imports.add("typing")
             args = ", ".join(self.annotation(a) for a in typing.get_args(ann))
             return f"typing.{name}[{args}]"
+        if origin is not None and isinstance(origin, type):  # collections.abc.Iterator[int]
+            args = ", ".join(self.annotation(a) for a in typing.get_args(ann))
+            return f"{self._class(origin)}[{args}]"
         if isinstance(ann, type):
             return self._class(ann)
         raise BuildError(f"cannot write annotation {ann!r} as source")
@@ -82,22 +105,28 @@ class SourceWriter:
     def default(self, value: Any) -> str:
         if isinstance(value, float) and not math.isfinite(value):
             return f'float("{value}")'
+        if isinstance(value, enum.Enum) and type(value) in self.local:
+            return f"{self.local[type(value)]}.{value.name}"
         text = repr(value)
         try:
-            same = eval(text, {}) == value  # noqa: S307 - our own repr of a literal
+            same = eval(text, self._namespace()) == value  # noqa: S307 - our own repr of a value
         except Exception:  # noqa: BLE001
             same = False
         if not same:
             raise BuildError(f"the default {text} cannot be written as a Python literal")
         return text
 
+    def _namespace(self) -> dict[str, Any]:
+        namespace: dict[str, Any] = {name: cls for cls, name in self.local.items()}
+        for module_name in self.imports:
+            importlib.import_module(module_name)
+            top = module_name.split(".")[0]
+            namespace[top] = importlib.import_module(top)
+        return namespace
+
     def check(self, text: str, expected: Any, what: str) -> None:
-        namespace = {
-            name.split(".")[0]: importlib.import_module(name.split(".")[0]) for name in self.imports
-        }
-        for name in self.imports:
-            importlib.import_module(name)
-        if eval(text, namespace) != expected:  # noqa: S307 - source we just wrote
+        """The source must evaluate to the original (mirrors stand for the originals)."""
+        if eval(text, self._namespace()) != expected:  # noqa: S307 - source we just wrote
             raise BuildError(f"{what}: {text} does not reproduce {expected!r}")
 
 
@@ -109,62 +138,12 @@ def _comment(text: str | None, indent: str = "") -> str:
     return "\n".join(f"{indent}//{' ' + line if line else ''}" for line in lines)
 
 
-def _field(node: TypeNode, name: str, number: int) -> str:
-    f = node.proto_field()
-    label = f"{f.label} " if f.label else ""
-    return f"{label}{f.type} {name} = {number};"
-
-
 def _docstring(doc: str | None) -> str:
     if doc is None:
         return ""
     if '"""' not in doc and "\\" not in doc and not doc.endswith('"'):
         return f'"""{doc}"""'
     return repr(doc)
-
-
-def _pytype(annotation: Any) -> str:
-    return SourceWriter().annotation(annotation)
-
-
-class _Python:
-    """Filters that write a function's signature, sharing one SourceWriter for imports."""
-
-    def __init__(self) -> None:
-        self.writer = SourceWriter()
-
-    def params(self, fn: Function, method: bool = False) -> str:
-        parts = ["self"] if method else []
-        w = self.writer
-        kinds = [p.kind for p in fn.parameters]
-        for i, p in enumerate(fn.parameters):
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and (
-                i == 0 or kinds[i - 1] is not inspect.Parameter.KEYWORD_ONLY
-            ):
-                parts.append("*")
-            ann = w.annotation(p.annotation)
-            w.check(ann, p.annotation, f"{fn.name}(): annotation of {p.name!r}")
-            text = f"{p.name}: {ann}"
-            if p.has_default:
-                text += f" = {w.default(p.default)}"
-            parts.append(text)
-            if p.kind is inspect.Parameter.POSITIONAL_ONLY and (
-                i + 1 == len(kinds) or kinds[i + 1] is not inspect.Parameter.POSITIONAL_ONLY
-            ):
-                parts.append("/")
-        return ", ".join(parts)
-
-    def method_params(self, fn: Function) -> str:
-        return self.params(fn, method=True)
-
-    def returns(self, fn: Function) -> str:
-        ann = self.writer.annotation(fn.return_annotation)
-        self.writer.check(ann, fn.return_annotation, f"{fn.name}(): return annotation")
-        return f" -> {ann}"
-
-    @staticmethod
-    def arguments(fn: Function) -> str:
-        return "".join(f", {p.name}={p.name}" for p in fn.parameters)
 
 
 def _environment() -> jinja2.Environment:
@@ -174,59 +153,209 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - we write code, not HTML
     )
-    env.filters.update(
-        comment=_comment, field=_field, docstring=_docstring, pyrepr=repr, pytype=_pytype
-    )
+    env.filters.update(comment=_comment, docstring=_docstring, pyrepr=repr)
     return env
+
+
+# -- the client module, laid out for its template ------------------------------------------------
+
+
+@dataclass
+class PyFunction:
+    """A def of the generated client: its header, docstring and one-line body."""
+
+    decorator: str
+    header: str
+    doc: str | None
+    body: str
+
+
+@dataclass
+class PyClass:
+    header: str  # "class X(Base):" (with a decorator line before it when needed)
+    decorator: str
+    doc: str | None
+    lines: list[str]  # field or member lines
+    methods: list[PyFunction]
+
+
+class _ClientWriter:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.writer = SourceWriter()
+        self.needs_pydantic = False
+        definitions = service.definitions()
+        for d in definitions:
+            if isinstance(d, ModelNode | EnumNode) and isinstance(d.annotation, type):
+                self.writer.local[d.annotation] = d.annotation.__name__
+        self.definitions = definitions
+
+    def signature(self, fn: Function, first: str | None) -> str:
+        w = self.writer
+        parts = [first] if first else []
+        kinds = [p.kind for p in fn.parameters]
+        for i, p in enumerate(fn.parameters):
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and (
+                i == 0 or kinds[i - 1] is not inspect.Parameter.KEYWORD_ONLY
+            ):
+                parts.append("*")
+            ann = w.annotation(p.annotation)
+            w.check(ann, p.annotation, f"{fn.key}(): annotation of {p.name!r}")
+            text = f"{p.name}: {ann}"
+            if p.has_default:
+                text += f" = {w.default(p.default)}"
+            parts.append(text)
+            if p.kind is inspect.Parameter.POSITIONAL_ONLY and (
+                i + 1 == len(kinds) or kinds[i + 1] is not inspect.Parameter.POSITIONAL_ONLY
+            ):
+                parts.append("/")
+        returns = ""
+        if fn.return_annotation is not inspect.Signature.empty:
+            ann = w.annotation(fn.return_annotation)
+            w.check(ann, fn.return_annotation, f"{fn.key}(): return annotation")
+            returns = f" -> {ann}"
+        return f"def {fn.name}({', '.join(parts)}){returns}:"
+
+    @staticmethod
+    def arguments(fn: Function) -> str:
+        return "".join(f", {p.name}={p.name}" for p in fn.parameters)
+
+    def function(self, fn: Function, method: bool) -> PyFunction:
+        call = f"_call({fn.key!r}{self.arguments(fn)})"
+        body = (
+            f"return self.{call}"
+            if method
+            else f"return dagen.client.default_client(Client).{call}"
+        )
+        return PyFunction("", self.signature(fn, "self" if method else None), fn.doc, body)
+
+    def remote_class(self, cls: RemoteClass) -> PyClass:
+        init = cls.init
+        init_args = ", ".join(f"{p.name!r}: {p.name}" for p in init.parameters)
+        methods = [
+            PyFunction(
+                "",
+                self.signature(init, "self"),
+                init.doc,
+                f"self._dagen_arguments_ = {{{init_args}}}",
+            )
+        ]
+        for fn in cls.methods:
+            target = {"method": "self", "classmethod": "cls", "staticmethod": "cls"}[fn.kind]
+            # Static methods become class methods, so that a class bound to a client
+            # (client.Model) reaches that client; their signatures stay the same.
+            decorator = "" if fn.kind == "method" else "@classmethod"
+            methods.append(
+                PyFunction(
+                    decorator,
+                    self.signature(fn, target),
+                    fn.doc,
+                    f"return dagen.client.call_method({target}, {fn.key!r}{self.arguments(fn)})",
+                )
+            )
+        return PyClass(f"class {cls.name}(dagen.client.RemoteObject):", "", cls.doc, [], methods)
+
+    def mirror(self, node: ModelNode | EnumNode) -> PyClass:
+        cls = node.annotation
+        if isinstance(node, EnumNode):
+            base = (
+                "enum.IntEnum"
+                if issubclass(cls, enum.IntEnum)
+                else ("enum.StrEnum" if issubclass(cls, enum.StrEnum) else "enum.Enum")
+            )
+            self.writer.imports.add("enum")
+            lines = [f"{m.name} = {repr(m.value)}" for m in cls]
+            for m in cls:
+                if eval(repr(m.value)) != m.value:  # noqa: S307 - our own repr
+                    raise BuildError(
+                        f"enum {cls.__name__}: value {m.value!r} cannot be written as source"
+                    )
+            return PyClass(f"class {cls.__name__}({base}):", "", cls.__doc__, lines, [])
+        lines = [self._model_field(node, f) for f in node.fields]
+        if node.kind == "dataclass":
+            self.writer.imports.add("dataclasses")
+            params = cls.__dataclass_params__
+            options = [f"{k}=True" for k in ("frozen", "order") if getattr(params, k)]
+            decorator = (
+                f"@dataclasses.dataclass({', '.join(options)})"
+                if options
+                else "@dataclasses.dataclass"
+            )
+            return PyClass(f"class {cls.__name__}:", decorator, cls.__doc__, lines, [])
+        if node.kind == "pydantic":
+            self.needs_pydantic = True
+            self.writer.imports.add("pydantic")
+            return PyClass(f"class {cls.__name__}(pydantic.BaseModel):", "", cls.__doc__, lines, [])
+        self.writer.imports.add("typing")
+        return PyClass(f"class {cls.__name__}(typing.TypedDict):", "", cls.__doc__, lines, [])
+
+    def _model_field(self, node: ModelNode, f: ModelField) -> str:
+        w = self.writer
+        ann = w.annotation(f.annotation)
+        if node.kind == "typeddict" and not f.required:
+            ann = f"typing.NotRequired[{ann}]"
+        text = f"{f.name}: {ann}"
+        if f.factory is not dataclasses.MISSING:
+            if f.factory not in (list, dict, set, tuple, frozenset):
+                raise BuildError(
+                    f"{node.name}.{f.name}: only builtin default factories can be mirrored"
+                )
+            maker = "dataclasses.field" if node.kind == "dataclass" else "pydantic.Field"
+            text += f" = {maker}(default_factory={f.factory.__name__})"
+        elif f.default is not dataclasses.MISSING:
+            text += f" = {w.default(f.default)}"
+        return text
+
+    def render(self, contract: Contract, version: str) -> str:
+        service = self.service
+        mirrors = [self.mirror(d) for d in self.definitions if isinstance(d, ModelNode | EnumNode)]
+        classes = [self.remote_class(c) for c in service.classes]
+        methods = [self.function(fn, True) for fn in service.functions]
+        functions = [self.function(fn, False) for fn in service.functions]
+        template = _environment().get_template("client_package/__init__.py.j2")
+        return template.render(
+            service=service,
+            version=version,
+            imports=sorted(self.writer.imports),
+            mirrors=mirrors,
+            classes=classes,
+            methods=methods,
+            functions=functions,
+            contract=contract,
+            exported=[
+                *(m.header.split("(")[0].split()[1].rstrip(":") for m in mirrors),
+                *(c.name for c in service.classes),
+                *(fn.name for fn in service.functions),
+            ],
+        )
 
 
 # -- the files -----------------------------------------------------------------------------------
 
 
-def proto_imports(service: Service) -> list[str]:
-    nodes = [
-        node
-        for fn in service.functions
-        for root in (fn.returns, *(p.type for p in fn.parameters))
-        for node in walk(root)
-    ]
-    imports = set()
-    if any(fn.streaming for fn in service.functions):
-        imports.add("dagen/v1/array.proto")
-    if any(isinstance(node, DataArrayNode) for node in nodes):
-        imports.add("dagen/v1/xarray.proto")
-    return sorted(imports)
-
-
-def render_proto(service: Service, version: str) -> str:
-    template = _environment().get_template("service.proto.j2")
-    return template.render(service=service, version=version, imports=proto_imports(service))
-
-
-def render_server(service: Service, version: str, source_dir: str) -> str:
-    template = _environment().get_template("server.py.j2")
-    return template.render(service=service, version=version, source_dir=source_dir)
-
-
-def render_client(service: Service, version: str) -> str:
-    env = _environment()
-    python = _Python()
-    env.filters.update(
-        params=python.params,
-        method_params=python.method_params,
-        returns=python.returns,
-        arguments=python.arguments,
+def render_proto(contract: Contract, version: str) -> str:
+    return (
+        _environment().get_template("service.proto.j2").render(contract=contract, version=version)
     )
-    for fn in service.functions:  # collect the modules the annotations need
-        python.params(fn)
-        python.returns(fn)
-    template = env.get_template("client_package/__init__.py.j2")
-    return template.render(service=service, version=version, imports=sorted(python.writer.imports))
 
 
-def render_client_pyproject(service: Service, **versions: str) -> str:
+def render_server(service: Service, contract: Contract, version: str, source_dir: str) -> str:
+    template = _environment().get_template("server.py.j2")
+    return template.render(
+        service=service, contract=contract, version=version, source_dir=source_dir
+    )
+
+
+def render_client(service: Service, contract: Contract, version: str) -> tuple[str, bool]:
+    """The client package's ``__init__.py``, and whether it needs pydantic."""
+    writer = _ClientWriter(service)
+    text = writer.render(contract, version)
+    return text, writer.needs_pydantic
+
+
+def render_client_pyproject(service: Service, **values: Any) -> str:
     template = _environment().get_template("client_package/pyproject.toml.j2")
-    return template.render(service=service, **versions)
+    return template.render(service=service, **values)
 
 
 def write(path: Path, text: str) -> None:

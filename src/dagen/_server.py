@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,9 +19,12 @@ from typing import Any, ClassVar
 import grpc
 
 from ._arrays import DecodeContext, EncodeContext
+from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
+from ._executor import CallState, Cancelled, make_executor, supervise
 from ._introspect import introspect_module
 from ._model import Service
+from ._progress import state_to_proto
 from ._protocol import Method, receive, send
 from ._tls import SERVER_OPTIONS, is_loopback, join_host_port, server_credentials
 from ._wire import (
@@ -60,6 +63,8 @@ class ServerOptions:
     debug: bool = False  # send tracebacks to callers
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     limits: Limits = Limits()
+    executor: str = "thread"  # or "process": see dagen._executor
+    workers: int = 8  # calls run at the same time
 
 
 class Servicer:
@@ -68,20 +73,41 @@ class Servicer:
     module: ClassVar[types.ModuleType]
     pb2: ClassVar[Any]
     service: ClassVar[Service]
-    methods: ClassVar[dict[str, Method]]
+    methods: ClassVar[dict[str, Method]]  # by function key: "anomaly", "Model.predict"
+    contract: ClassVar[ContractInfo | None]
 
-    def __init_subclass__(cls, *, module: types.ModuleType, pb2: Any, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        *,
+        module: types.ModuleType,
+        pb2: Any,
+        contract: ContractInfo | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init_subclass__(**kwargs)
         cls.module = module
         cls.pb2 = pb2
         cls.service = introspect_module(module)
-        cls.methods = {fn.name: Method(cls.service, fn, pb2) for fn in cls.service.functions}
+        cls.contract = contract
+        cls.methods = {fn.key: Method(cls.service, fn, pb2) for fn in cls.service.rpcs}
 
     def __init__(self, options: ServerOptions | None = None) -> None:
         self.options = options or ServerOptions()
-        self._functions: dict[str, Callable[..., Any]] = {
-            name: getattr(self.module, name) for name in self.methods
-        }
+        self._functions: dict[str, Callable[..., Any]] = {}
+        for key, method in self.methods.items():
+            fn = method.fn
+            owner = getattr(self.module, fn.owner) if fn.owner else self.module
+            if self.options.executor != "thread" and (fn.owner or fn.generator):
+                raise ValueError(
+                    f"{key}(): class methods and generators run only with --executor thread"
+                )
+            if not fn.has_instance:  # methods get their object per call, see _bind
+                self._functions[key] = getattr(owner, fn.name)
+        self._executor = make_executor(self.options.executor, self.module, self.options.workers)
+
+    def close(self) -> None:
+        """Stop the executor (its worker processes, if any)."""
+        self._executor.shutdown()
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         handlers = {}
@@ -91,6 +117,12 @@ class Servicer:
                     self._stream_handler(method),
                     request_deserializer=frame_deserializer(method.input_cls),
                     response_serializer=frame_serializer,
+                )
+            elif method.fn.generator:
+                handlers[method.fn.rpc] = grpc.unary_stream_rpc_method_handler(
+                    self._items_handler(method),
+                    request_deserializer=method.request_cls.FromString,
+                    response_serializer=method.response_cls.SerializeToString,
                 )
             else:
                 handlers[method.fn.rpc] = grpc.unary_unary_rpc_method_handler(
@@ -105,8 +137,10 @@ class Servicer:
     def _unary_handler(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
+            self._check_contract(method, context)
             args, kwargs = self._decode(method, request, DecodeContext({}), context)
-            result = self._invoke(method, args, kwargs, context)
+            call = self._executor.open(method.name, context)
+            result = self._invoke(method, call, args, kwargs, context, started)
             response = self._encode(method, result, EncodeContext(), context)
             self._log(method, context, 0, 0, started)
             return response
@@ -120,8 +154,10 @@ class Servicer:
 
         def handle(frames: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
+            self._check_contract(method, context)
+            call = self._executor.open(method.name, context)
             try:
-                request, dctx = receive(frames, "request", options.limits)
+                request, dctx = receive(frames, "request", options.limits, alloc=call.alloc)
             except LimitExceeded as e:
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method.name}(): {e}")
             except WireError as e:
@@ -129,20 +165,76 @@ class Servicer:
             bytes_in = sum(a.nbytes for a in dctx.arrays.values())
             args, kwargs = self._decode(method, request, dctx, context)
             del dctx, request  # the function's arguments hold what is still needed
-            result = self._invoke(method, args, kwargs, context)
+            result = yield from self._execute(method, call, args, kwargs, context, started)
             del args, kwargs
-            ectx = EncodeContext(options.chunk_bytes)
-            response = self._encode(method, result, ectx, context)
-            del result
-            yield from send(method.output_cls, "response", response, ectx)
-            self._log(method, context, bytes_in, ectx.nbytes, started)
+            bytes_out = 0
+            for item in self._items(method, result, context):
+                ectx = EncodeContext(options.chunk_bytes)
+                response = self._encode(method, item, ectx, context)
+                del item
+                yield from send(method.output_cls, "response", response, ectx)
+                bytes_out += ectx.nbytes
+            self._log(method, context, bytes_in, bytes_out, started)
 
         return handle
+
+    def _items_handler(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+        """A generator without arrays: a server stream of response messages."""
+
+        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            self._check_contract(method, context)
+            args, kwargs = self._decode(method, request, DecodeContext({}), context)
+            call = self._executor.open(method.name, context)
+            result = self._invoke(method, call, args, kwargs, context, started)
+            for item in self._items(method, result, context):
+                yield self._encode(method, item, EncodeContext(), context)
+            self._log(method, context, 0, 0, started)
+
+        return handle
+
+    def _items(self, method: Method, result: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        """The results to send: the one result, or each item of a generator's. A caller
+        that goes away closes the generator (its ``finally`` blocks run)."""
+        if not method.fn.generator:
+            yield result
+            return
+        iterator = iter(result)
+        try:
+            while True:
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+                except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
+                    log.info("%s() raised %s: %s", method.name, type(e).__name__, e)
+                    self._abort_with(context, e, method, grpc.StatusCode.UNKNOWN)
+                yield item
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    def _check_contract(self, method: Method, context: grpc.ServicerContext) -> None:
+        if self.contract is None:
+            return
+        for key, value in context.invocation_metadata():
+            if key == CONTRACT_METADATA_KEY:
+                problem = self.contract.check(method.fn.rpc, value)
+                if problem is not None:
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                  f"{method.fn.key}(): {problem}")
+                return
 
     def _decode(
         self, method: Method, request: Any, dctx: DecodeContext, context: grpc.ServicerContext
     ) -> tuple[list[Any], dict[str, Any]]:
         try:
+            if method.init is not None:  # a method: its object, made from the caller's arguments
+                init_args, init_kwargs = method.decode_instance(request, dctx)
+                args, kwargs = method.decode_request(request, dctx)
+                owner = getattr(self.module, str(method.fn.owner))
+                return [owner, method.fn.name, init_args, init_kwargs, *args], kwargs
             return method.decode_request(request, dctx)
         except (WireError, ValueError, TypeError, KeyError) as e:
             context.abort(
@@ -151,16 +243,78 @@ class Servicer:
             raise  # unreachable: abort raises
 
     def _invoke(
-        self, method: Method, args: list[Any], kwargs: dict[str, Any], context: grpc.ServicerContext
+        self,
+        method: Method,
+        call: CallState,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        context: grpc.ServicerContext,
+        started: float,
     ) -> Any:
+        """Run the function to its end (a unary rpc has no frames for its reports)."""
+        running = self._execute(method, call, args, kwargs, context, started)
+        while True:
+            try:
+                next(running)
+            except StopIteration as done:
+                return done.value
+
+    def _execute(
+        self,
+        method: Method,
+        call: CallState,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        context: grpc.ServicerContext,
+        started: float,
+    ) -> Generator[Any, None, Any]:
+        """Run the function in the executor, yield its progress frames, return its result;
+        stop it when the caller goes or the deadline passes."""
+        fn = self._functions.get(method.fn.key) or _construct_and_call
+        future = self._executor.submit(call, method.name, fn, method.fn.progress, args, kwargs)
+        del args, kwargs
         try:
-            return self._functions[method.name](*args, **kwargs)
+            reports = supervise(call, future, context)
+            while True:
+                try:
+                    sequence, state = next(reports)
+                except StopIteration as done:
+                    return done.value
+                if method.fn.progress is not None and method.output_cls is not None:
+                    yield method.output_cls(progress=state_to_proto(state, sequence))
+        except Cancelled as e:
+            self._log_cancelled(method, context, call, e, started)
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if e.deadline else grpc.StatusCode.CANCELLED
+            context.abort(code, f"{method.name}() was stopped: {e.reason}")
         except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
             log.info(
                 "%s() raised %s: %s", method.name, type(e).__name__, e, exc_info=self.options.debug
             )
             self._abort_with(context, e, method, grpc.StatusCode.UNKNOWN)
-            raise  # unreachable: abort raises
+        raise AssertionError("unreachable: abort raises")
+
+    def _log_cancelled(
+        self,
+        method: Method,
+        context: grpc.ServicerContext,
+        call: CallState,
+        e: Cancelled,
+        started: float,
+    ) -> None:
+        if self._executor.kind == "process":
+            what = f"its worker process {call.worker_pid} was terminated" if call.worker_pid else (
+                "it had not started"
+            )
+        else:
+            what = "it stops when it checks progress.cancelled or dagen.cancelled(), or returns"
+        log.info(
+            "%s %s() cancelled after %.3f s, because %s; %s",
+            caller_of(context),
+            method.name,
+            time.perf_counter() - started,
+            e.reason,
+            what,
+        )
 
     def _encode(
         self, method: Method, result: Any, ctx: EncodeContext, context: grpc.ServicerContext
@@ -212,6 +366,12 @@ def caller_of(context: grpc.ServicerContext) -> str:
 # -- running ------------------------------------------------------------------------------------
 
 
+def _construct_and_call(owner: type, name: str, init_args: list[Any], init_kwargs: dict[str, Any],
+                        *args: Any, **kwargs: Any) -> Any:
+    """Call a method as DASF does: on an object made with the caller's arguments."""
+    return getattr(owner(*init_args, **init_kwargs), name)(*args, **kwargs)
+
+
 class InsecureRefused(Exception):
     """Plain text was asked for on an address other than loopback."""
 
@@ -242,10 +402,13 @@ def create_server(
         credentials = server_credentials(certs)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
-    if credentials is None:
-        bound = server.add_insecure_port(address)
-    else:
-        bound = server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpcio raises "Failed to bind" where older versions returned 0
+        bound = 0
     if bound == 0:
         raise OSError(f"cannot listen on {address} (is the port in use?)")
     return server, bound

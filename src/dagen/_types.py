@@ -3,27 +3,36 @@
 Every annotation becomes a tree of small frozen nodes (as msgspec's ``type_info``
 does). A node knows
 
-* how it is declared in a ``.proto`` file (:meth:`TypeNode.proto_field`), and
+* how it is declared as a field in a ``.proto`` file (:meth:`TypeNode.proto_field`),
+* which messages or enums it needs generated (:class:`Definition` nodes), and
 * how a Python value goes into a protobuf message field and back
   (:meth:`TypeNode.encode` / :meth:`TypeNode.decode`).
 
-Adding a type means adding one node class here and one line in :func:`type_node`.
+Adding a type means adding one node class here and one case in :func:`type_node`.
 
 Nodes come in three shapes, because protobuf fields do:
 
-* *scalar* nodes map to a scalar field (``int64``, ``string``...);
+* *scalar* nodes map to a scalar or enum field (``int64``, ``string``, ``Color``...);
 * *message* nodes map to a message field and fill or read that sub-message;
-* *container* nodes (list, dict) map to ``repeated`` and ``map`` fields.
+* *container* nodes (list, tuple[X, ...], set, dict) map to ``repeated`` and ``map``.
 
-A container or optional inside a container has no direct protobuf rendering, so it is
-wrapped into a small generated message (:class:`WrapperNode`) with one ``value`` field.
+A container or optional where protobuf cannot nest it (a list in a list, an optional
+in a map...) is wrapped into a small generated message (:class:`WrapperNode`).
+
+The runtime addresses fields and enum values by *name*, never by number: numbers
+live only in the ``.proto`` (and the lock file that pins them), so the same nodes
+serve every revision of a contract.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import enum
+import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,6 +40,7 @@ import numpy as np
 import xarray as xr
 
 from ._arrays import DecodeContext, EncodeContext, attach_array, read_array
+from ._wire import WireError
 
 
 class UnsupportedType(TypeError):
@@ -54,6 +64,15 @@ def type_name(value: Any) -> str:
     return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _mismatch(expected: str, value: Any) -> EncodeError:
+    return EncodeError(f"expected {expected}, got {type_name(value)}")
+
+
+def snake(name: str) -> str:
+    """``DataArray`` -> ``data_array``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
 @dataclass(frozen=True)
 class ProtoField:
     """How a node is declared as a field: ``<label> <type> name = n;``."""
@@ -65,22 +84,26 @@ class ProtoField:
 class TypeNode:
     """One node of the type tree. Subclasses are frozen dataclasses."""
 
-    shape: ClassVar[str]  # "scalar", "message" or "container"
+    shape: ClassVar[str]  # "scalar", "message", "container", "optional" or "none"
     annotation: Any
 
     @property
     def has_arrays(self) -> bool:
-        return False
+        return any(child.has_arrays for child in self.children())
 
     @property
     def name(self) -> str:
-        """A CamelCase name, used to name wrapper messages."""
+        """A CamelCase name, used to name generated messages."""
         raise NotImplementedError
 
     def children(self) -> tuple[TypeNode, ...]:
         return ()
 
     def proto_field(self) -> ProtoField:
+        raise NotImplementedError
+
+    def accepts(self, value: Any) -> bool:
+        """A cheap check of the value's kind, to choose a Union's member."""
         raise NotImplementedError
 
     def encode(self, value: Any, msg: Any, field: str, ctx: EncodeContext) -> None:
@@ -90,6 +113,25 @@ class TypeNode:
     def decode(self, msg: Any, field: str, ctx: DecodeContext) -> Any:
         """Read the Python value of ``msg.<field>``."""
         raise NotImplementedError
+
+
+class Definition:
+    """A node whose proto type is generated: a message (fields) or an enum (values)."""
+
+    definition_name: str
+    doc: str = ""
+
+    def definition_fields(self) -> list[tuple[str, TypeNode, str]]:
+        """(field name, node, comment) of a generated message; [] for enums."""
+        return []
+
+    def oneof(self) -> str | None:
+        """The oneof all fields belong to, if any."""
+        return None
+
+    def enum_values(self) -> list[str] | None:
+        """The value names (after the UNSPECIFIED zero) of a generated enum."""
+        return None
 
 
 # -- scalars -----------------------------------------------------------------------------------
@@ -103,24 +145,36 @@ class ScalarNode(TypeNode):
 
     @property
     def name(self) -> str:
-        return self.proto_type.capitalize()
+        return self.proto_type[:1].upper() + self.proto_type[1:]
 
     def proto_field(self) -> ProtoField:
         return ProtoField(self.proto_type)
 
     def check(self, value: Any) -> Any:
-        """Return the value as protobuf wants it, or raise EncodeError."""
+        """The value as protobuf wants it, or raise EncodeError."""
         raise NotImplementedError
+
+    def restore(self, value: Any, field: Any) -> Any:
+        """The Python value of a wire value; ``field`` is its field descriptor."""
+        return value
+
+    def accepts(self, value: Any) -> bool:
+        try:
+            self.check(value)
+        except EncodeError:
+            return False
+        return True
 
     def encode(self, value: Any, msg: Any, field: str, ctx: EncodeContext) -> None:
         setattr(msg, field, self.check(value))
 
     def decode(self, msg: Any, field: str, ctx: DecodeContext) -> Any:
-        return getattr(msg, field)
+        return self.restore(getattr(msg, field), msg.DESCRIPTOR.fields_by_name[field])
 
-
-def _mismatch(expected: str, value: Any) -> EncodeError:
-    return EncodeError(f"expected {expected}, got {type_name(value)}")
+    @property
+    def plain(self) -> bool:
+        """Whether wire values are the Python values (no restore step)."""
+        return type(self).restore is ScalarNode.restore
 
 
 @dataclass(frozen=True)
@@ -137,19 +191,23 @@ class BoolNode(ScalarNode):
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
+def _int64(value: Any) -> int:
+    # bool is an int to Python, but passing True where a count is expected is a bug.
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise _mismatch("int", value)
+    value = int(value)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise EncodeError(f"int {value} does not fit in 64 bits")
+    return value
+
+
 @dataclass(frozen=True)
 class IntNode(ScalarNode):
     annotation: Any = int
     proto_type: str = "int64"
 
     def check(self, value: Any) -> int:
-        # bool is an int to Python, but passing True where a count is expected is a bug.
-        if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-            raise _mismatch("int", value)
-        value = int(value)
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise EncodeError(f"int {value} does not fit in 64 bits")
-        return value
+        return _int64(value)
 
 
 @dataclass(frozen=True)
@@ -162,7 +220,10 @@ class FloatNode(ScalarNode):
             value, float | int | np.floating | np.integer
         ):
             raise _mismatch("float", value)
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise EncodeError(f"int {value} is too large for a float") from None
 
 
 @dataclass(frozen=True)
@@ -185,6 +246,107 @@ class BytesNode(ScalarNode):
         if not isinstance(value, bytes | bytearray):
             raise _mismatch("bytes", value)
         return bytes(value)
+
+
+def _wire_label(value: Any) -> str:
+    """An enum value name for a Python value: ``"daily mean"`` -> ``DAILY_MEAN``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"V{value}" if value >= 0 else f"VN{-value}"
+    text = re.sub(r"[^0-9A-Za-z]+", "_", str(value)).strip("_").upper()
+    return text if text and not text[0].isdigit() else f"V_{text}"
+
+
+@dataclass(frozen=True, eq=False)
+class EnumNode(ScalarNode, Definition):
+    """``enum.Enum`` / ``IntEnum`` / ``StrEnum`` and ``typing.Literal[...]`` as a proto enum.
+
+    Value names carry the enum's name as prefix (``COLOR_RED``), because proto enum
+    values share their package's scope; ``<ENUM>_UNSPECIFIED = 0`` means "not set".
+    """
+
+    annotation: Any = None
+    proto_type: str = ""
+    members: tuple[Any, ...] = ()  # the Python values, in order
+    labels: tuple[str, ...] = ()  # their wire names, same order
+    doc: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.proto_type
+
+    @property
+    def definition_name(self) -> str:  # type: ignore[override]
+        return self.proto_type
+
+    @property
+    def prefix(self) -> str:
+        return snake(self.proto_type).upper()
+
+    def enum_values(self) -> list[str]:
+        return [f"{self.prefix}_{label}" for label in self.labels]
+
+    @property
+    def is_literal(self) -> bool:
+        return typing.get_origin(self.annotation) is typing.Literal
+
+    def check(self, value: Any) -> str:
+        for member, label in zip(self.members, self.labels, strict=True):
+            if value is member or (self.is_literal and _same_literal(value, member)):
+                return f"{self.prefix}_{label}"
+        if isinstance(value, enum.Enum) and not self.is_literal:
+            # a member of the server's original enum where the client has its mirror
+            for member, label in zip(self.members, self.labels, strict=True):
+                if member.name == value.name and member.value == value.value:
+                    return f"{self.prefix}_{label}"
+        raise EncodeError(f"expected one of {list(self.members)!r}, got {value!r}")
+
+    def restore(self, value: Any, field: Any) -> Any:
+        item = field.enum_type.values_by_number.get(value)
+        names = self.enum_values()
+        if item is None or item.name not in names:
+            raise WireError(f"{value} is not a known value of enum {self.proto_type}")
+        return self.members[names.index(item.name)]
+
+    def __hash__(self) -> int:
+        return hash((self.proto_type, self.members))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EnumNode) and (self.proto_type, self.members) == (
+            other.proto_type,
+            other.members,
+        )
+
+
+def _same_literal(value: Any, member: Any) -> bool:
+    if isinstance(member, str):
+        return isinstance(value, str) and value == member
+    return (
+        isinstance(value, int | np.integer)
+        and not isinstance(value, bool | np.bool_)
+        and value == member
+    )
+
+
+def _enum_node(cls: type[enum.Enum]) -> EnumNode:
+    members = tuple(cls)
+    if not members:
+        raise UnsupportedType(f"enum {cls.__name__} has no members")
+    return EnumNode(cls, cls.__name__, members, tuple(m.name.upper() for m in members), _doc(cls))
+
+
+def _literal_node(annotation: Any) -> EnumNode:
+    values = typing.get_args(annotation)
+    if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values):
+        raise UnsupportedType("Literal values must be str or int")
+    labels = [_wire_label(v) for v in values]
+    for i, label in enumerate(labels):  # distinct values may sanitize alike
+        if labels.index(label) != i:
+            labels[i] = f"{label}_{i}"
+    camel = "".join(label.title().replace("_", "") for label in labels)
+    name = (
+        "Literal" + camel if len(camel) <= 40 else f"Literal{camel[:32]}{abs(hash(values)) % 10**6}"
+    )
+    return EnumNode(annotation, name, values, tuple(labels))
 
 
 # -- messages ----------------------------------------------------------------------------------
@@ -211,25 +373,50 @@ class MessageNode(TypeNode):
 
 
 @dataclass(frozen=True)
-class NDArrayNode(MessageNode):
+class _KnownMessage(MessageNode):
+    """A node whose message is one of the toolkit's own (``dagen.v1.*``, well-known)."""
+
+    annotation: Any
+    message: ClassVar[str]
+    python: ClassVar[Any]  # the accepted Python type(s)
+
+    @property
+    def name(self) -> str:
+        return self.message.rsplit(".", 1)[-1]
+
+    def proto_field(self) -> ProtoField:
+        return ProtoField(self.message)
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, self.python)
+
+    def fill(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        if not self.accepts(value):
+            raise _mismatch(self.expected, value)
+        self.write(value, m, ctx)
+
+    @property
+    def expected(self) -> str:
+        return getattr(self.python, "__qualname__", str(self.python))
+
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class NDArrayNode(_KnownMessage):
     """``numpy.ndarray`` (also ``numpy.typing.NDArray[...]``): a header plus streamed chunks."""
 
     annotation: Any = np.ndarray
+    message: ClassVar[str] = "dagen.v1.NDArray"
+    python: ClassVar[Any] = np.ndarray
+    expected: ClassVar[str] = "numpy.ndarray"  # type: ignore[misc]
 
     @property
     def has_arrays(self) -> bool:
         return True
 
-    @property
-    def name(self) -> str:
-        return "NDArray"
-
-    def proto_field(self) -> ProtoField:
-        return ProtoField("dagen.v1.NDArray")
-
-    def fill(self, value: Any, m: Any, ctx: EncodeContext) -> None:
-        if not isinstance(value, np.ndarray):
-            raise _mismatch("numpy.ndarray", value)
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
         attach_array(value, m, ctx)
 
     def read(self, m: Any, ctx: DecodeContext) -> Any:
@@ -237,25 +424,19 @@ class NDArrayNode(MessageNode):
 
 
 @dataclass(frozen=True)
-class DataArrayNode(MessageNode):
-    """``xarray.DataArray``: name, dims, coordinates and attrs, data streamed in chunks."""
+class DataArrayNode(_KnownMessage):
+    """``xarray.DataArray``: name, dims, coordinates and attrs; data streamed in chunks."""
 
     annotation: Any = xr.DataArray
+    message: ClassVar[str] = "dagen.v1.DataArray"
+    python: ClassVar[Any] = xr.DataArray
+    expected: ClassVar[str] = "xarray.DataArray"  # type: ignore[misc]
 
     @property
     def has_arrays(self) -> bool:
         return True
 
-    @property
-    def name(self) -> str:
-        return "DataArray"
-
-    def proto_field(self) -> ProtoField:
-        return ProtoField("dagen.v1.DataArray")
-
-    def fill(self, value: Any, m: Any, ctx: EncodeContext) -> None:
-        if not isinstance(value, xr.DataArray):
-            raise _mismatch("xarray.DataArray", value)
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
         from ._xarray import fill_dataarray
 
         fill_dataarray(value, m, ctx)
@@ -267,7 +448,148 @@ class DataArrayNode(MessageNode):
 
 
 @dataclass(frozen=True)
-class WrapperNode(MessageNode):
+class DatasetNode(_KnownMessage):
+    """``xarray.Dataset``: every variable's data streamed in chunks."""
+
+    annotation: Any = xr.Dataset
+    message: ClassVar[str] = "dagen.v1.Dataset"
+    python: ClassVar[Any] = xr.Dataset
+    expected: ClassVar[str] = "xarray.Dataset"  # type: ignore[misc]
+
+    @property
+    def has_arrays(self) -> bool:
+        return True
+
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        from ._xarray import fill_dataset
+
+        fill_dataset(value, m, ctx)
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        from ._xarray import read_dataset
+
+        return read_dataset(m, ctx)
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class DateTimeNode(_KnownMessage):
+    """``datetime.datetime``, naive or aware; the zone survives when it is a ZoneInfo."""
+
+    annotation: Any = dt.datetime
+    message: ClassVar[str] = "dagen.v1.DateTime"
+    python: ClassVar[Any] = dt.datetime
+
+    def write(self, value: dt.datetime, m: Any, ctx: EncodeContext) -> None:
+        offset = value.utcoffset()
+        if offset is None:
+            micros = (value - _EPOCH) // _MICROSECOND
+            m.naive = True
+        else:
+            micros = (value - _EPOCH_UTC) // _MICROSECOND
+            m.utc_offset_seconds = int(offset.total_seconds())
+            m.zone = getattr(value.tzinfo, "key", None) or ""
+        m.time.seconds, rest = divmod(micros, 10**6)
+        m.time.nanos = rest * 1000
+        m.fold = bool(value.fold)
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        delta = dt.timedelta(seconds=m.time.seconds, microseconds=m.time.nanos // 1000)
+        if m.naive:
+            return (_EPOCH + delta).replace(fold=int(m.fold))
+        instant = _EPOCH_UTC + delta
+        if m.zone:
+            from zoneinfo import ZoneInfo
+
+            try:
+                return instant.astimezone(ZoneInfo(m.zone))
+            except (ValueError, KeyError, OSError) as e:
+                raise WireError(f"unknown time zone {m.zone!r}: {e}") from None
+        tz = dt.timezone(dt.timedelta(seconds=m.utc_offset_seconds))
+        return instant.astimezone(dt.UTC if m.utc_offset_seconds == 0 else tz)
+
+
+@dataclass(frozen=True)
+class DateNode(_KnownMessage):
+    """``datetime.date`` (a datetime is refused: its time would be lost)."""
+
+    annotation: Any = dt.date
+    message: ClassVar[str] = "dagen.v1.Date"
+    python: ClassVar[Any] = dt.date
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+
+    def write(self, value: dt.date, m: Any, ctx: EncodeContext) -> None:
+        m.year, m.month, m.day = value.year, value.month, value.day
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        try:
+            return dt.date(m.year, m.month, m.day)
+        except ValueError as e:
+            raise WireError(f"invalid date: {e}") from None
+
+
+@dataclass(frozen=True)
+class TimeDeltaNode(_KnownMessage):
+    """``datetime.timedelta`` as the well-known ``google.protobuf.Duration``."""
+
+    annotation: Any = dt.timedelta
+    message: ClassVar[str] = "google.protobuf.Duration"
+    python: ClassVar[Any] = dt.timedelta
+
+    def write(self, value: dt.timedelta, m: Any, ctx: EncodeContext) -> None:
+        micros = value // _MICROSECOND
+        seconds, rest = divmod(abs(micros), 10**6)
+        sign = -1 if micros < 0 else 1  # Duration: seconds and nanos share the sign
+        m.seconds, m.nanos = sign * seconds, sign * rest * 1000
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        return dt.timedelta(seconds=m.seconds, microseconds=int(m.nanos / 1000))
+
+
+def _unit(dtype: np.dtype) -> str:
+    unit, count = np.datetime_data(dtype)
+    return unit if count == 1 else f"{count}{unit}"
+
+
+@dataclass(frozen=True)
+class Datetime64Node(_KnownMessage):
+    """A ``numpy.datetime64`` scalar, with its unit; NaT survives."""
+
+    annotation: Any = np.datetime64
+    message: ClassVar[str] = "dagen.v1.Datetime64"
+    python: ClassVar[Any] = np.datetime64
+    kind: ClassVar[str] = "M8"
+
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        m.value = int(np.asarray(value).view("int64"))
+        m.unit = _unit(value.dtype)
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        try:
+            dtype = np.dtype(f"{self.kind}[{m.unit}]")
+        except TypeError:
+            raise WireError(f"unknown {self.kind} unit {m.unit!r}") from None
+        return np.array(m.value, dtype="int64").view(dtype)[()]
+
+
+@dataclass(frozen=True)
+class Timedelta64Node(Datetime64Node):
+    """A ``numpy.timedelta64`` scalar, with its unit."""
+
+    annotation: Any = np.timedelta64
+    message: ClassVar[str] = "dagen.v1.Timedelta64"
+    python: ClassVar[Any] = np.timedelta64
+    kind: ClassVar[str] = "m8"
+
+
+@dataclass(frozen=True)
+class WrapperNode(MessageNode, Definition):
     """A generated message ``<Inner>Value { <inner> value = 1; }`` around a node that
     protobuf cannot nest directly (a list in a list, an optional in a map...)."""
 
@@ -278,28 +600,201 @@ class WrapperNode(MessageNode):
         return self.inner.annotation
 
     @property
-    def has_arrays(self) -> bool:
-        return self.inner.has_arrays
-
-    @property
     def name(self) -> str:
-        return self.inner.name
+        # "Value" keeps names unique: list[list[int] | None] holds OptionalInt64ListValue
+        # items, list[list[int | None]] holds OptionalInt64ValueList ones.
+        return self.inner.name + "Value"
 
     @property
-    def message_name(self) -> str:
-        return self.inner.name + "Value"
+    def definition_name(self) -> str:  # type: ignore[override]
+        return self.name
 
     def children(self) -> tuple[TypeNode, ...]:
         return (self.inner,)
 
+    def definition_fields(self) -> list[tuple[str, TypeNode, str]]:
+        return [("value", self.inner, "")]
+
     def proto_field(self) -> ProtoField:
-        return ProtoField(self.message_name)
+        return ProtoField(self.definition_name)
+
+    def accepts(self, value: Any) -> bool:
+        return self.inner.accepts(value)
 
     def fill(self, value: Any, m: Any, ctx: EncodeContext) -> None:
         self.inner.encode(value, m, "value", ctx)
 
     def read(self, m: Any, ctx: DecodeContext) -> Any:
         return self.inner.decode(m, "value", ctx)
+
+
+@dataclass(frozen=True)
+class TupleNode(MessageNode, Definition):
+    """A fixed ``tuple[A, B, ...]``: a generated message with fields ``item_0``, ``item_1``..."""
+
+    annotation: Any
+    items: tuple[TypeNode, ...]
+
+    @property
+    def name(self) -> str:
+        return "".join(i.name for i in self.items) + "Tuple"
+
+    @property
+    def definition_name(self) -> str:  # type: ignore[override]
+        return self.name
+
+    def children(self) -> tuple[TypeNode, ...]:
+        return self.items
+
+    def definition_fields(self) -> list[tuple[str, TypeNode, str]]:
+        return [(f"item_{i}", node, "") for i, node in enumerate(self.items)]
+
+    def proto_field(self) -> ProtoField:
+        return ProtoField(self.definition_name)
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, tuple | list) and len(value) == len(self.items)
+
+    def fill(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        if not isinstance(value, tuple | list) or len(value) != len(self.items):
+            raise _mismatch(f"a tuple of {len(self.items)} items", value)
+        for i, (node, item) in enumerate(zip(self.items, value, strict=True)):
+            try:
+                node.encode(item, m, f"item_{i}", ctx)
+            except EncodeError as e:
+                raise e.at(f"[{i}]") from None
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        return tuple(node.decode(m, f"item_{i}", ctx) for i, node in enumerate(self.items))
+
+
+@dataclass(frozen=True)
+class UnionNode(MessageNode, Definition):
+    """``Union[A, B, ...]`` as a generated message with ``oneof value { A a = 1; B b = 2; }``;
+    a value goes as the first member that accepts it."""
+
+    annotation: Any
+    members: tuple[TypeNode, ...]
+
+    @property
+    def name(self) -> str:
+        return "Or".join(m.name for m in self.members)
+
+    @property
+    def definition_name(self) -> str:  # type: ignore[override]
+        return self.name
+
+    @property
+    def field_names(self) -> list[str]:
+        names = [snake(m.name) for m in self.members]
+        return [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+
+    def children(self) -> tuple[TypeNode, ...]:
+        return self.members
+
+    def definition_fields(self) -> list[tuple[str, TypeNode, str]]:
+        return [(n, m, "") for n, m in zip(self.field_names, self.members, strict=True)]
+
+    def oneof(self) -> str | None:
+        return "value"
+
+    def proto_field(self) -> ProtoField:
+        return ProtoField(self.definition_name)
+
+    def accepts(self, value: Any) -> bool:
+        return any(m.accepts(value) for m in self.members)
+
+    def fill(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        for field, member in zip(self.field_names, self.members, strict=True):
+            if member.accepts(value):
+                member.encode(value, m, field, ctx)
+                return
+        raise _mismatch(" | ".join(_show(x.annotation) for x in self.members), value)
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        which = m.WhichOneof("value")
+        if which is None:
+            raise WireError(f"no member of {self.definition_name} is set")
+        return self.members[self.field_names.index(which)].decode(m, which, ctx)
+
+
+_MISSING = dataclasses.MISSING
+
+
+@dataclass(frozen=True)
+class ModelField:
+    name: str
+    node: TypeNode
+    annotation: Any
+    default: Any = _MISSING  # a value, or _MISSING
+    factory: Any = _MISSING  # a default_factory, or _MISSING
+    required: bool = True  # False for keys a TypedDict may leave out
+    doc: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class ModelNode(MessageNode, Definition):
+    """A dataclass, pydantic model or TypedDict as a generated message of its fields."""
+
+    annotation: Any
+    kind: str  # "dataclass", "pydantic" or "typeddict"
+    fields: tuple[ModelField, ...]
+    doc: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.annotation.__name__
+
+    @property
+    def definition_name(self) -> str:  # type: ignore[override]
+        return self.name
+
+    def children(self) -> tuple[TypeNode, ...]:
+        return tuple(f.node for f in self.fields)
+
+    def definition_fields(self) -> list[tuple[str, TypeNode, str]]:
+        return [(f.name, f.node, f.doc) for f in self.fields]
+
+    def proto_field(self) -> ProtoField:
+        return ProtoField(self.definition_name)
+
+    def accepts(self, value: Any) -> bool:
+        if self.kind == "typeddict":
+            return isinstance(value, dict) and all(
+                f.name in value for f in self.fields if f.required
+            )
+        return isinstance(value, self.annotation)
+
+    def fill(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        if not self.accepts(value):
+            raise _mismatch(self.name, value)
+        for f in self.fields:
+            if self.kind == "typeddict":
+                if f.name not in value:
+                    continue  # optional key left out: the field stays unset
+                item = value[f.name]
+            else:
+                item = getattr(value, f.name)
+            try:
+                f.node.encode(item, m, f.name, ctx)
+            except EncodeError as e:
+                raise e.at(f".{f.name}") from None
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        values = {}
+        for f in self.fields:
+            if not f.required and not m.HasField(f.name):
+                continue
+            values[f.name] = f.node.decode(m, f.name, ctx)
+        if self.kind == "typeddict":
+            return values
+        return self.annotation(**values)  # a pydantic model validates here
+
+    def __hash__(self) -> int:
+        return hash(self.annotation)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelNode) and other.annotation is self.annotation
 
 
 # -- optional and containers -------------------------------------------------------------------
@@ -319,10 +814,6 @@ class OptionalNode(TypeNode):
     shape: ClassVar[str] = "optional"
 
     @property
-    def has_arrays(self) -> bool:
-        return self.inner.has_arrays
-
-    @property
     def name(self) -> str:
         return "Optional" + self.inner.name
 
@@ -332,6 +823,9 @@ class OptionalNode(TypeNode):
     def proto_field(self) -> ProtoField:
         inner = self.inner.proto_field()
         return ProtoField(inner.type, "optional" if self.inner.shape == "scalar" else "")
+
+    def accepts(self, value: Any) -> bool:
+        return value is None or self.inner.accepts(value)
 
     def encode(self, value: Any, msg: Any, field: str, ctx: EncodeContext) -> None:
         if value is None:
@@ -345,23 +839,23 @@ class OptionalNode(TypeNode):
 
 def optional_of(annotation: Any, inner: TypeNode) -> TypeNode:
     # Presence needs a scalar or message field; wrap anything else.
-    wrapped = inner if inner.shape in ("scalar", "message") else WrapperNode(inner)
-    return OptionalNode(annotation, wrapped)
+    return OptionalNode(annotation, _nestable(inner))
 
 
 @dataclass(frozen=True)
 class ListNode(TypeNode):
+    """``list[X]``; also ``tuple[X, ...]``, ``set[X]`` and ``frozenset[X]`` (``factory``)."""
+
     annotation: Any
     item: TypeNode
+    factory: Callable[..., Any] = list
     shape: ClassVar[str] = "container"
 
     @property
-    def has_arrays(self) -> bool:
-        return self.item.has_arrays
-
-    @property
     def name(self) -> str:
-        return self.item.name + "List"
+        kinds: dict[Any, str] = {list: "List", tuple: "Tuple", set: "Set", frozenset: "FrozenSet"}
+        kind = kinds[self.factory]
+        return self.item.name + kind
 
     def children(self) -> tuple[TypeNode, ...]:
         return (self.item,)
@@ -369,50 +863,64 @@ class ListNode(TypeNode):
     def proto_field(self) -> ProtoField:
         return ProtoField(self.item.proto_field().type, "repeated")
 
+    @property
+    def _python(self) -> tuple[type, ...]:
+        return (set, frozenset) if self.factory in (set, frozenset) else (list, tuple)
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, self._python)
+
     def encode(self, value: Any, msg: Any, field: str, ctx: EncodeContext) -> None:
-        if not isinstance(value, list | tuple):
-            raise _mismatch("list", value)
+        if not isinstance(value, self._python):
+            raise _mismatch(self.factory.__name__, value)
         target = getattr(msg, field)
         item = self.item
-        for i, v in enumerate(value):
+        values: Any = value
+        for i, v in enumerate(values):
             try:
                 if isinstance(item, ScalarNode):
                     target.append(item.check(v))
                 else:
                     assert isinstance(item, MessageNode)
-                    item.fill(v, target.add(), ctx)
+                    sub = target.add()
+                    item.fill(v, sub, ctx)
             except EncodeError as e:
                 raise e.at(f"[{i}]") from None
 
     def decode(self, msg: Any, field: str, ctx: DecodeContext) -> Any:
         items = getattr(msg, field)
-        if isinstance(self.item, ScalarNode):
-            return list(items)
-        assert isinstance(self.item, MessageNode)
-        return [self.item.read(m, ctx) for m in items]
+        item = self.item
+        if isinstance(item, ScalarNode):
+            if item.plain:
+                return self.factory(items)
+            fd = msg.DESCRIPTOR.fields_by_name[field]
+            return self.factory(item.restore(v, fd) for v in items)
+        assert isinstance(item, MessageNode)
+        return self.factory(item.read(m, ctx) for m in items)
 
 
 @dataclass(frozen=True)
 class DictNode(TypeNode):
-    """``dict[str, V]`` as ``map<string, V>``."""
+    """``dict[str, V]`` and ``dict[int, V]`` as ``map<string|int64, V>``."""
 
     annotation: Any
+    key: ScalarNode
     value: TypeNode
     shape: ClassVar[str] = "container"
 
     @property
-    def has_arrays(self) -> bool:
-        return self.value.has_arrays
-
-    @property
     def name(self) -> str:
-        return self.value.name + "Map"
+        prefix = "" if isinstance(self.key, StrNode) else self.key.name
+        return prefix + self.value.name + "Map"
 
     def children(self) -> tuple[TypeNode, ...]:
-        return (self.value,)
+        return (self.key, self.value)
 
     def proto_field(self) -> ProtoField:
-        return ProtoField(f"map<string, {self.value.proto_field().type}>")
+        return ProtoField(f"map<{self.key.proto_type}, {self.value.proto_field().type}>")
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, dict)
 
     def encode(self, value: Any, msg: Any, field: str, ctx: EncodeContext) -> None:
         if not isinstance(value, dict):
@@ -420,14 +928,16 @@ class DictNode(TypeNode):
         target = getattr(msg, field)
         node = self.value
         for k, v in value.items():
-            if not isinstance(k, str):
-                raise EncodeError(f"dict keys must be str, got {type_name(k)} {k!r}")
+            try:
+                key = self.key.check(k)
+            except EncodeError as e:
+                raise EncodeError(f"dict key {k!r}: {e.message}") from None
             try:
                 if isinstance(node, ScalarNode):
-                    target[k] = node.check(v)
+                    target[key] = node.check(v)
                 else:
                     assert isinstance(node, MessageNode)
-                    node.fill(v, target[k], ctx)
+                    node.fill(v, target[key], ctx)
             except EncodeError as e:
                 raise e.at(f"[{k!r}]") from None
 
@@ -435,7 +945,10 @@ class DictNode(TypeNode):
         items = getattr(msg, field)
         node = self.value
         if isinstance(node, ScalarNode):
-            return dict(items)
+            if node.plain:
+                return dict(items)
+            fd = msg.DESCRIPTOR.fields_by_name[field].message_type.fields_by_name["value"]
+            return {k: node.restore(v, fd) for k, v in items.items()}
         assert isinstance(node, MessageNode)
         return {k: node.read(m, ctx) for k, m in items.items()}
 
@@ -450,6 +963,9 @@ class NoneNode(TypeNode):
     @property
     def name(self) -> str:
         return "None"
+
+    def accepts(self, value: Any) -> bool:
+        return value is None
 
     def encode(self, value: Any, msg: Any, field: str, ctx: EncodeContext) -> None:
         if value is not None:
@@ -469,13 +985,46 @@ _SCALARS: dict[Any, Callable[[], ScalarNode]] = {
     bytes: BytesNode,
 }
 
+_MESSAGES: dict[Any, Callable[[], TypeNode]] = {
+    np.ndarray: NDArrayNode,
+    xr.DataArray: DataArrayNode,
+    xr.Dataset: DatasetNode,
+    dt.datetime: DateTimeNode,
+    dt.date: DateNode,
+    dt.timedelta: TimeDeltaNode,
+    np.datetime64: Datetime64Node,
+    np.timedelta64: Timedelta64Node,
+}
+
 SUPPORTED = (
-    "None, bool, int, float, str, bytes, X | None, list[X], dict[str, X], "
-    "numpy.ndarray, xarray.DataArray"
+    "None, bool, int, float, str, bytes, X | None, Union[...], Literal[...], list[X], "
+    "tuple[...], set[X], frozenset[X], dict[str|int, X], enum.Enum, dataclasses, pydantic "
+    "models, TypedDict, datetime, date, timedelta, numpy.datetime64, numpy.timedelta64, "
+    "numpy.ndarray, xarray.DataArray, xarray.Dataset"
 )
 
 
-def type_node(annotation: Any, *, is_return: bool = False) -> TypeNode:
+def _doc(obj: Any) -> str:
+    import inspect
+
+    doc = inspect.getdoc(obj) or ""
+    return doc.split("\n\n")[0].strip()
+
+
+def _show(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        module = annotation.__module__
+        return (
+            annotation.__qualname__
+            if module == "builtins"
+            else f"{module}.{annotation.__qualname__}"
+        )
+    return repr(annotation).replace("typing.", "")
+
+
+def type_node(
+    annotation: Any, *, is_return: bool = False, _seen: frozenset[Any] = frozenset()
+) -> TypeNode:
     """Map an annotation to its node, or raise UnsupportedType saying why."""
     if annotation is None or annotation is type(None):
         if is_return:
@@ -483,37 +1032,135 @@ def type_node(annotation: Any, *, is_return: bool = False) -> TypeNode:
         raise UnsupportedType("None is only supported as a return annotation or in X | None")
     if annotation in _SCALARS:
         return _SCALARS[annotation]()
-    if annotation is np.ndarray:
-        return NDArrayNode()
-    if annotation is xr.DataArray:
-        return DataArrayNode()
+    if annotation in _MESSAGES:
+        return _MESSAGES[annotation]()
+
+    def sub(a: Any) -> TypeNode:
+        return type_node(a, _seen=_seen)
 
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:  # Annotated[T, ...] is T on the wire
+        return sub(args[0])
     if origin is np.ndarray:  # numpy.typing.NDArray[...]: the dtype is not enforced
         return NDArrayNode(annotation)
+    if origin is typing.Literal:
+        return _literal_node(annotation)
     if origin in (typing.Union, types.UnionType):
         members = [a for a in args if a is not type(None)]
-        if len(members) == 1 and len(args) == 2:
-            return optional_of(annotation, type_node(members[0]))
-        raise UnsupportedType("unions other than X | None are not supported yet")
-    if origin is list:
+        if len(members) < len(args):  # X | None, or A | B | None
+            inner = members[0] if len(members) == 1 else typing.Union[tuple(members)]  # noqa: UP007
+            return optional_of(annotation, sub(inner))
+        return UnionNode(annotation, tuple(_nestable(sub(a)) for a in members))
+    if origin in (list, set, frozenset):
         if len(args) != 1:
-            raise UnsupportedType("list needs an item type: list[X]")
-        return ListNode(annotation, _nestable(type_node(args[0])))
+            raise UnsupportedType(f"{origin.__name__} needs an item type: {origin.__name__}[X]")
+        return ListNode(annotation, _nestable(sub(args[0])), origin)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return ListNode(annotation, _nestable(sub(args[0])), tuple)
+        if args == ((),):
+            args = ()
+        return TupleNode(annotation, tuple(sub(a) for a in args))
     if origin is dict:
         if len(args) != 2:
             raise UnsupportedType("dict needs key and value types: dict[str, X]")
-        if args[0] is not str:
-            raise UnsupportedType("dict keys must be str")
-        return DictNode(annotation, _nestable(type_node(args[1])))
-    if annotation in (list, dict):
+        if args[0] not in (str, int):
+            raise UnsupportedType("dict keys must be str or int")
+        key = _SCALARS[args[0]]()
+        return DictNode(annotation, key, _nestable(sub(args[1])))
+    if annotation in (list, dict, tuple, set, frozenset):
         raise UnsupportedType(f"bare {annotation.__name__} needs its item types")
+    if isinstance(annotation, type):
+        if annotation in _seen:
+            raise UnsupportedType(
+                f"{annotation.__name__} refers to itself; recursive types are not supported"
+            )
+        if issubclass(annotation, enum.Enum):
+            return _enum_node(annotation)
+        model = _model_node(annotation, _seen | {annotation})
+        if model is not None:
+            return model
     raise UnsupportedType(f"not a supported type (supported: {SUPPORTED})")
 
 
-def walk(node: TypeNode) -> typing.Iterator[TypeNode]:
-    """The node and all nodes below it, depth first."""
-    yield node
+def _model_node(cls: type, seen: frozenset[Any]) -> ModelNode | None:
+    """A dataclass, pydantic v2 model or TypedDict, or None if ``cls`` is none of those."""
+
+    def field_node(name: str, annotation: Any) -> TypeNode:
+        try:
+            return type_node(annotation, _seen=seen)
+        except UnsupportedType as e:
+            raise UnsupportedType(
+                f"field {cls.__name__}.{name} ({_show(annotation)}): {e}"
+            ) from None
+
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls, include_extras=True)
+        fields = tuple(
+            ModelField(
+                f.name,
+                field_node(f.name, hints[f.name]),
+                hints[f.name],
+                f.default,
+                f.default_factory,
+            )
+            for f in dataclasses.fields(cls)
+            if f.init
+        )
+        return ModelNode(cls, "dataclass", fields, _doc(cls))
+    if typing.is_typeddict(cls):
+        hints = typing.get_type_hints(cls, include_extras=True)
+        required = cls.__required_keys__  # type: ignore[attr-defined]
+        fields = tuple(
+            ModelField(
+                n,
+                field_node(n, a) if n in required else optional_of(a, field_node(n, a)),
+                a,
+                required=n in required,
+            )
+            for n, a in hints.items()
+        )
+        return ModelNode(cls, "typeddict", fields, _doc(cls))
+    model_fields = getattr(cls, "model_fields", None)
+    if isinstance(model_fields, dict) and hasattr(cls, "model_validate"):  # pydantic v2
+        hints = typing.get_type_hints(cls, include_extras=True)
+        pydantic_fields: list[ModelField] = []
+        for name, info in model_fields.items():
+            annotation = hints.get(name, info.annotation)
+            default = _MISSING if info.is_required() or info.default_factory else info.default
+            factory = info.default_factory if info.default_factory else _MISSING
+            pydantic_fields.append(
+                ModelField(
+                    name,
+                    field_node(name, annotation),
+                    annotation,
+                    default,
+                    factory,
+                    doc=info.description or "",
+                )
+            )
+        return ModelNode(cls, "pydantic", tuple(pydantic_fields), _doc(cls))
+    return None
+
+
+def walk(node: TypeNode) -> Iterator[TypeNode]:
+    """The node and all nodes below it, depth first, children before their parent."""
     for child in node.children():
         yield from walk(child)
+    yield node
+
+
+def definitions(roots: typing.Iterable[TypeNode]) -> list[Definition]:
+    """The generated messages and enums the nodes need, each once, dependencies first."""
+    found: dict[str, Definition] = {}
+    for root in roots:
+        for node in walk(root):
+            if isinstance(node, Definition):
+                previous = found.get(node.definition_name)
+                if previous is not None and previous != node:
+                    raise UnsupportedType(
+                        f"two different types both need the proto name {node.definition_name!r}"
+                    )
+                found.setdefault(node.definition_name, node)
+    return list(found.values())

@@ -121,6 +121,18 @@ def iter_chunks(array_id: int, array: np.ndarray, chunk_bytes: int) -> Iterator[
         yield ChunkOut(array_id, start, shape, sub.reshape(-1).view(np.uint8))
 
 
+def iter_dask_chunks(array_id: int, array: Any, chunk_bytes: int) -> Iterator[ChunkOut]:
+    """Compute a dask array one block at a time and send each block's chunks, so the
+    whole array is never in memory at once."""
+    offsets = [list(itertools.accumulate(sizes, initial=0)) for sizes in array.chunks]
+    for index in itertools.product(*(range(n) for n in array.numblocks)):
+        block = np.asarray(array.blocks[index].compute())
+        origin = tuple(offsets[axis][i] for axis, i in enumerate(index))
+        for chunk in iter_chunks(array_id, block, chunk_bytes):
+            chunk.start = tuple(a + o for a, o in zip(chunk.start, origin, strict=True))
+            yield chunk
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
@@ -218,6 +230,8 @@ def _parse_chunk(buf: bytes, pos: int, end: int) -> ChunkIn:
                 while p < pos + length:
                     value, p = _read_varint(buf, p)
                     target.append(_signed64(value))
+                if p != pos + length:
+                    raise WireError("a packed field's last varint runs past the field")
             pos += length
         elif wire_type == 1:
             pos += 8
@@ -277,8 +291,13 @@ class ArraySink:
     """Allocates each array once from its header and copies chunks into place,
     checking that they cover every array exactly once."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        alloc: Callable[[int], np.ndarray] | None = None,
+    ) -> None:
         self.limits = limits or Limits()
+        self.alloc = alloc  # nbytes -> a uint8 array to receive into (memory-mapped for workers)
         self.arrays: dict[int, np.ndarray] = {}
         self._targets: dict[int, _Target] = {}
         self._total = 0
@@ -314,9 +333,12 @@ class ArraySink:
             raise LimitExceeded(
                 f"arrays of {self._total + nbytes} bytes exceed max_call_bytes={lim.max_call_bytes}"
             )
+        try:
+            raw = np.empty(nbytes, np.uint8) if self.alloc is None else self.alloc(nbytes)
+            array = raw.view(dtype).reshape(shape)
+        except (ValueError, MemoryError) as e:  # e.g. shape (0, 2**62): numpy cannot index it
+            raise WireError(f"array {aid}: cannot allocate shape {shape} of {dtype.str}: {e}") from None
         self._total += nbytes
-        raw = np.empty(nbytes, np.uint8)
-        array = raw.view(dtype).reshape(shape)
         self._targets[aid] = _Target(array, raw)
         self.arrays[aid] = array
 
@@ -332,8 +354,10 @@ class ArraySink:
                 f"array {chunk.array_id}: chunk start {start} / shape {shape} "
                 f"do not match the array's {ndim} dimensions"
             )
+        if any(n <= 0 for n in shape):
+            raise WireError(f"array {chunk.array_id}: empty chunk of shape {shape}")
         for a, n, full in zip(start, shape, array.shape, strict=True):
-            if a < 0 or n <= 0 or a + n > full:
+            if a < 0 or a + n > full:
                 raise WireError(
                     f"array {chunk.array_id}: chunk at {start} of shape {shape} "
                     f"lies outside the array's shape {array.shape}"
@@ -370,8 +394,9 @@ class ArraySink:
             ):
                 raise WireError(f"array {aid}: chunk at {start} overlaps one already received")
             j -= 1
-        t.keys.insert(i, s0)
-        t.boxes.insert(i, (start, shape))
+        k = bisect.bisect_right(t.keys, s0)  # keep keys sorted by start
+        t.keys.insert(k, s0)
+        t.boxes.insert(k, (start, shape))
         t.max_extent0 = max(t.max_extent0, e0 - s0)
 
     def finish(self) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._arrays import DecodeContext, EncodeContext, attach_array, read_array
+from ._arrays import DecodeContext, EncodeContext, attach_array, is_dask, read_array
 from ._wire import WireError, wire_dtype
 
 # Attribute arrays travel inside their message; anything bigger belongs in a variable.
@@ -23,7 +23,9 @@ def _name(value: Any, what: str) -> str:
 
 def fill_variable(var: xr.Variable, m: Any, ctx: EncodeContext, what: str) -> None:
     m.dims.extend(_name(d, f"dimension names of {what}") for d in var.dims)
-    data = var.data if isinstance(var.data, np.ndarray) else np.asarray(var.values)
+    data = var.data
+    if not isinstance(data, np.ndarray) and not is_dask(data):
+        data = np.asarray(var.values)  # pandas-backed index coordinates, other lazy wrappers
     attach_array(data, m.data, ctx)
     for key, value in var.attrs.items():
         attr = m.attrs.add()
@@ -67,6 +69,36 @@ def read_dataarray(m: Any, ctx: DecodeContext) -> xr.DataArray:
         )
     except (ValueError, TypeError) as e:
         raise WireError(f"inconsistent DataArray: {e}") from None
+
+
+def fill_dataset(ds: xr.Dataset, m: Any, ctx: EncodeContext) -> None:
+    for name, var in ds.data_vars.items():
+        d = m.data_vars.add()
+        d.name = _name(name, "data variable names")
+        fill_variable(var.variable, d.variable, ctx, f"data variable {name!r}")
+    for name, coord in ds.coords.items():
+        if isinstance(ds.indexes.get(name), pd.MultiIndex):
+            raise TypeError(f"coordinate {name!r} is a MultiIndex, which cannot be sent yet")
+        c = m.coords.add()
+        c.name = _name(name, "coordinate names")
+        fill_variable(coord.variable, c.variable, ctx, f"coordinate {name!r}")
+    for key, value in ds.attrs.items():
+        attr = m.attrs.add()
+        attr.name = _name(key, "attribute names of the Dataset")
+        try:
+            write_value(value, attr.value)
+        except TypeError as e:
+            raise TypeError(f"attribute {key!r} of the Dataset: {e}") from None
+
+
+def read_dataset(m: Any, ctx: DecodeContext) -> xr.Dataset:
+    data_vars = {d.name: read_variable(d.variable, ctx) for d in m.data_vars}
+    coords = {c.name: read_variable(c.variable, ctx) for c in m.coords}
+    attrs = {a.name: read_value(a.value) for a in m.attrs}
+    try:
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    except (ValueError, TypeError) as e:
+        raise WireError(f"inconsistent Dataset: {e}") from None
 
 
 # -- attribute values --------------------------------------------------------------------------

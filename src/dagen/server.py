@@ -1,9 +1,11 @@
 """The server runtime that generated server modules use."""
 
 from ._cli import run_servicer as main
+from ._contract import ContractInfo
 from ._server import ServerOptions, Servicer, caller_of, create_server, import_served_module
 
 __all__ = [
+    "ContractInfo",
     "Servicer",
     "ServerOptions",
     "create_server",

@@ -34,6 +34,24 @@ class Coordinate(_message.Message):
     variable: Variable
     def __init__(self, name: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
 
+class DataVariable(_message.Message):
+    __slots__ = ("name", "variable")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    variable: Variable
+    def __init__(self, name: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
+
+class Dataset(_message.Message):
+    __slots__ = ("data_vars", "coords", "attrs")
+    DATA_VARS_FIELD_NUMBER: _ClassVar[int]
+    COORDS_FIELD_NUMBER: _ClassVar[int]
+    ATTRS_FIELD_NUMBER: _ClassVar[int]
+    data_vars: _containers.RepeatedCompositeFieldContainer[DataVariable]
+    coords: _containers.RepeatedCompositeFieldContainer[Coordinate]
+    attrs: _containers.RepeatedCompositeFieldContainer[Attribute]
+    def __init__(self, data_vars: _Optional[_Iterable[_Union[DataVariable, _Mapping]]] = ..., coords: _Optional[_Iterable[_Union[Coordinate, _Mapping]]] = ..., attrs: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ...) -> None: ...
+
 class DataArray(_message.Message):
     __slots__ = ("name", "variable", "coords")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -1,0 +1,201 @@
+"""Stopping: Ctrl-C and deadlines cancel the call on the server, which stops the work --
+by terminating the worker process (--executor process), or, under the thread pool,
+when the function checks for cancellation. Timings are measured, not assumed."""
+
+import _thread
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import SERVICES, start_server
+
+import dagen
+from dagen._shm import Arena, default_roots
+
+MODULE = SERVICES / "progress_service.py"
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("cancel-logs")
+
+
+@pytest.fixture(scope="module")
+def process_server(certs, logs):
+    server = start_server(MODULE, "--certs", str(certs.folder), "--executor", "process",
+                          "--workers", "2", log=logs / "process.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def thread_server(certs, logs):
+    server = start_server(MODULE, "--certs", str(certs.folder), "--workers", "4",
+                          log=logs / "thread.log")
+    yield server
+    server.stop()
+
+
+def _client(module, server, certs):
+    return module.Client(server.target, certs=certs.folder, identity="alice", timeout=60)
+
+
+@pytest.fixture(scope="module")
+def in_process(progress_client_module, process_server, certs):
+    with _client(progress_client_module, process_server, certs) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def in_thread(progress_client_module, thread_server, certs):
+    with _client(progress_client_module, thread_server, certs) as client:
+        yield client
+
+
+def wait_for(condition, timeout: float, step: float = 0.005) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def press_ctrl_c_when(condition, stamp: dict) -> threading.Thread:
+    """Ctrl-C for the main thread (where the call blocks) once ``condition`` holds."""
+
+    def run():
+        assert wait_for(condition, 60), "the call never started"
+        time.sleep(0.2)  # well inside the function
+        stamp["wall"], stamp["mono"] = time.time(), time.monotonic()
+        _thread.interrupt_main()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_ctrl_c_terminates_the_worker_of_a_function_that_never_checks(
+    in_process, process_server, tmp_path
+):
+    pidfile = tmp_path / "spin.pid"
+    stamp: dict = {}
+    helper = press_ctrl_c_when(lambda: pidfile.exists() and pidfile.read_text(), stamp)
+    with pytest.raises(KeyboardInterrupt):
+        in_process.spin(120.0, str(pidfile))
+    helper.join()
+    pid = int(pidfile.read_text())
+    assert pid != process_server.process.pid  # it ran in a worker process
+    wait_for(lambda: not alive(pid), 10)
+    latency = time.monotonic() - stamp["mono"]
+    print(f"\nCtrl-C -> worker {pid} gone: {latency:.3f} s")
+    assert not alive(pid)
+    assert latency < 2.0, f"the worker was gone only {latency:.3f} s after Ctrl-C"
+    # The server goes on serving, from a new worker.
+    assert process_server.process.poll() is None
+    assert in_process.add(2, 3) == 5
+    assert in_process.whoami() not in (pid, process_server.process.pid)
+
+
+def test_timeout_raises_timeout_error_and_terminates_the_worker(in_process, tmp_path, logs):
+    pidfile = tmp_path / "spin.pid"
+    with in_process.options(timeout=1.5), pytest.raises(TimeoutError) as raised:
+        in_process.spin(120.0, str(pidfile))
+    raised_at = time.monotonic()
+    assert "spin()" in str(raised.value) and "1.5 s" in str(raised.value)
+    pid = int(pidfile.read_text())
+    wait_for(lambda: not alive(pid), 10)
+    latency = time.monotonic() - raised_at
+    print(f"\ntimeout -> worker {pid} gone: {latency:.3f} s after TimeoutError")
+    assert latency < 2.0 and not alive(pid)
+    assert wait_for(lambda: "spin() cancelled" in (logs / "process.log").read_text(), 5)
+    assert "because its deadline passed" in (logs / "process.log").read_text()
+    assert in_process.add(1, 1) == 2
+
+
+def test_cooperative_function_under_the_thread_pool_stops_within_a_second(in_thread, tmp_path):
+    marker = str(tmp_path / "coop")
+    stamp: dict = {}
+    helper = press_ctrl_c_when(lambda: Path(marker + ".started").exists(), stamp)
+    with pytest.raises(KeyboardInterrupt):
+        in_thread.cooperative(120.0, marker)
+    helper.join()
+    stopped = Path(marker + ".stopped")
+    assert wait_for(stopped.exists, 10), "the function never stopped"
+    latency = float(stopped.read_text()) - stamp["wall"]
+    print(f"\nCtrl-C -> cooperative function stopped: {latency:.3f} s")
+    assert latency < 1.0, f"the function stopped only {latency:.3f} s after Ctrl-C"
+    assert in_thread.add(2, 2) == 4
+
+
+def test_timed_out_call_leaves_no_work_running(in_thread, tmp_path, logs):
+    """patient() is a unary rpc that checks dagen.cancelled(): the server sees the
+    deadline and the function stops."""
+    marker = str(tmp_path / "patient")
+    with in_thread.options(timeout=1.0), pytest.raises(TimeoutError) as raised:
+        in_thread.patient(120.0, marker)
+    raised_at = time.time()
+    assert "patient()" in str(raised.value) and "1.0 s" in str(raised.value)
+    stopped = Path(marker + ".stopped")
+    assert wait_for(stopped.exists, 10), "the function never stopped"
+    latency = float(stopped.read_text()) - raised_at
+    print(f"\ntimeout -> cooperative function stopped: {latency:+.3f} s after TimeoutError")
+    assert latency < 1.0
+    assert wait_for(lambda: "patient() cancelled" in (logs / "thread.log").read_text(), 5)
+
+
+def test_progress_and_errors_cross_the_worker_process(in_process):
+    reports = []
+    with in_process.options(on_progress=reports.append):
+        assert in_process.count(10) == 10
+    assert [r.message for r in reports] == [f"step {i} of 10" for i in range(1, 11)]
+    with pytest.raises(ValueError, match="bad value"):
+        in_process.refuse("value")
+    with pytest.raises(dagen.RemoteError) as raised:
+        in_process.refuse("it")
+    assert raised.value.type_name == "progress_service.Refused"
+
+
+def test_arrays_reach_the_worker_through_shared_memory(in_process, process_server):
+    rng = np.random.default_rng(3)
+    da = xr.DataArray(rng.standard_normal((300, 400)), dims=("y", "x"),
+                      coords={"y": np.arange(300.0)}, name="t", attrs={"units": "K"})
+    doubled, same = in_process.double(da, da)
+    xr.testing.assert_identical(doubled, da * 2)
+    xr.testing.assert_identical(same, da)
+    # The call's files are gone once it has ended.
+    prefix = f"dagen-{process_server.process.pid}-"
+    roots = default_roots()
+    assert wait_for(lambda: not [p for r in roots for p in r.glob(prefix + "*")], 5)
+
+
+def test_arena_refers_to_arrays_instead_of_copying_them(tmp_path):
+    sender = Arena("call", [tmp_path])
+    raw = sender.allocate(8 * 200_000)
+    big = raw.view("f8").reshape(400, 500)
+    big[:] = np.arange(big.size).reshape(big.shape)
+    payload = sender.dumps({"view": big[::-2, 10:], "small": np.arange(3), "text": "x"})
+    assert len(payload) < 1000  # no array bytes in the pickle
+    receiver = Arena("call", [tmp_path], prefix="r")
+    got = receiver.loads(payload)
+    np.testing.assert_array_equal(got["view"], big[::-2, 10:])
+    got["view"][0, 0] = -1.0  # the same memory, not a copy
+    assert big[-1, 10] == -1.0
+    back = sender.loads(receiver.dumps([got["view"], got["view"] * 2]))
+    assert np.shares_memory(back[0], big)  # a view of an argument is referred to
+    assert len(list((tmp_path / "call").iterdir())) == 2  # ...the new array was written once
+    sender.remove()
+    assert not (tmp_path / "call").exists()
+    np.testing.assert_array_equal(back[1], big[::-2, 10:] * 2)  # still mapped

@@ -1,0 +1,210 @@
+"""Progress: a running function's reports reach the caller in order, before the result;
+transfers of large arrays show bytes, rate and time left in a terminal."""
+
+import importlib
+import inspect
+import os
+import pty
+import subprocess
+import sys
+import textwrap
+import time
+
+import grpc
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import SERVICES, start_server
+
+import dagen
+
+sys.path.insert(0, str(SERVICES))
+progress_service = importlib.import_module("progress_service")
+
+
+@pytest.fixture(scope="module")
+def server_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("progress-server") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def server(certs, server_log):
+    server = start_server(SERVICES / "progress_service.py", "--certs", str(certs.folder),
+                          log=server_log)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(progress_client_module, server, certs):
+    with progress_client_module.Client(server.target, certs=certs.folder, identity="alice",
+                                       timeout=60) as client:
+        yield client
+
+
+def test_ten_reports_reach_the_callback_in_order_before_the_result(client):
+    events = []
+    with client.options(on_progress=lambda report: events.append(report)):
+        result = client.count(10)
+    events.append(result)
+    assert events[-1] == 10
+    reports = events[:-1]
+    assert [r.message for r in reports] == [f"step {i} of 10" for i in range(1, 11)]
+    assert [r.fraction for r in reports] == pytest.approx([i / 10 for i in range(1, 11)])
+    assert {(r.function, r.phase) for r in reports} == {("count", "run")}
+
+
+def test_callback_per_client_and_per_call(progress_client_module, server, certs):
+    seen, per_call = [], []
+    with progress_client_module.Client(server.target, certs=certs.folder, identity="alice",
+                                       on_progress=seen.append) as client:
+        assert client.count(3) == 3
+        assert len(seen) == 3
+        with client.options(on_progress=per_call.append):  # the inner setting wins
+            assert client.count(2) == 2
+        with dagen.call_options(on_progress=None), client.options(on_progress=None):
+            assert client.count(4) == 4
+    assert len(seen) == 3 and len(per_call) == 2
+    with pytest.raises(TypeError, match="unknown call option 'colour'"):
+        with client.options(colour="red"):
+            pass
+
+
+def test_nested_steps(client):
+    reports = []
+    with client.options(on_progress=reports.append):
+        assert client.regrid(3) == "done"
+    fractions = [r.fraction for r in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # closing a step counts
+    assert [s.name for s in reports[1].steps] == ["regridding", "month 1"]
+    assert reports[1].steps[0].total == 3
+    assert reports[-1].steps == () and reports[-1].message == "month 3 of 3 done"
+
+
+def test_a_failing_callback_cancels_the_call_and_raises(client):
+    def stop(report):
+        raise RuntimeError("enough")
+
+    with client.options(on_progress=stop), pytest.raises(RuntimeError, match="enough"):
+        client.count(5)
+    assert client.add(1, 2) == 3
+
+
+def test_progress_is_not_part_of_the_remote_signature(progress_build, progress_client_module):
+    for name in ("count", "regrid", "cooperative"):
+        original = inspect.signature(getattr(progress_service, name))
+        remote = original.replace(
+            parameters=[p for p in original.parameters.values() if p.name != "progress"]
+        )
+        assert inspect.signature(getattr(progress_client_module, name)) == remote
+    proto = (progress_build.out / "progress_service.proto").read_text()
+    # A function reporting progress is a stream, to carry Progress frames before its result.
+    assert "rpc Count(stream CountInput) returns (stream CountOutput);" in proto
+    assert "rpc Patient(PatientRequest) returns (PatientResponse);" in proto
+    assert 'import "dagen/v1/progress.proto";' in proto
+    count_request = proto.split("message CountRequest {")[1].split("}")[0]
+    assert "progress" not in count_request
+    count_output = proto.split("message CountOutput {")[1].split("\n}")[0]
+    assert "dagen.v1.Progress progress = 3;" in count_output
+
+
+def test_stock_protobuf_client_receives_progress_frames(progress_build, server, certs):
+    """What another language's protoc-generated client sees: Progress frames, then the
+    response."""
+    sys.path.insert(0, str(progress_build.out))
+    try:
+        pb2 = importlib.import_module("progress_service_pb2")
+        pb2_grpc = importlib.import_module("progress_service_pb2_grpc")
+    finally:
+        sys.path.remove(str(progress_build.out))
+    credentials = grpc.ssl_channel_credentials(
+        (certs.folder / "ca.crt").read_bytes(),
+        (certs.folder / "alice.key").read_bytes(),
+        (certs.folder / "alice.crt").read_bytes(),
+    )
+    with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
+        stub = pb2_grpc.ProgressServiceStub(channel)
+        frames = list(stub.Count(iter([pb2.CountInput(request=pb2.CountRequest(n=4))]), timeout=30))
+    kinds = [f.WhichOneof("frame") for f in frames]
+    assert kinds == ["progress"] * 4 + ["response"]
+    assert [f.progress.sequence for f in frames[:4]] == [1, 2, 3, 4]
+    assert frames[3].progress.fraction == 1.0 and frames[3].progress.message == "step 4 of 4"
+    assert frames[4].response.result == 4
+
+
+def test_progress_outside_a_server():
+    """The default Progress() reports nowhere, so the function runs locally as before."""
+    assert progress_service.count(3) == 3
+    assert not dagen.cancelled()
+    states = []
+    progress = dagen.Progress(states.append)
+    assert progress_service.regrid(2, progress=progress) == "done"
+    assert states[-1].fraction == 1.0
+    with pytest.raises(ValueError, match="finite number"):
+        progress.update(done=float("inf"))
+
+
+def test_transfers_above_the_threshold_are_reported(client):
+    reports = []
+    da = xr.DataArray(np.arange(1 << 19, dtype="f8"), dims="x")  # 4 MiB each way, and 4 more
+    with client.options(on_progress=reports.append, transfer_threshold=1 << 20):
+        result = client.double(da, da)
+    xr.testing.assert_identical(result[1], da)
+    up = [r for r in reports if r.phase == "upload"]
+    down = [r for r in reports if r.phase == "download"]
+    assert up and down
+    assert up[-1].bytes_done == up[-1].bytes_total >= 8 << 20
+    assert down[-1].bytes_done == down[-1].bytes_total >= 8 << 20
+    assert [r.bytes_done for r in up] == sorted(r.bytes_done for r in up)
+    reports.clear()
+    with client.options(on_progress=reports.append):  # below the default threshold (64 MiB)
+        client.double(da, da)
+    assert reports == []
+
+
+def test_nothing_is_shown_when_stderr_is_not_a_terminal(client, capsys):
+    assert client.count(10) == 10
+    assert client.checksum(np.ones(1000)) == 1000.0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+@pytest.mark.slow
+def test_upload_progress_in_a_pseudo_terminal(server, certs, progress_build, server_log):
+    """A 256 MiB upload shows bytes, rate and time left on a terminal; the function's
+    own reports show as a bar; the server logs the call's figures."""
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        sys.path.insert(0, {str(progress_build.client)!r})
+        import progress_service_client as m
+        client = m.Client({server.target!r}, certs={str(certs.folder)!r}, identity="alice",
+                          timeout=120)
+        print("count", client.count(10))
+        print("checksum", client.checksum(np.ones(32 << 20)))  # 256 MiB
+    """)
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-c", script], stdin=slave, stdout=slave,
+                               stderr=slave, close_fds=True)
+    os.close(slave)
+    output = b""
+    started = time.monotonic()
+    while time.monotonic() - started < 120:
+        try:
+            data = os.read(master, 1 << 16)
+        except OSError:  # the other end closed
+            break
+        if not data:
+            break
+        output += data
+    os.close(master)
+    assert process.wait(timeout=30) == 0, output
+    text = output.decode(errors="replace")
+    assert "count 10" in text and f"checksum {float(32 << 20)}" in text
+    assert "count(): 100%" in text and "step 10 of 10" in text  # the function's bar
+    final = [line for line in text.split("\r") if "checksum() upload: 100%" in line]
+    assert final, text
+    assert "256M/256M" in final[-1] and "B/s" in final[-1]  # bytes, rate...
+    assert "<00:00" in final[-1]  # ...and time left
+    log = server_log.read_text()
+    assert "alice checksum() in 268435456 B, out 0 B" in log
