@@ -23,6 +23,12 @@ lint: install
 	$(VENV)/bin/ruff check src tests examples benchmarks
 	$(VENV)/bin/mypy src
 
+# dagen side by side with raw grpcio, Arrow Flight and dask (benchmarks/README.md);
+# writes benchmarks/results/<timestamp>.{json,md,png}. Under 15 minutes on 2 cores.
+bench: install
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/run.py
+
 # Regenerate the toolkit's own compiled protos (src/dagen/v1) from protos/.
 protos: install
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=src --pyi_out=src protos/dagen/v1/*.proto

@@ -134,6 +134,17 @@ def progress_client_module(progress_build):
 
 
 @pytest.fixture(scope="session")
+def guarded_build(tmp_path_factory: pytest.TempPathFactory):
+    """The service of the policy, hostile-input, fault and load tests (tests/guarded.py)."""
+    return build(str(SERVICES / "guarded_service.py"), tmp_path_factory.mktemp("guarded-build"))
+
+
+@pytest.fixture(scope="session")
+def guarded_client_module(guarded_build):
+    return import_client(guarded_build.client, "guarded_service_client")
+
+
+@pytest.fixture(scope="session")
 def echo(echo_client_module, echo_server: Server, certs: Certs):
     """A client of the echo service as alice, over mutual TLS."""
     with echo_client_module.Client(echo_server.target, certs=certs.folder, identity="alice",

@@ -8,7 +8,8 @@ import dagen.server
 def test_top_level_exports():
     assert sorted(dagen.__all__) == sorted(
         ["__version__", "DagenError", "RemoteError", "CallError", "ContractMismatch", "ServerUnavailable",
-         "Progress", "ProgressReport", "ProgressStep", "cancelled", "call_options"]
+         "Progress", "NO_PROGRESS", "ProgressReport", "ProgressStep", "cancelled",
+         "call_options", "caller", "Identity"]
     )
     for name in dagen.__all__:
         assert hasattr(dagen, name)

@@ -133,7 +133,7 @@ def test_stock_protobuf_client_receives_progress_frames(progress_build, server, 
 
 
 def test_progress_outside_a_server():
-    """The default Progress() reports nowhere, so the function runs locally as before."""
+    """The default NO_PROGRESS reports nowhere, so the function runs locally as before."""
     assert progress_service.count(3) == 3
     assert not dagen.cancelled()
     states = []
@@ -142,6 +142,44 @@ def test_progress_outside_a_server():
     assert states[-1].fraction == 1.0
     with pytest.raises(ValueError, match="finite number"):
         progress.update(done=float("inf"))
+
+
+def test_reports_are_merged_only_when_the_caller_falls_behind():
+    from dagen._executor import ReportQueue
+    from dagen._progress import ProgressState
+
+    queue = ReportQueue(maxlen=4)
+    for i in range(1, 11):  # nobody reads: the newest replaces the last pending one
+        queue.put(ProgressState(i / 10, f"report {i}"))
+    items = queue.drain()
+    assert [seq for seq, _ in items] == [1, 2, 3, 10]
+    assert items[-1][1].message == "report 10"
+
+
+def test_progress_parameters_are_found_and_checked():
+    from collections.abc import Iterator
+
+    from dagen._introspect import BuildError, introspect_function
+
+    def optional(n: int, p: dagen.Progress | None = None) -> int:
+        return n
+
+    def twice(p: dagen.Progress, q: dagen.Progress) -> int:
+        return 0
+
+    def positional(p: dagen.Progress, /) -> int:
+        return 0
+
+    def items(p: dagen.Progress) -> Iterator[int]:
+        yield 0
+
+    fn = introspect_function(optional, "m")
+    assert fn.progress == "p" and [p.name for p in fn.parameters] == ["n"] and fn.streaming
+    for bad, message in [(twice, "at most one dagen.Progress"),
+                         (positional, "cannot be positional-only"),
+                         (items, "a generator cannot take a dagen.Progress")]:
+        with pytest.raises(BuildError, match=message):
+            introspect_function(bad, "m")
 
 
 def test_transfers_above_the_threshold_are_reported(client):

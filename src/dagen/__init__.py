@@ -4,12 +4,14 @@ The public API is small: generated client packages subclass
 :class:`dagen.client.ServiceClient`; failed calls raise the errors below. A served
 function may declare a ``Progress`` parameter to report progress and check
 ``cancelled()``; callers receive ``ProgressReport``s and set per-call options with
-``call_options``.
+``call_options``. Inside a served function, ``caller()`` is the :class:`Identity` of
+the client certificate that called it.
 """
 
 from ._display import call_options
 from ._errors import CallError, ContractMismatch, DagenError, RemoteError, ServerUnavailable
-from ._progress import Progress, ProgressReport, ProgressStep, cancelled
+from ._policy import Identity, caller
+from ._progress import NO_PROGRESS, Progress, ProgressReport, ProgressStep, cancelled
 from ._version import __version__
 
 __all__ = [
@@ -20,8 +22,11 @@ __all__ = [
     "ContractMismatch",
     "ServerUnavailable",
     "Progress",
+    "NO_PROGRESS",
     "ProgressReport",
     "ProgressStep",
     "cancelled",
     "call_options",
+    "caller",
+    "Identity",
 ]

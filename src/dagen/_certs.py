@@ -179,14 +179,17 @@ def issue_server(
 
 
 def issue_client(
-    folder: str | Path, identity: str, *, days: int = DEFAULT_DAYS, force: bool = False
+    folder: str | Path, identity: str, *, days: int = DEFAULT_DAYS, force: bool = False,
+    sans: list[x509.GeneralName] | None = None,
 ) -> Path:
-    """A client certificate whose subject CN is ``identity``."""
+    """A client certificate whose subject CN is ``identity``, with alternative names
+    ``sans`` (e.g. an e-mail address) that a server's policy may name too."""
     if not _IDENTITY_RE.fullmatch(identity) or identity in ("ca", "server"):
         raise CertificateError(
             f"{identity!r} is not a usable identity: use letters, digits and _.@- "
             "(and not 'ca' or 'server')"
         )
     return _issue(
-        Path(folder), identity, identity, [], ExtendedKeyUsageOID.CLIENT_AUTH, days, force
+        Path(folder), identity, identity, list(sans or []), ExtendedKeyUsageOID.CLIENT_AUTH,
+        days, force,
     )

@@ -159,7 +159,9 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         f = option(f)
-    return f
+    from ._settings import security_options  # --policy, --socket, the limits
+
+    return security_options(f)
 
 
 def _run(
@@ -174,8 +176,10 @@ def _run(
     executor: str,
     chunk_size: int,
     debug: bool,
+    **security: Any,
 ) -> None:
     from ._server import InsecureRefused, ServerOptions, create_server
+    from ._settings import security_settings
     from ._wire import MAX_CHUNK_BYTES
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -183,8 +187,11 @@ def _run(
         raise click.BadParameter(
             f"must be at most {MAX_CHUNK_BYTES} bytes", param_hint="--chunk-size"
         )
+    settings = security_settings(servicer_cls, insecure=insecure, **security)
     servicer = servicer_cls(
-        ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor, workers=workers)
+        ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor, workers=workers,
+                      limits=settings.limits, policy=settings.policy,
+                      call_limits=settings.call_limits)
     )
     try:
         server, bound = create_server(
@@ -195,6 +202,7 @@ def _run(
             insecure=insecure,
             allow_remote_insecure=allow_remote_insecure,
             workers=workers,
+            socket=settings.socket,
         )
     except (InsecureRefused, FileNotFoundError, OSError) as e:
         raise click.ClickException(str(e)) from None
@@ -204,11 +212,17 @@ def _run(
     from ._tls import join_host_port
 
     security = "plain text (INSECURE)" if insecure else f"mutual TLS with {certs}"
+    address = join_host_port(host, bound)
+    if settings.socket is not None:
+        from ._socket import unix_target
+
+        address = unix_target(settings.socket)
     click.echo(
-        f"dagen: serving {servicer.service.full_name} on {join_host_port(host, bound)} "
+        f"dagen: serving {servicer.service.full_name} on {address} "
         f"({security}); Ctrl-C stops",
         err=False,
     )
+    logging.getLogger("dagen.server").info("%s", settings.describe())
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):
@@ -222,8 +236,10 @@ def _run(
 
 @main.command()
 @click.argument("module")
+@click.option("--lock", type=click.Path(dir_okay=False),
+              help="The lock file 'dagen build' wrote [default: MODULE.dagen.lock next to the module].")
 @_serve_options
-def serve(module: str, **options: Any) -> None:
+def serve(module: str, lock: str | None, **options: Any) -> None:
     """Serve the functions of MODULE over gRPC, with mutual TLS by default.
 
     MODULE is a file or an importable module name, as for 'dagen build'. Clients
@@ -238,7 +254,7 @@ def serve(module: str, **options: Any) -> None:
         mod = load_module(module)
         service = introspect_module(mod)
         out = Path(tempfile.mkdtemp(prefix="dagen-serve-"))
-        lock_path = lock_path_for(mod.__file__, out, service.package)
+        lock_path = Path(lock) if lock else lock_path_for(mod.__file__, out, service.package)
         # The same contract `dagen build` made from the lock; the lock is only read here.
         result = build_service(service, out, str(Path(mod.__file__ or ".").parent), client=False,
                                lock_path=lock_path, write_lock_file=False)
@@ -338,15 +354,96 @@ def certs_server(
 @certs.command("client")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.argument("identity")
+@click.option("--san", "sans", multiple=True,
+              help="Another name of the identity, which a policy may use: email:a@b.org, "
+              "dns:host, uri:..., ip:... (repeatable).")
 @_days
 @_force
 @_certs_errors
-def certs_client(folder: str, identity: str, days: int, force: bool) -> None:
+def certs_client(folder: str, identity: str, days: int, force: bool, sans: tuple[str, ...]) -> None:
     """Issue a client certificate for IDENTITY (IDENTITY.crt, IDENTITY.key)."""
+    from ._certinfo import parse_san
     from ._certs import issue_client
 
-    path = issue_client(folder, identity, days=days, force=force)
+    path = issue_client(folder, identity, days=days, force=force,
+                        sans=[parse_san(s) for s in sans])
     click.echo(f"created client certificate {path} for identity {identity!r}")
+
+
+@certs.command("list")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+@_certs_errors
+def certs_list(folder: str) -> None:
+    """List the certificates of FOLDER: name, kind, expiry and status (valid,
+    expires in N days, EXPIRED, REVOKED by revoked.txt)."""
+    from ._certinfo import list_folder
+    from ._policy import format_serial
+
+    rows = list_folder(folder)
+    if not rows:
+        click.echo(f"no certificates (*.crt) in {folder}")
+        return
+    click.echo(f"{'NAME':<20} {'KIND':<7} {'SUBJECT CN':<24} {'EXPIRES':<17} {'STATUS':<18} SERIAL")
+    for info, status in rows:
+        expires = info.not_after.strftime("%Y-%m-%d %H:%M") if info.kind != "?" else ""
+        serial = format_serial(info.serial) if info.kind != "?" else ""
+        click.echo(f"{info.path.stem:<20} {info.kind:<7} {info.common_name:<24} {expires:<17} "
+                   f"{status:<18} {serial}")
+
+
+@certs.command("show")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@_certs_errors
+def certs_show(file: str) -> None:
+    """Show a certificate: subject, alternative names, issuer, serial, validity, key."""
+    from ._certinfo import describe, show_lines
+
+    for line in show_lines(describe(file)):
+        click.echo(line)
+
+
+@certs.command("renew")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+@click.argument("names", nargs=-1, required=True)
+@_days
+@click.option("--new-key", is_flag=True, help="Make a new key pair too (not for the CA).")
+@_certs_errors
+def certs_renew(folder: str, names: tuple[str, ...], days: int, new_key: bool) -> None:
+    """Renew certificates of FOLDER: NAMES are 'ca', 'server' or identities.
+
+    Each gets a new certificate with the same subject and names, valid DAYS from now,
+    written in place at once; a running server uses its renewed certificate (and a
+    renewed ca.crt) for new connections without dropping the others. A renewed CA
+    keeps its key, so the certificates it signed stay valid.
+    """
+    from ._certinfo import describe, renew
+
+    for name in names:
+        path = renew(folder, name, days=days, new_key=new_key)
+        until = describe(path).not_after.strftime("%Y-%m-%d")
+        click.echo(f"renewed {path} (valid until {until}{', new key' if new_key else ''})")
+
+
+@certs.command("revoke")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+@click.argument("names", nargs=-1, required=True)
+@_certs_errors
+def certs_revoke(folder: str, names: tuple[str, ...]) -> None:
+    """Revoke the current certificates of identities (or .crt files) in FOLDER.
+
+    Their serials go to FOLDER/revoked.txt, which a server serving with --certs FOLDER
+    reads again when it changes: from the next call, those certificates are refused
+    (PERMISSION_DENIED). Issue a new one with 'dagen certs client --force'. To refuse
+    an identity whatever its certificate, add its name on a line of revoked.txt.
+    """
+    from ._certinfo import serial_of
+    from ._policy import format_serial, revoke
+
+    for name in names:
+        serial, common_name = serial_of(folder, name)
+        path = revoke(folder, serial, f"{common_name}")
+        click.echo(f"revoked the certificate of {common_name!r} (serial "
+                   f"{format_serial(serial)}) in {path}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from ._errors import CallError, exception_from_rpc_error
 from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
 from ._protocol import Method, receive, receive_each, send
-from ._tls import CHANNEL_OPTIONS, channel_credentials
+from ._tls import CHANNEL_OPTIONS, channel_credentials, channel_options
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
     MAX_CHUNK_BYTES,
@@ -49,6 +49,7 @@ ENV_CERTS = "DAGEN_CERTS"
 ENV_IDENTITY = "DAGEN_IDENTITY"
 ENV_TIMEOUT = "DAGEN_TIMEOUT"
 ENV_INSECURE = "DAGEN_INSECURE"
+ENV_SERVER_NAME = "DAGEN_SERVER_NAME"
 
 
 class ServiceClient:
@@ -65,6 +66,12 @@ class ServiceClient:
         Which client certificate of ``certs`` to present; ``$DAGEN_IDENTITY``.
     insecure
         Plain text, for a server started with ``--insecure`` on loopback.
+    server_name
+        The name to check the server's certificate against, when it is not the host
+        of ``target``: through an SSH tunnel (``ssh -L 50051:localhost:50051 login1``,
+        then ``target="localhost:50051", server_name="login1.hpc.example.org"``) or
+        on a Unix socket (``target="unix:/path/to/socket"``; default ``localhost``).
+        ``$DAGEN_SERVER_NAME`` when omitted.
     timeout
         Seconds a call may take before it raises TimeoutError; ``$DAGEN_TIMEOUT``,
         else one hour. ``None`` waits as long as it takes.
@@ -125,8 +132,10 @@ class ServiceClient:
         on_progress: ProgressCallback | None = None,
         progress_bar: bool | None = None,
         transfer_threshold: int = TRANSFER_THRESHOLD,
+        server_name: str | None = None,
     ) -> None:
         env = os.environ
+        server_name = server_name or env.get(ENV_SERVER_NAME) or None
         target = target or env.get(ENV_TARGET)
         if not target:
             raise ValueError(f"no server address: pass target='host:port' or set ${ENV_TARGET}")
@@ -159,7 +168,9 @@ class ServiceClient:
         else:
             assert certs is not None
             credentials = channel_credentials(certs, identity)
-            self._channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+            self._channel = grpc.secure_channel(
+                target, credentials, options=channel_options(target, server_name)
+            )
         self._stubs: dict[str, Any] = {}
         for name, method in self.methods.items():
             if method.streaming:
@@ -337,7 +348,8 @@ def default_client(cls: type[C]) -> C:
         cls,
         tuple(
             os.environ.get(v)
-            for v in (ENV_TARGET, ENV_CERTS, ENV_IDENTITY, ENV_TIMEOUT, ENV_INSECURE)
+            for v in (ENV_TARGET, ENV_CERTS, ENV_IDENTITY, ENV_TIMEOUT, ENV_INSECURE,
+                      ENV_SERVER_NAME)
         ),
     )
     with _defaults_lock:

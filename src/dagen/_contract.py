@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._model import INSTANCE_FIELD, Function, Service
+from ._model import INSTANCE_FIELD, Function, Parameter, Service
 from ._types import (
     DataArrayNode,
     DatasetNode,
     DateNode,
     Datetime64Node,
     DateTimeNode,
+    ModelField,
+    ModelNode,
     ProtoField,
     TimeDeltaNode,
     TypeNode,
@@ -159,6 +161,20 @@ class _Numbering:
         return tuple(out), tuple(reserved)
 
 
+def parameter_field(p: Parameter) -> ProtoField:
+    """A parameter with a default gets presence, so that the server can tell "not sent"
+    (a client built before the parameter existed) and use the Python default."""
+    f = p.type.proto_field()
+    if p.has_default and p.type.shape == "scalar":
+        return ProtoField(f.type, "optional")
+    return f
+
+
+def _plain(type_text: str) -> str:
+    """Adding or removing presence does not change a field's encoding."""
+    return type_text.removeprefix("optional ")
+
+
 def _renumber(f: Field, number: int) -> Field:
     return Field(f.name, f.label, f.type, number, f.comment, f.required, f.what)
 
@@ -208,7 +224,7 @@ def _function_messages(fn: Function, numbering: _Numbering) -> list[Message]:
         specs.append(
             _spec(
                 p.name,
-                p.type.proto_field(),
+                parameter_field(p),
                 p.doc,
                 not p.has_default,
                 f"parameter {p.name!r} of {label}",
@@ -279,7 +295,7 @@ def build_contract(service: Service, lock: dict[str, Any] | None = None) -> Cont
         specs = [
             _spec(
                 p.name,
-                p.type.proto_field(),
+                parameter_field(p),
                 p.doc,
                 not p.has_default,
                 f"constructor parameter {p.name!r} of {cls.name}",
@@ -309,7 +325,10 @@ def build_contract(service: Service, lock: dict[str, Any] | None = None) -> Cont
             for name, node, comment in d.definition_fields()
         ]
         fields, reserved = numbering.fields(d.definition_name, specs)
-        comment = d.doc or f"Holds {_annotation_text(d)} where protobuf cannot nest it directly."
+        if isinstance(d, ModelNode):
+            comment = d.doc or f"The fields of {_annotation_text(d)}."
+        else:
+            comment = f"Holds {_annotation_text(d)} where protobuf cannot nest it directly."
         messages.append(Message(d.definition_name, comment, fields, d.oneof(), reserved))
     contract = Contract(
         service.package,
@@ -324,13 +343,10 @@ def build_contract(service: Service, lock: dict[str, Any] | None = None) -> Cont
 
 
 def _required(node: TypeNode, definition: Any, name: str) -> bool:
+    """Whether a model's field must be given (then adding it would break old clients)."""
     for f in getattr(definition, "fields", ()) or ():
-        if getattr(f, "name", None) == name and hasattr(f, "default"):
-            import dataclasses
-
-            return (
-                f.required and f.default is dataclasses.MISSING and f.factory is dataclasses.MISSING
-            )
+        if isinstance(f, ModelField) and f.name == name:
+            return f.required and not f.has_default
     return False
 
 
@@ -445,7 +461,7 @@ def breaking_changes(lock: dict[str, Any], contract: Contract) -> list[str]:
             f = fields.get(fname)
             if f is None:
                 problems.append(f"{entry['what'] or fname} was removed")
-            elif f.type_text != entry["type"]:
+            elif _plain(f.type_text) != _plain(entry["type"]):
                 problems.append(
                     f"{entry['what'] or fname} changed type from {entry['type']} to {f.type_text}"
                 )

@@ -7,7 +7,9 @@ it forwards the function's progress reports and, when the caller goes away
 * ``thread`` (default): ``--workers N`` threads. A thread cannot be stopped from
   outside: a cancelled function stops when it checks ``progress.cancelled`` or
   ``dagen.cancelled()``; one that never checks runs to its end, and its result
-  is dropped.
+  is dropped. Unary calls run in grpc's own handler thread (as many as
+  ``--workers``), to keep tiny calls fast; streaming ones in a pool of
+  ``--workers`` threads, while the handler thread sends their progress frames.
 * ``process``: up to ``--workers N`` worker processes, started on demand and kept
   for the next calls. The worker of a cancelled call is terminated at once (and
   reaped), whatever the function is doing; a new one replaces it. Arrays go to and
@@ -19,6 +21,7 @@ from __future__ import annotations
 import builtins
 import collections
 import contextlib
+import contextvars
 import ctypes
 import itertools
 import logging
@@ -28,7 +31,9 @@ import os
 import pickle
 import secrets
 import signal
+import sys
 import threading
+import time
 import traceback
 import types
 from collections.abc import Callable, Iterator
@@ -39,6 +44,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from ._policy import caller, set_caller
 from ._progress import Progress, ProgressState, cancellation_scope
 from ._shm import Arena, default_roots
 
@@ -150,6 +156,10 @@ def supervise(
             future.cancel()
             raise Cancelled(reason, deadline=deadline)
     yield from call.reports.drain()
+    if not context.is_active():  # the function returned, but nobody waits for its result
+        remaining = context.time_remaining()
+        deadline = remaining is not None and remaining < _DEADLINE_SLACK
+        raise Cancelled("its deadline passed" if deadline else "the caller cancelled it", deadline)
     return future.result()
 
 
@@ -185,7 +195,10 @@ class Executor:
         progress_param: str | None,
         args: list[Any],
         kwargs: dict[str, Any],
+        *,
+        inline: bool = False,
     ) -> Future[Any]:
+        """Start the call; ``inline`` allows running it in the calling thread."""
         raise NotImplementedError
 
     def shutdown(self) -> None:
@@ -208,8 +221,19 @@ class ThreadExecutor(Executor):
         progress_param: str | None,
         args: list[Any],
         kwargs: dict[str, Any],
+        *,
+        inline: bool = False,
     ) -> Future[Any]:
-        return self._pool.submit(_call_here, call, fn, progress_param, args, kwargs)
+        if inline:  # a unary call: no reports to forward, so no need for another thread
+            future: Future[Any] = Future()
+            try:
+                future.set_result(_call_here(call, fn, progress_param, args, kwargs))
+            except BaseException as e:  # noqa: BLE001 - delivered through the future
+                future.set_exception(e)
+            return future
+        # in the caller's context: dagen.caller() and other context variables go along
+        context = contextvars.copy_context()
+        return self._pool.submit(context.run, _call_here, call, fn, progress_param, args, kwargs)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -275,8 +299,13 @@ class ProcessExecutor(Executor):
         progress_param: str | None,
         args: list[Any],
         kwargs: dict[str, Any],
+        *,
+        inline: bool = False,
     ) -> Future[Any]:
-        return self._drivers.submit(self._drive, call, name, progress_param, args, kwargs)
+        context = contextvars.copy_context()  # dagen.caller(), sent on to the worker
+        return self._drivers.submit(
+            context.run, self._drive, call, name, progress_param, args, kwargs
+        )
 
     # -- one call in a worker -------------------------------------------------------------------
 
@@ -298,7 +327,7 @@ class ProcessExecutor(Executor):
         try:
             worker.conn.send(
                 ("call", name, progress_param, arena.folders[0].name,
-                 [str(r) for r in self._roots], payload)
+                 [str(r) for r in self._roots], payload, caller())
             )
             while True:
                 if call.is_cancelled():
@@ -360,11 +389,12 @@ class ProcessExecutor(Executor):
         parent_conn, child_conn = self._ctx.Pipe()
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=_worker_main,
-            args=(child_conn, *self._module),
+            args=(child_conn, *self._module, os.getpid()),
             name="dagen-worker",
             daemon=True,
         )
-        process.start()
+        with _main_hidden():
+            process.start()
         child_conn.close()
         worker = _Worker(process, parent_conn)
         try:
@@ -456,11 +486,13 @@ def make_executor(kind: str, module: types.ModuleType, workers: int) -> Executor
 
 
 def _describe_exception(exc: BaseException) -> tuple[bytes | None, str, str, str, str]:
+    pickled: bytes | None = None
     try:
-        pickled: bytes | None = pickle.dumps(exc)
-        pickle.loads(pickled)  # noqa: S301 - our own worker's bytes
-    except Exception:  # noqa: BLE001 - an exception that does not survive pickling
-        pickled = None
+        data = pickle.dumps(exc)
+        pickle.loads(data)  # noqa: S301 - our own worker's bytes
+        pickled = data
+    except Exception:  # noqa: BLE001 - an exception that does not survive pickling: described
+        pass
     cls = type(exc)
     message = str(exc.args[0]) if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
     tb = "".join(traceback.format_exception(exc))
@@ -487,11 +519,59 @@ def _rebuild_exception(
 # -- the worker's side --------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this worker when its parent (the fork server) ends."""
-    with contextlib.suppress(Exception):
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start a worker without making it import the server's ``__main__`` again (as
+    multiprocessing does, so that a script that starts a server without an
+    ``if __name__ == "__main__"`` guard would start another one in each worker):
+    workers need only the served module."""
+    main = sys.modules.get("__main__")
+    with _main_lock:
+        if main is None:
+            yield
+            return
+        saved: dict[str, Any] = {
+            k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__
+        }
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
+def _die_with(server_pid: int) -> None:
+    """End this worker, even in the middle of a call, when the server has gone (killed,
+    crashed): its parent is the fork server, which lives as long as its children do."""
+    with contextlib.suppress(Exception):  # and when the fork server ends (Linux)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while _alive(server_pid):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dagen-watch-server", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has ended, but is still listed until its parent reaps it
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _load_module(name: str, file: str | None) -> types.ModuleType:
@@ -507,10 +587,12 @@ def _load_module(name: str, file: str | None) -> types.ModuleType:
     return load_module(file)
 
 
-def _worker_main(conn: multiprocessing.connection.Connection, name: str, file: str | None) -> None:
+def _worker_main(
+    conn: multiprocessing.connection.Connection, name: str, file: str | None, server_pid: int
+) -> None:
     """A worker process: load the module, then run calls until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C at the server is the server's to handle
-    _die_with_parent()
+    _die_with(server_pid)
     try:
         module = _load_module(name, file)
     except BaseException:  # noqa: BLE001 - reported to the server, which reports it
@@ -530,7 +612,8 @@ def _worker_main(conn: multiprocessing.connection.Connection, name: str, file: s
             return
         if message[0] != "call":
             return
-        _, fn_name, progress_param, arena_name, roots, payload = message
+        _, fn_name, progress_param, arena_name, roots, payload, identity = message
+        set_caller(identity)
         arena = Arena(arena_name, [Path(r) for r in roots], prefix="r")
         try:
             args, kwargs = arena.loads(payload)

@@ -201,6 +201,11 @@ def introspect_function(
     if fn.__name__ == "__init__" and return_annotation is sig.empty:
         return_annotation = None
     generator = typing.get_origin(return_annotation) in _ITERATORS
+    if generator and progress is not None:
+        raise BuildError(
+            f"{_where(fn, line)}: in {qualname}: a generator cannot take a dagen.Progress "
+            "parameter (yet): the items it yields are its progress"
+        )
     if inspect.isgeneratorfunction(fn) and not generator:
         raise BuildError(
             f"{_where(fn, line)}: in {qualname}: a generator needs a return annotation "

@@ -4,7 +4,7 @@ A served function that declares a parameter annotated :class:`Progress` gets one
 from the server; the parameter is not part of the remote signature, the request
 message or the client's signature::
 
-    def regrid(da: xr.DataArray, progress: dagen.Progress = dagen.Progress()) -> xr.DataArray:
+    def regrid(da: xr.DataArray, progress: dagen.Progress = dagen.NO_PROGRESS) -> xr.DataArray:
         with progress.step("regridding", total=12):
             for month in range(12):
                 if progress.cancelled:      # or dagen.cancelled(), anywhere in the call
@@ -12,7 +12,7 @@ message or the client's signature::
                 ...
                 progress.advance(message=f"month {month + 1} of 12")
 
-The default, ``Progress()``, reports nowhere, so the function still runs locally.
+The default, ``NO_PROGRESS``, reports nowhere, so the function still runs locally.
 Each report reaches the caller as a ``dagen.v1.Progress`` frame and then as a
 :class:`ProgressReport` (its callback, or a progress bar in a terminal).
 """
@@ -110,7 +110,7 @@ class _Level:
 class Progress:
     """Reports a running call's progress to its caller.
 
-    Declare a parameter annotated ``dagen.Progress`` (default ``dagen.Progress()``,
+    Declare a parameter annotated ``dagen.Progress`` (default ``dagen.NO_PROGRESS``,
     which reports nowhere) and the server passes one in. Every call of
     :meth:`update`, :meth:`advance` and :meth:`step` sends a report.
 
@@ -228,6 +228,10 @@ class Progress:
 
     def __repr__(self) -> str:
         return f"<dagen.Progress {self._state()}>"
+
+
+NO_PROGRESS = Progress()
+"""Reports nowhere: the default of a progress parameter, for calls outside a server."""
 
 
 def _fraction(value: float) -> float:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._arrays import DecodeContext, EncodeContext, allocate_arrays
-from ._model import INSTANCE_FIELD, Function, Service
+from ._model import INSTANCE_FIELD, Function, Parameter, Service
 from ._types import EncodeError
 from ._wire import ArraySink, BadFrame, ChunkIn, Limits, WireError
 
@@ -29,6 +30,9 @@ class Method:
             raise RuntimeError(
                 f"{pb2.__name__} does not match the service model ({e}): rebuild with dagen build"
             ) from None
+        self._validators = {
+            p.name: v for p in fn.parameters if (v := constraint_validator(p.annotation)) is not None
+        }
         owner = [c for c in service.classes if c.name == fn.owner]
         self.init: Function | None = owner[0].init if fn.has_instance and owner else None
         self._positional = [
@@ -62,7 +66,12 @@ class Method:
 
     def decode_request(self, msg: Any, ctx: DecodeContext) -> tuple[list[Any], dict[str, Any]]:
         """Positional and keyword arguments to call the function with."""
-        values = {p.name: p.type.decode(msg, p.name, ctx) for p in self.fn.parameters}
+        values = {p.name: self._decode_parameter(p, msg, ctx) for p in self.fn.parameters}
+        for name, validate in self._validators.items():
+            try:
+                values[name] = validate(values[name])
+            except ValueError as e:  # pydantic's ValidationError is one
+                raise ValueError(f"argument {name!r}: {e}") from None
         args = [values.pop(name) for name in self._positional]
         return args, values
 
@@ -70,9 +79,17 @@ class Method:
         """Positional and keyword arguments to construct a method's object with."""
         assert self.init is not None
         instance = getattr(msg, INSTANCE_FIELD)
-        values = {p.name: p.type.decode(instance, p.name, ctx) for p in self.init.parameters}
+        values = {p.name: self._decode_parameter(p, instance, ctx) for p in self.init.parameters}
         positional = [p.name for p in self.init.parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY]
         return [values.pop(name) for name in positional], values
+
+    @staticmethod
+    def _decode_parameter(p: Parameter, msg: Any, ctx: DecodeContext) -> Any:
+        """A parameter's value; its Python default when the caller did not send it (a
+        client built before the parameter was added)."""
+        if p.has_default and p.type.shape in ("scalar", "message") and not msg.HasField(p.name):
+            return p.default
+        return p.type.decode(msg, p.name, ctx)
 
     # -- responses --------------------------------------------------------------------------------
 
@@ -89,6 +106,21 @@ class Method:
 
     def decode_response(self, msg: Any, ctx: DecodeContext) -> Any:
         return self.fn.returns.decode(msg, "result", ctx)
+
+
+def constraint_validator(annotation: Any) -> Callable[[Any], Any] | None:
+    """For ``Annotated[T, <pydantic constraints>]``: a validator the server applies to the
+    decoded argument (the wire carries T; the constraints hold on the server)."""
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return None
+    try:
+        import pydantic
+    except ImportError:
+        return None
+    try:
+        return pydantic.TypeAdapter(annotation).validate_python
+    except pydantic.PydanticUserError:
+        return None
 
 
 def send(frame_cls: Any, field: str, message: Any, ctx: EncodeContext) -> Iterator[Any]:
@@ -131,7 +163,10 @@ def receive(
     if isinstance(first, BadFrame):
         raise WireError(first.error)
     if isinstance(first, ChunkIn) or first.WhichOneof("frame") != field:
-        raise WireError(f"the first frame must be the {field} message, not a chunk")
+        got = "a chunk" if isinstance(first, ChunkIn) else (
+            f"a {first.WhichOneof('frame')} frame" if first.WhichOneof("frame") else "an empty frame"
+        )
+        raise WireError(f"the first frame must be the {field} message, not {got}")
     message = getattr(first, field)
     sink = ArraySink(limits, alloc)
     allocate_arrays(message, sink)

@@ -22,10 +22,14 @@ from ._arrays import DecodeContext, EncodeContext
 from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
 from ._executor import CallState, Cancelled, make_executor, supervise
+from ._guard import Guard
 from ._introspect import introspect_module
+from ._limits import Admission, CallLimits
 from ._model import Service
+from ._policy import Policy
 from ._progress import state_to_proto
 from ._protocol import Method, receive, send
+from ._socket import bind_unix_socket
 from ._tls import SERVER_OPTIONS, is_loopback, join_host_port, server_credentials
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
@@ -65,6 +69,8 @@ class ServerOptions:
     limits: Limits = Limits()
     executor: str = "thread"  # or "process": see dagen._executor
     workers: int = 8  # calls run at the same time
+    policy: Policy | None = None  # who may call what; None: every certificate of the CA
+    call_limits: CallLimits = CallLimits()  # calls in progress, per identity, memory
 
 
 class Servicer:
@@ -104,6 +110,7 @@ class Servicer:
             if not fn.has_instance:  # methods get their object per call, see _bind
                 self._functions[key] = getattr(owner, fn.name)
         self._executor = make_executor(self.options.executor, self.module, self.options.workers)
+        self.admission = Admission(self.options.call_limits)  # see dagen._guard
 
     def close(self) -> None:
         """Stop the executor (its worker processes, if any)."""
@@ -157,7 +164,8 @@ class Servicer:
             self._check_contract(method, context)
             call = self._executor.open(method.name, context)
             try:
-                request, dctx = receive(frames, "request", options.limits, alloc=call.alloc)
+                request, dctx = receive(frames, "request", options.limits,
+                                        alloc=self.admission.alloc(context, call.alloc))
             except LimitExceeded as e:
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method.name}(): {e}")
             except WireError as e:
@@ -238,7 +246,7 @@ class Servicer:
             return method.decode_request(request, dctx)
         except (WireError, ValueError, TypeError, KeyError) as e:
             context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"{method.name}(): malformed request: {e}"
+                grpc.StatusCode.INVALID_ARGUMENT, f"{method.name}(): invalid request: {e}"
             )
             raise  # unreachable: abort raises
 
@@ -271,7 +279,9 @@ class Servicer:
         """Run the function in the executor, yield its progress frames, return its result;
         stop it when the caller goes or the deadline passes."""
         fn = self._functions.get(method.fn.key) or _construct_and_call
-        future = self._executor.submit(call, method.name, fn, method.fn.progress, args, kwargs)
+        future = self._executor.submit(
+            call, method.name, fn, method.fn.progress, args, kwargs, inline=not method.streaming
+        )
         del args, kwargs
         try:
             reports = supervise(call, future, context)
@@ -385,11 +395,13 @@ def create_server(
     insecure: bool = False,
     allow_remote_insecure: bool = False,
     workers: int = 8,
+    socket: str | None = None,
 ) -> tuple[grpc.Server, int]:
-    """A started-ready grpc server and the port it listens on (``port=0`` picks one)."""
+    """A started-ready grpc server and the port it listens on (``port=0`` picks one);
+    with ``socket``, it listens on that Unix socket file instead (mode 0600)."""
     address = join_host_port(host, port)
     if insecure:
-        if not is_loopback(host) and not allow_remote_insecure:
+        if socket is None and not is_loopback(host) and not allow_remote_insecure:
             raise InsecureRefused(
                 f"refusing to serve plain text on {address}: anyone on the network could read "
                 "and call it. Use mutual TLS (--certs), or serve on 127.0.0.1 and reach it "
@@ -400,8 +412,22 @@ def create_server(
         raise FileNotFoundError("no certificate folder given: pass --certs DIR (see 'dagen certs')")
     else:
         credentials = server_credentials(certs)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=SERVER_OPTIONS)
+    if servicer.options.policy is not None and credentials is None:
+        raise InsecureRefused(
+            "a policy needs mutual TLS (--certs): over plain text callers have no identity"
+        )
+    # A handler thread for every call the guard may admit, and some to refuse the others.
+    max_calls = servicer.options.call_limits.max_calls
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max(workers, max_calls + 8)),
+        options=SERVER_OPTIONS,
+        interceptors=(Guard.for_servicer(servicer, None if insecure else certs),),
+        maximum_concurrent_rpcs=2 * max_calls + 16,
+    )
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
+    if socket is not None:
+        bind_unix_socket(server, socket, credentials)
+        return server, 0
     try:
         if credentials is None:
             bound = server.add_insecure_port(address)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 INLINE_MAX = 64 << 10  # arrays up to this many bytes are pickled inline
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 
 def default_roots() -> list[Path]:
@@ -79,7 +80,8 @@ class Arena:
             try:
                 # Reserve the space now: writing into a mapping of a full tmpfs is SIGBUS.
                 os.posix_fallocate(fd, 0, nbytes)
-                mm = mmap.mmap(fd, nbytes)
+                # Map every page at once: faster than a fault per page while receiving.
+                mm = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED | _POPULATE)
             except OSError as e:
                 os.close(fd)
                 path.unlink(missing_ok=True)

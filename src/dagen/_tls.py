@@ -9,24 +9,44 @@ from pathlib import Path
 import grpc
 
 from ._certs import CA_CERT, SERVER_CERT, SERVER_KEY
+from ._reload import CertificateReloader, warn_if_expiring
 
 # Chunks are ~1 MiB; headers of arrays with many attributes can be a few MiB.
 MAX_MESSAGE_BYTES = 64 << 20
 
+# Keepalive. A call that runs for hours sends nothing while its function works, and
+# firewalls between centres drop connections idle for a few minutes (some after 4).
+# Both ends ping every KEEPALIVE_TIME_MS, during calls and between them, without a
+# limit on pings between data frames (gRPC's default stops after 2); a peer that
+# does not answer within KEEPALIVE_TIMEOUT_MS is gone, and its calls end. The server
+# accepts a ping every MIN_PING_INTERVAL_MS, half the client's period: gRPC servers
+# answer pings that come more often with GOAWAY "too_many_pings", which would end
+# every call on the connection.
+KEEPALIVE_TIME_MS = 120_000
+KEEPALIVE_TIMEOUT_MS = 20_000
+MIN_PING_INTERVAL_MS = KEEPALIVE_TIME_MS // 2
+
+
+def _keepalive(time_ms: int, timeout_ms: int) -> list[tuple[str, int | str]]:
+    return [
+        ("grpc.keepalive_time_ms", time_ms),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
 CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # Long calls cross idle firewalls between centres: ping every 5 minutes (the
-    # server allows pings that often, see SERVER_OPTIONS).
-    ("grpc.keepalive_time_ms", 300_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
+    *_keepalive(KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS),
 ]
 
 SERVER_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 60_000),
+    *_keepalive(KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
     ("grpc.so_reuseport", 0),
 ]
 
@@ -39,15 +59,16 @@ def _read(folder: Path, name: str, hint: str) -> bytes:
 
 
 def server_credentials(folder: str | Path) -> grpc.ServerCredentials:
-    """mTLS server credentials: the server's pair, and the CA that client certs need."""
+    """mTLS server credentials: the server's pair, and the CA that client certs need;
+    a certificate that expires within 14 days is logged as a warning."""
     folder = Path(folder)
-    ca = _read(folder, CA_CERT, f"run 'dagen certs init {folder}'")
+    _read(folder, CA_CERT, f"run 'dagen certs init {folder}'")
     hint = f"run 'dagen certs server {folder} --host HOST --ip IP'"
-    cert = _read(folder, SERVER_CERT, hint)
-    key = _read(folder, SERVER_KEY, hint)
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=True
-    )
+    _read(folder, SERVER_CERT, hint)
+    _read(folder, SERVER_KEY, hint)
+    warn_if_expiring([folder / CA_CERT, folder / SERVER_CERT], server=True)
+    # Read again whenever the files change, for new connections (see dagen._reload).
+    return CertificateReloader(folder).credentials()
 
 
 def channel_credentials(
@@ -57,13 +78,29 @@ def channel_credentials(
     folder = Path(folder)
     ca = _read(folder, CA_CERT, "copy the server's ca.crt into it")
     if identity is None:
+        warn_if_expiring([folder / CA_CERT], server=False)
         return grpc.ssl_channel_credentials(root_certificates=ca)
     hint = f"run 'dagen certs client {folder} {identity}' where the CA key is"
     cert = _read(folder, f"{identity}.crt", hint)
+    warn_if_expiring([folder / CA_CERT, folder / f"{identity}.crt"], server=False)
     key = _read(folder, f"{identity}.key", hint)
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
+
+
+def channel_options(target: str, server_name: str | None) -> list[tuple[str, int | str]]:
+    """Options of a TLS channel: the name the server's certificate must carry, when it
+    is not the target's host (an SSH tunnel; a Unix socket, where it is "localhost")."""
+    if server_name is None and target.startswith("unix:"):
+        server_name = "localhost"
+    if server_name is None:
+        return CHANNEL_OPTIONS
+    return [
+        *CHANNEL_OPTIONS,
+        ("grpc.ssl_target_name_override", server_name),
+        ("grpc.default_authority", server_name),
+    ]
 
 
 def is_loopback(host: str) -> bool:

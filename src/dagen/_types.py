@@ -493,6 +493,10 @@ class DateTimeNode(_KnownMessage):
             micros = (value - _EPOCH_UTC) // _MICROSECOND
             m.utc_offset_seconds = int(offset.total_seconds())
             m.zone = getattr(value.tzinfo, "key", None) or ""
+            if m.zone:
+                wall = (value.replace(tzinfo=None) - _EPOCH) // _MICROSECOND
+                m.local.seconds, rest = divmod(wall, 10**6)
+                m.local.nanos = rest * 1000
         m.time.seconds, rest = divmod(micros, 10**6)
         m.time.nanos = rest * 1000
         m.fold = bool(value.fold)
@@ -506,11 +510,15 @@ class DateTimeNode(_KnownMessage):
             from zoneinfo import ZoneInfo
 
             try:
-                return instant.astimezone(ZoneInfo(m.zone))
+                zone = ZoneInfo(m.zone)
+                if m.HasField("local"):
+                    wall = dt.timedelta(seconds=m.local.seconds, microseconds=m.local.nanos // 1000)
+                    return (_EPOCH + wall).replace(tzinfo=zone, fold=int(m.fold))
+                return instant.astimezone(zone)
             except (ValueError, KeyError, OSError) as e:
                 raise WireError(f"unknown time zone {m.zone!r}: {e}") from None
         tz = dt.timezone(dt.timedelta(seconds=m.utc_offset_seconds))
-        return instant.astimezone(dt.UTC if m.utc_offset_seconds == 0 else tz)
+        return instant.astimezone(dt.UTC if m.utc_offset_seconds == 0 else tz).replace(fold=int(m.fold))
 
 
 @dataclass(frozen=True)
@@ -718,7 +726,19 @@ class UnionNode(MessageNode, Definition):
         return self.members[self.field_names.index(which)].decode(m, which, ctx)
 
 
-_MISSING = dataclasses.MISSING
+class _Nothing:
+    """No default (dataclasses.MISSING cannot be a dataclass field's default value)."""
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING: Any = _Nothing()
+
+
+def _or_nothing(value: Any) -> Any:
+    return NOTHING if value is dataclasses.MISSING else value
+
 
 
 @dataclass(frozen=True)
@@ -726,10 +746,14 @@ class ModelField:
     name: str
     node: TypeNode
     annotation: Any
-    default: Any = _MISSING  # a value, or _MISSING
-    factory: Any = _MISSING  # a default_factory, or _MISSING
+    default: Any = NOTHING  # a value, or NOTHING
+    factory: Any = NOTHING  # a default_factory, or NOTHING
     required: bool = True  # False for keys a TypedDict may leave out
     doc: str = ""
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not NOTHING or self.factory is not NOTHING
 
 
 @dataclass(frozen=True, eq=False)
@@ -763,7 +787,11 @@ class ModelNode(MessageNode, Definition):
             return isinstance(value, dict) and all(
                 f.name in value for f in self.fields if f.required
             )
-        return isinstance(value, self.annotation)
+        if isinstance(value, self.annotation):
+            return True
+        # The server's own class where the client has its mirror (or the reverse): the
+        # same name and fields will do, as only the fields travel.
+        return type(value).__name__ == self.name and all(hasattr(value, f.name) for f in self.fields)
 
     def fill(self, value: Any, m: Any, ctx: EncodeContext) -> None:
         if not self.accepts(value):
@@ -1004,10 +1032,19 @@ SUPPORTED = (
 )
 
 
+def own_doc(cls: type) -> str | None:
+    """A class's own docstring: not one inherited (TypedDict from dict) nor the one
+    dataclasses make up from the signature."""
+    doc = cls.__dict__.get("__doc__")
+    if doc and dataclasses.is_dataclass(cls) and doc.startswith(f"{cls.__name__}("):
+        return None
+    return doc
+
+
 def _doc(obj: Any) -> str:
     import inspect
 
-    doc = inspect.getdoc(obj) or ""
+    doc = inspect.cleandoc(own_doc(obj) or "") if isinstance(obj, type) else ""
     return doc.split("\n\n")[0].strip()
 
 
@@ -1040,8 +1077,8 @@ def type_node(
 
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Annotated:  # Annotated[T, ...] is T on the wire
-        return sub(args[0])
+    if origin in (typing.Annotated, typing.NotRequired, typing.Required):
+        return sub(args[0])  # Annotated[T, ...] is T on the wire
     if origin is np.ndarray:  # numpy.typing.NDArray[...]: the dtype is not enforced
         return NDArrayNode(annotation)
     if origin is typing.Literal:
@@ -1102,8 +1139,8 @@ def _model_node(cls: type, seen: frozenset[Any]) -> ModelNode | None:
                 f.name,
                 field_node(f.name, hints[f.name]),
                 hints[f.name],
-                f.default,
-                f.default_factory,
+                _or_nothing(f.default),
+                _or_nothing(f.default_factory),
             )
             for f in dataclasses.fields(cls)
             if f.init
@@ -1112,6 +1149,10 @@ def _model_node(cls: type, seen: frozenset[Any]) -> ModelNode | None:
     if typing.is_typeddict(cls):
         hints = typing.get_type_hints(cls, include_extras=True)
         required = cls.__required_keys__  # type: ignore[attr-defined]
+        hints = {
+            n: typing.get_args(a)[0] if typing.get_origin(a) in (typing.NotRequired, typing.Required) else a
+            for n, a in hints.items()
+        }
         fields = tuple(
             ModelField(
                 n,
@@ -1128,8 +1169,8 @@ def _model_node(cls: type, seen: frozenset[Any]) -> ModelNode | None:
         pydantic_fields: list[ModelField] = []
         for name, info in model_fields.items():
             annotation = hints.get(name, info.annotation)
-            default = _MISSING if info.is_required() or info.default_factory else info.default
-            factory = info.default_factory if info.default_factory else _MISSING
+            default = NOTHING if info.is_required() or info.default_factory else info.default
+            factory = info.default_factory if info.default_factory else NOTHING
             pydantic_fields.append(
                 ModelField(
                     name,

@@ -19,7 +19,6 @@ a frame (from another language's client) falls back to the generated parser.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 import re
@@ -28,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ._coverage import Coverage
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 32 << 20
@@ -275,16 +276,14 @@ def frame_serializer(item: Any) -> bytes:
 
 
 class _Target:
-    __slots__ = ("array", "raw", "row_bytes", "remaining", "keys", "boxes", "max_extent0")
+    __slots__ = ("array", "raw", "row_bytes", "remaining", "coverage")
 
     def __init__(self, array: np.ndarray, raw: np.ndarray) -> None:
         self.array = array
         self.raw = raw
         self.row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
         self.remaining = array.size
-        self.keys: list[int] = []  # start along axis 0 of each received box, sorted
-        self.boxes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
-        self.max_extent0 = 0
+        self.coverage = Coverage(array.shape)  # what has arrived: see dagen._coverage
 
 
 class ArraySink:
@@ -336,6 +335,8 @@ class ArraySink:
         try:
             raw = np.empty(nbytes, np.uint8) if self.alloc is None else self.alloc(nbytes)
             array = raw.view(dtype).reshape(shape)
+        except LimitExceeded:  # from alloc: e.g. the server's memory budget
+            raise
         except (ValueError, MemoryError) as e:  # e.g. shape (0, 2**62): numpy cannot index it
             raise WireError(f"array {aid}: cannot allocate shape {shape} of {dtype.str}: {e}") from None
         self._total += nbytes
@@ -380,24 +381,10 @@ class ArraySink:
 
     @staticmethod
     def _claim(t: _Target, aid: int, start: tuple[int, ...], shape: tuple[int, ...]) -> None:
-        """Refuse a chunk that overlaps one already received."""
-        s0 = start[0] if start else 0
-        e0 = s0 + (shape[0] if shape else 1)
-        i = bisect.bisect_left(t.keys, e0)
-        j = i - 1
-        # Only boxes starting within max_extent0 before s0 can reach into [s0, e0).
-        while j >= 0 and t.keys[j] + t.max_extent0 > s0:
-            bstart, bshape = t.boxes[j]
-            if all(
-                a < b + m and b < a + n
-                for a, n, b, m in zip(start, shape, bstart, bshape, strict=True)
-            ):
-                raise WireError(f"array {aid}: chunk at {start} overlaps one already received")
-            j -= 1
-        k = bisect.bisect_right(t.keys, s0)  # keep keys sorted by start
-        t.keys.insert(k, s0)
-        t.boxes.insert(k, (start, shape))
-        t.max_extent0 = max(t.max_extent0, e0 - s0)
+        """Refuse a chunk that overlaps one already received (in time proportional to
+        the chunk's size, whatever came before it)."""
+        if not t.coverage.claim(start, shape):
+            raise WireError(f"array {aid}: chunk at {start} overlaps one already received")
 
     def finish(self) -> None:
         """Check that every array was covered completely."""

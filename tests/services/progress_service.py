@@ -14,7 +14,7 @@ class Refused(Exception):
     """An exception type the client does not have."""
 
 
-def count(n: int, progress: dagen.Progress = dagen.Progress()) -> int:
+def count(n: int, progress: dagen.Progress = dagen.NO_PROGRESS) -> int:
     """Report progress ``n`` times, then return ``n``."""
     for i in range(n):
         progress.update(fraction=(i + 1) / n, message=f"step {i + 1} of {n}")

@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x64\x61gen/v1/time.proto\x12\x08\x64\x61gen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n\x08\x44\x61teTime\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05naive\x18\x02 \x01(\x08\x12\x1a\n\x12utc_offset_seconds\x18\x03 \x01(\x11\x12\x0c\n\x04zone\x18\x04 \x01(\t\x12\x0c\n\x04\x66old\x18\x05 \x01(\x08\"0\n\x04\x44\x61te\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\r\n\x05month\x18\x02 \x01(\x05\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\x05\")\n\nDatetime64\x12\r\n\x05value\x18\x01 \x01(\x12\x12\x0c\n\x04unit\x18\x02 \x01(\t\"*\n\x0bTimedelta64\x12\r\n\x05value\x18\x01 \x01(\x12\x12\x0c\n\x04unit\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x64\x61gen/v1/time.proto\x12\x08\x64\x61gen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x08\x44\x61teTime\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05naive\x18\x02 \x01(\x08\x12\x1a\n\x12utc_offset_seconds\x18\x03 \x01(\x11\x12\x0c\n\x04zone\x18\x04 \x01(\t\x12\x0c\n\x04\x66old\x18\x05 \x01(\x08\x12)\n\x05local\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x04\x44\x61te\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\r\n\x05month\x18\x02 \x01(\x05\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\x05\")\n\nDatetime64\x12\r\n\x05value\x18\x01 \x01(\x12\x12\x0c\n\x04unit\x18\x02 \x01(\t\"*\n\x0bTimedelta64\x12\r\n\x05value\x18\x01 \x01(\x12\x12\x0c\n\x04unit\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dagen.v1.time_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATETIME']._serialized_start=66
-  _globals['_DATETIME']._serialized_end=189
-  _globals['_DATE']._serialized_start=191
-  _globals['_DATE']._serialized_end=239
-  _globals['_DATETIME64']._serialized_start=241
-  _globals['_DATETIME64']._serialized_end=282
-  _globals['_TIMEDELTA64']._serialized_start=284
-  _globals['_TIMEDELTA64']._serialized_end=326
+  _globals['_DATETIME']._serialized_start=67
+  _globals['_DATETIME']._serialized_end=233
+  _globals['_DATE']._serialized_start=235
+  _globals['_DATE']._serialized_end=283
+  _globals['_DATETIME64']._serialized_start=285
+  _globals['_DATETIME64']._serialized_end=326
+  _globals['_TIMEDELTA64']._serialized_start=328
+  _globals['_TIMEDELTA64']._serialized_end=370
 # @@protoc_insertion_point(module_scope)

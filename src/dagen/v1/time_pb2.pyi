@@ -9,18 +9,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DateTime(_message.Message):
-    __slots__ = ("time", "naive", "utc_offset_seconds", "zone", "fold")
+    __slots__ = ("time", "naive", "utc_offset_seconds", "zone", "fold", "local")
     TIME_FIELD_NUMBER: _ClassVar[int]
     NAIVE_FIELD_NUMBER: _ClassVar[int]
     UTC_OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ZONE_FIELD_NUMBER: _ClassVar[int]
     FOLD_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FIELD_NUMBER: _ClassVar[int]
     time: _timestamp_pb2.Timestamp
     naive: bool
     utc_offset_seconds: int
     zone: str
     fold: bool
-    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., naive: _Optional[bool] = ..., utc_offset_seconds: _Optional[int] = ..., zone: _Optional[str] = ..., fold: _Optional[bool] = ...) -> None: ...
+    local: _timestamp_pb2.Timestamp
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., naive: _Optional[bool] = ..., utc_offset_seconds: _Optional[int] = ..., zone: _Optional[str] = ..., fold: _Optional[bool] = ..., local: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Date(_message.Message):
     __slots__ = ("year", "month", "day")

@@ -1,0 +1,169 @@
+"""What a server takes on at once: calls in progress, calls per identity, and memory.
+
+The sizes one call may declare (bytes per array, per call, arrays per call,
+dimensions) are :class:`dagen._wire.Limits`, checked by the receiving sink before it
+allocates. :class:`CallLimits` bounds the server as a whole:
+
+* ``max_calls``: calls in progress at once (receiving, running or sending);
+* ``max_calls_per_identity``: of those, how many one identity may have;
+* ``max_memory``: bytes of received arrays held by all calls in progress.
+
+A call beyond any of them is refused at once with RESOURCE_EXHAUSTED naming the
+limit and its value; it is never queued behind the others, and nothing of it is
+allocated. The server's peak memory is thus about ``max_memory`` plus, per call in
+progress, one chunk and the function's own needs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._wire import LimitExceeded, Limits
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (0 if unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def default_max_memory() -> int:
+    """Half the machine's memory (a login node is shared), at least 1 GiB."""
+    return max(1 << 30, physical_memory() // 2)
+
+
+DEFAULT_MAX_CALLS = 64
+DEFAULT_MAX_CALLS_PER_IDENTITY = 32
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    max_calls: int = DEFAULT_MAX_CALLS
+    max_calls_per_identity: int = DEFAULT_MAX_CALLS_PER_IDENTITY
+    max_memory: int = field(default_factory=default_max_memory)
+
+    def __post_init__(self) -> None:
+        for name in ("max_calls", "max_calls_per_identity", "max_memory"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+def format_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.4g} {unit}"
+    return f"{n} B"
+
+
+class Admission:
+    """Counts the calls in progress, by identity, and the bytes their arrays hold."""
+
+    def __init__(self, limits: CallLimits | None = None) -> None:
+        self.limits = limits or CallLimits()
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.by_identity: dict[str, int] = {}
+        self.memory = 0
+
+    def enter(self, who: str) -> Callable[[], None]:
+        """Admit a call of ``who`` or raise LimitExceeded; return what ends it (idempotent)."""
+        lim = self.limits
+        with self._lock:
+            if self.calls >= lim.max_calls:
+                raise LimitExceeded(
+                    f"the server has {self.calls} calls in progress, its limit "
+                    f"(max_calls={lim.max_calls}); try again later"
+                )
+            mine = self.by_identity.get(who, 0)
+            if mine >= lim.max_calls_per_identity:
+                raise LimitExceeded(
+                    f"{who} has {mine} calls in progress, the limit per identity "
+                    f"(max_calls_per_identity={lim.max_calls_per_identity}); try again later"
+                )
+            self.calls += 1
+            self.by_identity[who] = mine + 1
+        done = threading.Event()
+
+        def leave() -> None:
+            with self._lock:
+                if done.is_set():
+                    return
+                done.set()
+                self.calls -= 1
+                left = self.by_identity[who] - 1
+                if left:
+                    self.by_identity[who] = left
+                else:
+                    del self.by_identity[who]
+
+        return leave
+
+    def alloc(
+        self,
+        context: object,
+        inner: Callable[[int], np.ndarray] | None = None,
+    ) -> Callable[[int], np.ndarray]:
+        """An ``alloc`` for the receiving sink of one call: charges each array to
+        ``max_memory`` before allocating it (with ``inner``, or in ordinary memory),
+        and gives the bytes back when the rpc ends (``context.add_callback``)."""
+        lock = self._lock
+        charged = 0
+        ended = False
+
+        def release() -> None:
+            nonlocal charged, ended
+            with lock:
+                self.memory -= charged
+                charged = 0
+                ended = True
+
+        def allocate(nbytes: int) -> np.ndarray:
+            nonlocal charged
+            limit = self.limits.max_memory
+            with lock:
+                if ended:
+                    raise LimitExceeded("the call has ended")
+                if self.memory + nbytes > limit:
+                    raise LimitExceeded(
+                        f"an array of {nbytes} bytes would take the arrays held by calls in "
+                        f"progress to {self.memory + nbytes} bytes, over "
+                        f"max_memory={limit} ({format_bytes(limit)})"
+                    )
+                self.memory += nbytes
+                charged += nbytes
+            try:
+                return np.empty(nbytes, np.uint8) if inner is None else inner(nbytes)
+            except BaseException:
+                with lock:
+                    if not ended:
+                        self.memory -= nbytes
+                        charged -= nbytes
+                raise
+
+        add_callback = getattr(context, "add_callback", None)
+        if add_callback is None or not add_callback(release):
+            release()  # no rpc whose end gives the bytes back, or it has ended already
+        return allocate
+
+
+def server_limits(
+    max_array_bytes: int | None = None,
+    max_call_bytes: int | None = None,
+    max_arrays: int | None = None,
+    max_ndim: int | None = None,
+) -> Limits:
+    """The sink's limits with the given ones replaced."""
+    base = Limits()
+    return Limits(
+        max_array_bytes=base.max_array_bytes if max_array_bytes is None else max_array_bytes,
+        max_call_bytes=base.max_call_bytes if max_call_bytes is None else max_call_bytes,
+        max_arrays=base.max_arrays if max_arrays is None else max_arrays,
+        max_ndim=base.max_ndim if max_ndim is None else max_ndim,
+    )
