@@ -1,0 +1,35 @@
+"""Generators whose end the tests observe: each writes a marker file when closed."""
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+
+def _closed(tag: str, produced: int) -> None:
+    Path(os.environ["DAGEN_TEST_MARKS"], f"{tag}.closed").write_text(str(produced))
+
+
+def forever(tag: str) -> Iterator[int]:
+    """Count up until the caller stops listening."""
+    produced = 0
+    try:
+        while True:
+            yield produced
+            produced += 1
+            time.sleep(0.01)
+    finally:
+        _closed(tag, produced)
+
+
+def frames(tag: str, size: int) -> Iterator[np.ndarray]:
+    """Arrays, one after another, until the caller stops listening."""
+    produced = 0
+    try:
+        while True:
+            yield np.full(size, produced, dtype="int32")
+            produced += 1
+    finally:
+        _closed(tag, produced)
