@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from conftest import DAGEN, SERVICES, Certs, Server, start_server
 
@@ -351,6 +352,7 @@ def test_sigterm_finishes_the_call_in_progress_and_exits_0(
         f"localhost:{port}", certs=certs.folder, identity="bob", timeout=30
     ) as client:
         assert client.add(1, 1) == 2  # connected
+        assert list(client.echo_array(np.arange(3))) == [0, 1, 2]  # a transfer: logged
         call = threading.Thread(target=lambda: results.append(client.sleep(1.5)))
         call.start()
         time.sleep(0.3)
@@ -360,5 +362,5 @@ def test_sigterm_finishes_the_call_in_progress_and_exits_0(
     assert process.wait(timeout=15) == 0
     assert process.stdout is not None
     assert "dagen: stopping" in process.stdout.read()
-    # the server knew its callers by their certificates
-    assert re.search(r"dagen\.server INFO bob add\(\)", log.read_text())
+    # the server knew its callers by their certificates (transfers are logged at INFO)
+    assert re.search(r"dagen\.server INFO bob echo_array\(\) in 24 B, out 24 B", log.read_text())

@@ -12,6 +12,7 @@ from ._wire import (
     WIRE_KINDS,
     ArraySink,
     ChunkOut,
+    WireError,
     iter_chunks,
     iter_dask_chunks,
 )
@@ -93,7 +94,9 @@ def attach_array(array: Any, header: Any, ctx: EncodeContext) -> None:
 
 
 def read_array(header: Any, ctx: DecodeContext) -> np.ndarray:
-    array = ctx.arrays[header.id]
+    array = ctx.arrays.get(header.id)
+    if array is None:
+        raise WireError(f"an array header with id {header.id} that was never declared")
     return array.astype(object) if header.object_strings else array
 
 

@@ -82,6 +82,12 @@ def build_service(
     package = service.package
     proto = out / f"{package}.proto"
     write(proto, render_proto(contract, __version__))
+    # The contract imports dagen/v1/*.proto: put them beside it, so that the build
+    # folder alone is all a client in another language needs (protoc -I build).
+    protos = out / "dagen" / "v1"
+    protos.mkdir(parents=True, exist_ok=True)
+    for source in (data_dir("protos") / "dagen" / "v1").glob("*.proto"):
+        shutil.copy(source, protos / source.name)
     compile_proto(proto, out)
     server = out / f"{package}_server.py"
     write(server, render_server(service, contract, __version__, source_dir))

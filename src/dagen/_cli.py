@@ -176,7 +176,7 @@ def _run(
     executor: str,
     chunk_size: int,
     debug: bool,
-    **security: Any,
+    **access: Any,  # --policy, --socket and the limits: dagen._settings
 ) -> None:
     from ._server import InsecureRefused, ServerOptions, create_server
     from ._settings import security_settings
@@ -187,7 +187,7 @@ def _run(
         raise click.BadParameter(
             f"must be at most {MAX_CHUNK_BYTES} bytes", param_hint="--chunk-size"
         )
-    settings = security_settings(servicer_cls, insecure=insecure, **security)
+    settings = security_settings(servicer_cls, insecure=insecure, **access)
     servicer = servicer_cls(
         ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor, workers=workers,
                       limits=settings.limits, policy=settings.policy,
@@ -206,6 +206,7 @@ def _run(
         )
     except (InsecureRefused, FileNotFoundError, OSError) as e:
         raise click.ClickException(str(e)) from None
+    logging.getLogger("dagen.server").info("%s", settings.describe())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
@@ -222,7 +223,6 @@ def _run(
         f"({security}); Ctrl-C stops",
         err=False,
     )
-    logging.getLogger("dagen.server").info("%s", settings.describe())
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):

@@ -210,12 +210,9 @@ class ServiceClient:
         stub = self._stubs[name]
         try:
             if not method.streaming:
-                future = stub.future(request, timeout=settings.timeout, metadata=metadata)
-                try:
-                    response = future.result()
-                except BaseException:
-                    future.cancel()  # Ctrl-C: stop the server's work too
-                    raise
+                # A blocking call: no thread per call (future() starts one). grpc checks
+                # for signals while it waits, and Ctrl-C there cancels the call.
+                response = stub(request, timeout=settings.timeout, metadata=metadata)
                 return method.decode_response(response, DecodeContext({}))
             progress = CallProgress(name, settings)
             upload = UploadCounter(send(method.input_cls, "request", request, ctx))

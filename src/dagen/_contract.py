@@ -162,10 +162,11 @@ class _Numbering:
 
 
 def parameter_field(p: Parameter) -> ProtoField:
-    """A parameter with a default gets presence, so that the server can tell "not sent"
-    (a client built before the parameter existed) and use the Python default."""
+    """Every scalar parameter has presence, so that the server can tell "not sent": a
+    parameter with a default gets it (a client built before the parameter existed), a
+    required one is refused (a client in another language that forgot it)."""
     f = p.type.proto_field()
-    if p.has_default and p.type.shape == "scalar":
+    if p.type.shape == "scalar":
         return ProtoField(f.type, "optional")
     return f
 
@@ -463,7 +464,7 @@ def breaking_changes(lock: dict[str, Any], contract: Contract) -> list[str]:
                 problems.append(f"{entry['what'] or fname} was removed")
             elif _plain(f.type_text) != _plain(entry["type"]):
                 problems.append(
-                    f"{entry['what'] or fname} changed type from {entry['type']} to {f.type_text}"
+                    f"{entry['what'] or fname} changed type from {_plain(entry['type'])} to {_plain(f.type_text)}"
                 )
         for f in message.fields:
             if f.name not in old["fields"] and f.required:

@@ -126,11 +126,23 @@ def exception_from_rpc_error(
     if code == grpc.StatusCode.UNAVAILABLE:
         hint = ""
         lowered = (text or "").lower()
-        if any(word in lowered for word in ("ssl", "tls", "handshake", "certificate")):
+        if "hostname verification" in lowered:
+            hint = (
+                f" The TLS handshake failed: the server's certificate does not name the host "
+                f"of {target}. Through an SSH tunnel or a Unix socket, pass server_name= the "
+                "name in the server's certificate (or set DAGEN_SERVER_NAME)."
+            )
+        elif any(word in lowered for word in ("ssl", "tls", "handshake", "certificate")):
             hint = (
                 " The TLS handshake failed: check that the server's certificate is signed "
                 "by the CA you trust, and that you present a client certificate "
                 "(identity=...) signed by the server's CA."
+            )
+        elif "stream removed" in lowered:  # the connection broke while the call ran
+            hint = (
+                " The connection broke during the call: the server stopped or crashed, or "
+                "the network failed. No result was returned (nothing partial either); the "
+                "call may or may not have run."
             )
         elif tls and any(word in lowered for word in ("socket closed", "connection reset")):
             # TLS 1.3: a server that refuses the client certificate just closes the socket.

@@ -86,9 +86,12 @@ class Method:
     @staticmethod
     def _decode_parameter(p: Parameter, msg: Any, ctx: DecodeContext) -> Any:
         """A parameter's value; its Python default when the caller did not send it (a
-        client built before the parameter was added)."""
-        if p.has_default and p.type.shape in ("scalar", "message") and not msg.HasField(p.name):
-            return p.default
+        client built before the parameter was added). A required one that was not sent
+        is refused: proto3 would silently read it as zero."""
+        if p.type.shape in ("scalar", "message") and not msg.HasField(p.name):
+            if p.has_default:
+                return p.default
+            raise WireError(f"the required argument {p.name!r} was not sent")
         return p.type.decode(msg, p.name, ctx)
 
     # -- responses --------------------------------------------------------------------------------

@@ -1,0 +1,340 @@
+"""The results of a benchmark run as JSON, a markdown report with the issue's bars, and
+a plot of throughput against payload size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from common import fmt_size
+
+MiB = 1 << 20
+OTHERS = ("grpc", "flight", "dask")
+
+
+def _ok_echo(rec: dict[str, Any], size: int) -> dict[str, Any] | None:
+    r = rec.get("echo", {}).get(str(size))
+    return r if r and "throughput_Bps" in r else None
+
+
+def _tp(results: dict[str, Any], name: str, size: int) -> float | None:
+    rec = results["systems"].get(name)
+    if not rec:
+        return None
+    r = _ok_echo(rec, size)
+    return r["throughput_Bps"] if r else None
+
+
+def compute_bars(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's bars as ratios from this run; None where a number is missing."""
+    cfg = results["config"]
+    sizes: list[int] = cfg["sizes"]
+    ref = cfg["memory_size"]
+    bars: dict[str, Any] = {"reference_size": ref}
+
+    dagen = _tp(results, "dagen", ref)
+    others = {n: _tp(results, n, ref) for n in OTHERS}
+    measured = {n: v for n, v in others.items() if v}
+    best = max(measured.items(), key=lambda kv: kv[1]) if measured else None
+    bars["throughput_vs_best_other"] = {
+        "value": dagen / best[1] if dagen and best else None,
+        "best_other": best[0] if best else None,
+        "target": ">= 1.0",
+        "met": bool(dagen and best and dagen / best[1] >= 1.0),
+    }
+    grpc = others.get("grpc")
+    bars["throughput_vs_raw_grpc"] = {
+        "value": dagen / grpc if dagen and grpc else None,
+        "target": ">= 0.9",
+        "met": bool(dagen and grpc and dagen / grpc >= 0.9),
+    }
+
+    # Memory: extra peak RSS <= 1.1 x held + 64 MiB. Client holds the array it sent and
+    # the one it received; the server the array it received plus the result (for an
+    # echo they are the same array, so "strict" counts it once).
+    rec = results["systems"].get("dagen") or {}
+    r = _ok_echo(rec, ref) or (rec.get("echo", {}).get(str(ref)) or {})
+    mem = r.get("memory")
+    for side, held, strict_held in (("client", 2 * ref, 2 * ref), ("server", 2 * ref, ref)):
+        if mem:
+            extra = mem[f"{side}_extra"]
+            bound = 1.1 * held + 64 * MiB
+            strict = 1.1 * strict_held + 64 * MiB
+            bars[f"memory_{side}"] = {
+                "extra_bytes": extra, "bound_bytes": bound, "value": extra / bound,
+                "strict_bound_bytes": strict, "strict_value": extra / strict,
+                "target": "<= 1.0", "met": extra <= bound,
+            }
+        else:
+            bars[f"memory_{side}"] = {"value": None, "target": "<= 1.0", "met": False}
+
+    def p50(name: str) -> float | None:
+        t = (results["systems"].get(name) or {}).get("tiny") or {}
+        return t.get("p50_us")
+
+    def cpu(name: str) -> float | None:
+        r = _ok_echo(results["systems"].get(name) or {}, ref)
+        if not r or r.get("cpu_server_s") is None:
+            return None
+        return r["cpu_client_s"] + r["cpu_server_s"]
+
+    cd, cg = cpu("dagen"), cpu("grpc")
+    bars["cpu_vs_raw_grpc"] = {"value": cd / cg if cd and cg else None,
+                               "target": "informational (lower is better)", "met": None}
+
+    d, g = p50("dagen"), p50("grpc")
+    bars["tiny_p50_vs_raw_grpc"] = {
+        "value": d / g if d and g else None, "target": "<= 1.15",
+        "met": bool(d and g and d / g <= 1.15),
+    }
+
+    # Linearity: throughput at every size from the base (64 MiB, or the smallest size
+    # above the smallest when 64 MiB is not measured) up, relative to the base.
+    base = 64 * MiB if 64 * MiB in sizes else (sizes[1] if len(sizes) > 1 else sizes[0])
+    lin: dict[str, Any] = {"base_size": base, "target": ">= 0.9 at every larger size"}
+    for name in results["systems"]:
+        tb = _tp(results, name, base)
+        ratios = {str(s): (_tp(results, name, s) or 0) / tb
+                  for s in sizes if s > base and tb and _tp(results, name, s)}
+        lin[name] = ratios
+    dagen_ratios = lin.get("dagen") or {}
+    lin["value"] = min(dagen_ratios.values()) if dagen_ratios else None
+    lin["met"] = bool(dagen_ratios) and all(v >= 0.9 for v in dagen_ratios.values())
+    bars["linearity"] = lin
+    return bars
+
+
+# -- markdown -------------------------------------------------------------------------------------
+
+
+def _f(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def _mark(bar: dict[str, Any]) -> str:
+    if bar.get("value") is None:
+        return "n/a"
+    return "yes" if bar["met"] else "**no**"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cfg, m, v = results["config"], results["machine"], results["versions"]
+    sizes: list[int] = cfg["sizes"]
+    systems = results["systems"]
+    bars = results["bars"]
+    ref = cfg["memory_size"]
+    lines = [
+        f"# dagen benchmark {results['timestamp']}",
+        "",
+        f"`{results['command']}` — {results['seconds']:.0f} s"
+        + (" (**interrupted**)" if results.get("interrupted") else ""),
+        "",
+        f"- CPU: {m['cpu']}, {m['cores']} cores ({m.get('cores_usable')} usable), "
+        f"{m.get('memory_total', 0) / 2**30:.0f} GiB RAM; {m['platform']}",
+        f"- load average (1/5/15 min) before {results['load_before']}, "
+        f"after {results['load_after']}",
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- 127.0.0.1, mutual TLS everywhere; echo of a float64 xarray.DataArray, "
+        f"chunks of 1 MiB; median of {cfg['runs']} runs after 1 warm-up; "
+        f"throughput = 2 × payload / time",
+        "",
+        "## Echo throughput (MiB/s, median)",
+        "",
+        "| system | " + " | ".join(fmt_size(s) for s in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    for name, rec in systems.items():
+        cells = []
+        for s in sizes:
+            r = rec.get("echo", {}).get(str(s))
+            if r is None:
+                cells.append("–")
+            elif "throughput_Bps" in r:
+                cells.append(f"{r['throughput_Bps'] / MiB:.0f}")
+            elif "error" in r:
+                cells.append("failed")
+            else:
+                cells.append("skipped")
+        if rec.get("status") == "skipped":
+            cells = ["skipped"] * len(sizes)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
+        f"## Extra peak RSS during the {fmt_size(ref)} echo (MiB above the RSS before the call)",
+        "",
+        "| system | client | server | server processes |",
+        "|---|---:|---:|---|",
+    ]
+    for name, rec in systems.items():
+        r = rec.get("echo", {}).get(str(ref)) or {}
+        mem = r.get("memory")
+        procs = {"dask": "scheduler + worker"}.get(name, "1")
+        if mem:
+            lines.append(f"| {name} | {mem['client_extra'] / MiB:.0f} | "
+                         f"{mem['server_extra'] / MiB:.0f} | {procs} |")
+        else:
+            lines.append(f"| {name} | – | – | {procs} |")
+
+    lines += [
+        "",
+        f"## CPU time per {fmt_size(ref)} echo (seconds, median; clock ticks of 10 ms)",
+        "",
+        "CPU time does not depend on what else runs on the machine as much as wall time "
+        "does: on 2 shared cores it is the steadier measure of what each system costs.",
+        "",
+        "| system | client | server | total | CPU s per GiB moved |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, rec in systems.items():
+        r = _ok_echo(rec, ref)
+        if r and r.get("cpu_server_s") is not None:
+            total = r["cpu_client_s"] + r["cpu_server_s"]
+            lines.append(f"| {name} | {r['cpu_client_s']:.2f} | {r['cpu_server_s']:.2f} | "
+                         f"{total:.2f} | {total / (2 * ref / 2**30):.2f} |")
+        else:
+            lines.append(f"| {name} | – | – | – | – |")
+    lines += [
+        "",
+        "## Tiny call (two ints in, one out)",
+        "",
+        "| system | calls | p50 µs | p99 µs | calls/s sequential | "
+        f"calls/s, {cfg['concurrency']} callers |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, rec in systems.items():
+        t = rec.get("tiny") or {}
+        if "p50_us" in t:
+            capped = " (time cap)" if t.get("capped_by_time") else ""
+            lines.append(
+                f"| {name} | {t['calls']}{capped} | {t['p50_us']:.0f} | {t['p99_us']:.0f} | "
+                f"{t['sequential_calls_per_s']:.0f} | {t['concurrent_calls_per_s']:.0f} |"
+            )
+        else:
+            lines.append(f"| {name} | – | – | – | – | {t.get('error', '–')} |")
+
+    tp_best = bars["throughput_vs_best_other"]
+    mc, ms = bars["memory_client"], bars["memory_server"]
+    lin = bars["linearity"]
+    lin_detail = ", ".join(f"{fmt_size(int(s))}: {r:.2f}" for s, r in (lin.get("dagen") or {}).items())
+    lines += [
+        "",
+        "## The bars (issue 4), as ratios from this run",
+        "",
+        "| bar | value | target | met |",
+        "|---|---:|---|---|",
+        f"| {fmt_size(ref)} echo throughput: dagen / best other "
+        f"({tp_best.get('best_other') or '–'}) | {_f(tp_best['value'])} | ≥ 1.0 | {_mark(tp_best)} |",
+        f"| {fmt_size(ref)} echo throughput: dagen / raw grpcio | "
+        f"{_f(bars['throughput_vs_raw_grpc']['value'])} | ≥ 0.9 | "
+        f"{_mark(bars['throughput_vs_raw_grpc'])} |",
+        f"| (informational) {fmt_size(ref)} echo CPU time, client + server: dagen / raw grpcio | "
+        f"{_f(bars['cpu_vs_raw_grpc']['value'])} | lower is better | – |",
+        f"| client extra peak RSS / (1.1 × 2 × payload + 64 MiB) | {_f(mc['value'])} | ≤ 1.0 | "
+        f"{_mark(mc)} |",
+        f"| server extra peak RSS / (1.1 × 2 × payload + 64 MiB) | {_f(ms['value'])} | ≤ 1.0 | "
+        f"{_mark(ms)} |",
+        f"| server, strict (echo: received = result, held once) / (1.1 × payload + 64 MiB) | "
+        f"{_f(ms.get('strict_value'))} | ≤ 1.0 | "
+        f"{'n/a' if ms.get('strict_value') is None else ('yes' if ms['strict_value'] <= 1 else '**no**')} |",
+        f"| tiny call p50: dagen / raw grpcio unary | "
+        f"{_f(bars['tiny_p50_vs_raw_grpc']['value'])} | ≤ 1.15 | "
+        f"{_mark(bars['tiny_p50_vs_raw_grpc'])} |",
+        f"| linearity: dagen throughput / at {fmt_size(lin['base_size'])}, worst larger size "
+        f"({lin_detail or '–'}) | {_f(lin['value'])} | ≥ 0.9 | {_mark(lin)} |",
+    ]
+    others = []
+    for name in systems:
+        ratios = lin.get(name) or {}
+        if name != "dagen" and ratios:
+            others.append(f"{name} " + ", ".join(f"{fmt_size(int(k))}: {r:.2f}"
+                                                 for k, r in ratios.items()))
+    if others:
+        lines += ["", f"Linearity of the others (throughput / at {fmt_size(lin['base_size'])}): "
+                  + "; ".join(others) + "."]
+    skipped = [(n, r) for n, r in systems.items() if r.get("status") != "ok"]
+    notes = []
+    for name, rec in systems.items():
+        for s, r in rec.get("echo", {}).items():
+            if "skipped" in r or "error" in r:
+                notes.append(f"- {name} {fmt_size(int(s))}: {r.get('error') or r.get('skipped')}")
+        t = rec.get("tiny") or {}
+        if t.get("capped_by_time"):
+            notes.append(f"- {name}: sequential tiny calls stopped by --tiny-max-seconds "
+                         f"after {t['calls']} calls")
+    if skipped or notes:
+        lines += ["", "## Skipped and failed", ""]
+        lines += [f"- {n}: {r['status']}: {r.get('reason', '')}" for n, r in skipped]
+        lines += notes
+    lines += [
+        "",
+        "Notes: the server RSS of dask sums its scheduler and worker (data goes client → "
+        "scheduler → worker and back). Extra RSS is the larger of the kernel's high-water "
+        "mark (VmHWM, reset before the call) and 10 ms sampling; it is measured on the "
+        "warm-up call of that size, so memory a server kept from an earlier call of the "
+        "same size cannot hide what the call needs.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- plot ------------------------------------------------------------------------------------------
+
+
+def plot(results: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    sizes: list[int] = results["config"]["sizes"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    styles = {"dagen": ("C3", "o", 2.4), "grpc": ("C0", "s", 1.5), "flight": ("C2", "^", 1.5),
+              "dask": ("C1", "D", 1.5)}
+    for name, rec in results["systems"].items():
+        xs, ys = [], []
+        for s in sizes:
+            r = _ok_echo(rec, s)
+            if r:
+                xs.append(s)
+                ys.append(r["throughput_Bps"] / MiB)
+        if not xs:
+            continue
+        color, marker, width = styles.get(name, ("C7", "x", 1.5))
+        ax.plot(xs, ys, marker=marker, color=color, linewidth=width, label=rec.get("label", name))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([fmt_size(s) for s in sizes])
+    ax.set_xlabel("payload (float64 DataArray)")
+    ax.set_ylabel("echo throughput, 2 × payload / time (MiB/s)")
+    m = results["machine"]
+    ax.set_title(f"echo over mutual TLS on 127.0.0.1 — {m['cores']} cores, "
+                 f"load {results['load_before'][0]:.1f}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_reports(results: dict[str, Any], stem: Path) -> list[Path]:
+    results["bars"] = compute_bars(results)
+    json_path = stem.with_suffix(".json")
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path = stem.with_suffix(".md")
+    md_path.write_text(markdown(results))
+    paths = [json_path, md_path]
+    png = plot(results, stem.with_suffix(".png"))
+    if png:
+        paths.append(png)
+    return paths

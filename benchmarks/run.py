@@ -1,0 +1,485 @@
+#!/usr/bin/env python
+"""dagen side by side with raw grpcio, Arrow Flight and dask.distributed (issue 4).
+
+Every system serves from its own subprocesses on 127.0.0.1 with mutual TLS; this
+process is the client. Measured, one system after the other:
+
+1. echo of a float64 xarray.DataArray per payload size: median of --runs timed calls
+   after one warm-up call; throughput = 2 × payload / time;
+2. extra peak RSS of client and server during the echo at --memory-size (the
+   warm-up call of that size, so that no memory kept from an earlier call of the same
+   size hides what the call needs), minus each one's RSS before the call;
+3. a tiny call (two ints in, one out): p50/p99 over --tiny-calls sequential calls,
+   and calls/s with --concurrency callers (threads).
+
+Writes benchmarks/results/<timestamp>.json, .md (table and the issue's bars as
+ratios) and .png (throughput vs payload, log axes).
+
+    python benchmarks/run.py                 # the full suite (make bench)
+    python benchmarks/run.py --quick         # a smoke test: 1 MiB and 8 MiB, 1 run
+    python benchmarks/run.py --sizes 1MiB,64MiB --runs 3 --systems dagen,grpc
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import os
+import platform
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+from common import PeakRSS, Processes, drop_free_memory, fmt_size, make_certs, parse_size  # noqa: E402
+from report import write_reports  # noqa: E402
+from systems import SYSTEMS, Skip, System  # noqa: E402
+
+DEFAULT_SIZES = "1MiB,64MiB,1GiB,3GiB"
+QUICK_SIZES = "1MiB,8MiB"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- machine -------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+    }
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        info["memory_total"] = vm.total
+        info["memory_available_at_start"] = vm.available
+    except ImportError:
+        pass
+    return info
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("dagen", "grpcio", "protobuf", "numpy", "xarray", "pyarrow", "dask",
+                 "distributed", "psutil", "matplotlib"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def available_memory() -> int | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.virtual_memory().available
+
+
+# -- measurements --------------------------------------------------------------------------------
+
+
+def payload(size: int) -> xr.DataArray:
+    n = max(1, size // 8)
+    return xr.DataArray(np.arange(n, dtype=np.float64), dims=("x",), name="payload")
+
+
+def check_echo(sent: xr.DataArray, got: xr.DataArray) -> None:
+    if not isinstance(got, xr.DataArray):
+        raise AssertionError(f"echo returned {type(got).__name__}, not a DataArray")
+    if got.dims != sent.dims or got.shape != sent.shape or got.dtype != sent.dtype:
+        raise AssertionError(f"echo returned {got.dims} {got.shape} {got.dtype}")
+    a, b = sent.values, got.values
+    if a.size <= 1 << 24:
+        ok = np.array_equal(a, b)
+    else:  # a strided sample and the last element: no big temporary arrays
+        ok = np.array_equal(a[::4099], b[::4099]) and a[-1] == b[-1]
+    if not ok:
+        raise AssertionError("echo returned different values")
+
+
+def echo_size(system: System, size: int, runs: int, memory: bool) -> dict[str, Any]:
+    da = payload(size)
+    nbytes = da.nbytes
+    result: dict[str, Any] = {"bytes": nbytes}
+    try:
+        drop_free_memory()
+        if memory:  # the warm-up call doubles as the memory measurement
+            with PeakRSS(system.server_pids) as m:
+                t0 = time.perf_counter()
+                out = system.echo(da)
+                warm = time.perf_counter() - t0
+            result["memory"] = m.result
+        else:
+            t0 = time.perf_counter()
+            out = system.echo(da)
+            warm = time.perf_counter() - t0
+        check_echo(da, out)
+        del out
+        result["warmup_s"] = warm
+        times, cpu_client, cpu_server = [], [], []
+        for _ in range(runs):
+            drop_free_memory()
+            c0, s0 = cpu_seconds(os.getpid()), _server_cpu(system)
+            t0 = time.perf_counter()
+            out = system.echo(da)
+            times.append(time.perf_counter() - t0)
+            c1, s1 = cpu_seconds(os.getpid()), _server_cpu(system)
+            cpu_client.append(c1 - c0)
+            cpu_server.append(None if s0 is None or s1 is None else s1 - s0)
+            check_echo(da, out)
+            del out
+        median = statistics.median(times)
+        result.update(
+            times_s=times,
+            median_s=median,
+            min_s=min(times),
+            max_s=max(times),
+            throughput_Bps=2 * nbytes / median,
+            cpu_client_s=statistics.median(cpu_client),
+            cpu_server_s=(statistics.median(cpu_server)
+                          if all(v is not None for v in cpu_server) else None),
+        )
+        return result
+    finally:
+        del da
+        drop_free_memory()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (clock ticks: ~10 ms)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(system: System) -> float | None:
+    try:
+        return sum(cpu_seconds(p) for p in system.server_pids)
+    except OSError:
+        return None
+
+
+def tiny_calls(system: System, calls: int, concurrency: int, seconds: float,
+               max_seconds: float) -> dict[str, Any]:
+    for i in range(min(50, calls)):  # warm-up
+        if system.add(i, 1) != i + 1:
+            raise AssertionError("add returned a wrong sum")
+    latencies = []
+    started = time.perf_counter()
+    for i in range(calls):
+        t0 = time.perf_counter_ns()
+        system.add(i, 1)
+        latencies.append(time.perf_counter_ns() - t0)
+        if time.perf_counter() - started > max_seconds:
+            break
+    lat = np.array(latencies, dtype=np.float64) / 1e3  # µs
+    out: dict[str, Any] = {
+        "calls": len(latencies),
+        "capped_by_time": len(latencies) < calls,
+        "p50_us": float(np.percentile(lat, 50)),
+        "p99_us": float(np.percentile(lat, 99)),
+        "mean_us": float(lat.mean()),
+        "sequential_calls_per_s": len(latencies) / (lat.sum() / 1e6),
+    }
+    # concurrency callers, each in its own thread, as many calls as fit in `seconds`
+    counts = [0] * concurrency
+    errors: list[str] = []
+    barrier = threading.Barrier(concurrency + 1)
+    deadline = [0.0]
+
+    def caller(k: int) -> None:
+        barrier.wait()
+        n = 0
+        try:
+            while time.perf_counter() < deadline[0]:
+                system.add(k, n)
+                n += 1
+        except Exception as e:  # noqa: BLE001 - recorded
+            errors.append(f"{type(e).__name__}: {e}")
+        counts[k] = n
+
+    threads = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    deadline[0] = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    barrier.wait()
+    for t in threads:
+        t.join(timeout=seconds + 120)
+    elapsed = time.perf_counter() - t0
+    out.update(
+        concurrency=concurrency,
+        concurrent_calls=sum(counts),
+        concurrent_seconds=elapsed,
+        concurrent_calls_per_s=sum(counts) / elapsed,
+    )
+    if errors:
+        out["concurrent_errors"] = errors[:5]
+    return out
+
+
+def memory_factor(echo: dict[str, Any]) -> float:
+    """Bytes of RAM one byte of payload has needed so far (client + server, with the
+    arrays themselves), from the largest size measured; 6.0 before anything is known."""
+    best = None
+    for r in echo.values():
+        mem = r.get("memory")
+        if mem and r["bytes"] >= 16 << 20:
+            f = (r["bytes"] + mem["client_extra"] + mem["server_extra"]) / r["bytes"]
+            if best is None or r["bytes"] > best[0]:
+                best = (r["bytes"], f)
+    return max(3.0, best[1]) if best else 6.0
+
+
+def run_system(system: System, args: argparse.Namespace, sizes: list[int],
+               memory_size: int, rec: dict[str, Any]) -> dict[str, Any]:
+    """Measure one system into ``rec`` (filled in place, so that what was measured
+    before a Ctrl-C is kept)."""
+    rec.update({"label": system.label, "status": "ok", "echo": {}, "tiny": None})
+    t_start = time.perf_counter()
+    try:
+        log(f"{system.name}: starting its server")
+        system.start()
+        rec["server_pids"] = list(system.server_pids)
+        rec["versions"] = system.versions()
+    except Skip as e:
+        log(f"{system.name}: skipped: {e}")
+        rec.update(status="skipped", reason=str(e))
+        return rec
+    except Exception as e:  # noqa: BLE001 - skip the system, run the others
+        log(f"{system.name}: skipped, it failed to start: {e}")
+        rec.update(status="skipped", reason=f"failed to start: {type(e).__name__}: {e}",
+                   traceback=traceback.format_exc())
+        return rec
+    last_tp = None
+    stop_reason = None
+    for size in sizes:
+        key = str(size)
+        if stop_reason:
+            rec["echo"][key] = {"bytes": size, "skipped": stop_reason}
+            continue
+        # Do not start what cannot finish in time or fit in memory.
+        if last_tp:
+            estimate = (args.runs + 1) * 2 * size / last_tp
+            if estimate > args.max_size_seconds:
+                rec["echo"][key] = {
+                    "bytes": size,
+                    "skipped": f"estimated {estimate:.0f} s at {last_tp / 2**20:.0f} MiB/s "
+                               f"exceeds --max-size-seconds={args.max_size_seconds:.0f}",
+                }
+                log(f"{system.name} {fmt_size(size)}: {rec['echo'][key]['skipped']}")
+                continue
+        need = memory_factor(rec["echo"]) * size * 1.15
+        avail = available_memory()
+        if avail is not None and need > avail:
+            rec["echo"][key] = {
+                "bytes": size,
+                "skipped": f"needs about {need / 2**30:.1f} GiB of RAM, "
+                           f"{avail / 2**30:.1f} GiB available",
+            }
+            log(f"{system.name} {fmt_size(size)}: {rec['echo'][key]['skipped']}")
+            continue
+        log(f"{system.name}: echo {fmt_size(size)} × (1 + {args.runs})")
+        try:
+            r = echo_size(system, size, args.runs, memory=(size == memory_size))
+        except Exception as e:  # noqa: BLE001 - record, skip the larger sizes
+            log(f"{system.name} {fmt_size(size)}: FAILED {type(e).__name__}: {e}")
+            rec["echo"][key] = {"bytes": size, "error": f"{type(e).__name__}: {e}",
+                                "traceback": traceback.format_exc()}
+            stop_reason = f"skipped after the failure at {fmt_size(size)}"
+            if not _alive(system):
+                rec["status"] = "failed"
+                rec["reason"] = f"its server exited during the {fmt_size(size)} echo"
+                break
+            continue
+        rec["echo"][key] = r
+        last_tp = r["throughput_Bps"]
+        mem = r.get("memory")
+        extra = (f", extra RSS client {mem['client_extra'] / 2**20:.0f} MiB, "
+                 f"server {mem['server_extra'] / 2**20:.0f} MiB" if mem else "")
+        log(f"{system.name} {fmt_size(size)}: median {r['median_s']:.3f} s, "
+            f"{last_tp / 2**20:.0f} MiB/s{extra}")
+    if args.tiny_calls > 0 and rec["status"] == "ok":
+        log(f"{system.name}: {args.tiny_calls} tiny calls, then {args.concurrency} callers "
+            f"for {args.concurrent_seconds:g} s")
+        try:
+            rec["tiny"] = tiny_calls(system, args.tiny_calls, args.concurrency,
+                                     args.concurrent_seconds, args.tiny_max_seconds)
+            t = rec["tiny"]
+            log(f"{system.name}: tiny p50 {t['p50_us']:.0f} µs, p99 {t['p99_us']:.0f} µs "
+                f"({t['calls']} calls), {t['concurrent_calls_per_s']:.0f} calls/s "
+                f"with {args.concurrency} callers")
+        except Exception as e:  # noqa: BLE001
+            log(f"{system.name}: tiny calls FAILED {type(e).__name__}: {e}")
+            rec["tiny"] = {"error": f"{type(e).__name__}: {e}"}
+    rec["seconds"] = time.perf_counter() - t_start
+    return rec
+
+
+def _alive(system: System) -> bool:
+    return all(os.path.exists(f"/proc/{p}") for p in system.server_pids)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--sizes", default=None,
+                   help=f"payload sizes, comma-separated (default {DEFAULT_SIZES})")
+    p.add_argument("--runs", type=int, default=None, help="timed runs per size (default 3)")
+    p.add_argument("--memory-size", default="1GiB",
+                   help="payload size whose echo the peak RSS is measured on (default 1GiB; "
+                        "the largest size up to it when it is not among --sizes)")
+    p.add_argument("--tiny-calls", type=int, default=None,
+                   help="sequential tiny calls (default 2000)")
+    p.add_argument("--tiny-max-seconds", type=float, default=30.0,
+                   help="stop the sequential tiny calls of a slow system after this long")
+    p.add_argument("--concurrency", type=int, default=16, help="concurrent tiny callers")
+    p.add_argument("--concurrent-seconds", type=float, default=None,
+                   help="how long the concurrent callers run (default 5)")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help=f"which systems, comma-separated (default {','.join(SYSTEMS)})")
+    p.add_argument("--max-size-seconds", type=float, default=240.0,
+                   help="skip a size whose estimated time (from the previous size) exceeds this")
+    p.add_argument("--out", default=str(HERE / "results"), help="folder for the results")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep the temporary folder (certificates, build, server logs)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke test: sizes {QUICK_SIZES}, 1 run, 200 tiny calls, 1 s concurrent")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.sizes = args.sizes or (QUICK_SIZES if quick else DEFAULT_SIZES)
+    args.runs = args.runs if args.runs is not None else (1 if quick else 3)
+    args.tiny_calls = args.tiny_calls if args.tiny_calls is not None else (200 if quick else 2000)
+    if args.concurrent_seconds is None:
+        args.concurrent_seconds = 1.0 if quick else 5.0
+    if quick:
+        args.tiny_max_seconds = min(args.tiny_max_seconds, 5.0)
+    unknown = set(args.systems.split(",")) - set(SYSTEMS)
+    if unknown:
+        p.error(f"unknown systems {sorted(unknown)}; choose from {list(SYSTEMS)}")
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    return args
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = sorted({parse_size(s) for s in args.sizes.split(",") if s.strip()})
+    wanted_memory = parse_size(args.memory_size)
+    memory_size = max([s for s in sizes if s <= wanted_memory] or [sizes[0]])
+    signal.signal(signal.SIGTERM, _terminate)
+    # also when started with SIGINT ignored (a background job of a script): Ctrl-C and
+    # kill -INT stop the run, end the servers and write what was measured
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    results: dict[str, Any] = {
+        "timestamp": stamp,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "config": {
+            "sizes": sizes, "runs": args.runs, "warmup_calls": 1, "memory_size": memory_size,
+            "tiny_calls": args.tiny_calls, "concurrency": args.concurrency,
+            "concurrent_seconds": args.concurrent_seconds, "chunk_bytes": 1 << 20,
+            "quick": args.quick, "systems": args.systems.split(","),
+            "transport": "127.0.0.1, mutual TLS (ECDSA P-256 certificates from dagen._certs)",
+        },
+        "machine": machine_info(),
+        "versions": versions(),
+        "load_before": load(),
+        "systems": {},
+    }
+    log(f"sizes {', '.join(fmt_size(s) for s in sizes)}; {args.runs} runs; memory at "
+        f"{fmt_size(memory_size)}; load {results['load_before']}")
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="dagen-bench-"))
+    procs = Processes(work)
+    interrupted = False
+    try:
+        certs = make_certs(work / "certs")
+        for name in args.systems.split(","):
+            system = SYSTEMS[name](certs, work, procs)
+            rec = results["systems"][name] = {}
+            try:
+                run_system(system, args, sizes, memory_size, rec)
+            except KeyboardInterrupt:
+                rec.update(status="interrupted", reason="Ctrl-C or SIGTERM during its run")
+                raise
+            finally:
+                try:
+                    system.close()
+                except Exception as e:  # noqa: BLE001
+                    log(f"{name}: closing failed: {e}")
+                gc.collect()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: stopping the servers, writing what was measured")
+    finally:
+        procs.stop_all()
+    results["load_after"] = load()
+    results["seconds"] = time.perf_counter() - t0
+    results["interrupted"] = interrupted
+    problems = interrupted or any(
+        r.get("status") != "ok" or any("error" in e for e in r.get("echo", {}).values())
+        for r in results["systems"].values()
+    )
+    if args.keep_work or problems:
+        results["work_dir"] = str(work)
+        log(f"server logs and certificates kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = write_reports(results, out / stamp)
+    for path in paths:
+        log(f"wrote {path}")
+    print()
+    print(Path(paths[1]).read_text())
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

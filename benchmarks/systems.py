@@ -1,0 +1,341 @@
+"""The systems under comparison, as the benchmark process (the client) sees them.
+
+Each one starts its server in subprocesses on 127.0.0.1 with mutual TLS, and offers
+``echo(da) -> da`` (a float64 xarray.DataArray there and back), ``add(a, b) -> int``
+(the tiny call) and the pids of its server processes (for peak RSS).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import struct
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from common import CHUNK_BYTES, HERE, HOST, PORT_LINE, Processes, wait_for_line
+
+CALL_TIMEOUT = 1800.0  # seconds; a 3 GiB echo on a loaded 2-core machine is slow
+_ADD_IN = struct.Struct("<qq")
+_ADD_OUT = struct.Struct("<q")
+
+
+class Skip(Exception):
+    """The system cannot run here (package missing, …): recorded with the reason."""
+
+
+class System:
+    name = "?"
+    label = "?"
+    server_pids: list[int]
+
+    def __init__(self, certs: Path, work: Path, procs: Processes) -> None:
+        self.certs = certs
+        self.work = work
+        self.procs = procs
+        self.server_pids = []
+        self._started: list[Any] = []
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def echo(self, da: xr.DataArray) -> xr.DataArray:
+        raise NotImplementedError
+
+    def add(self, a: int, b: int) -> int:
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    def close(self) -> None:
+        for proc in reversed(self._started):
+            self.procs.stop(proc)
+        self._started.clear()
+
+    def _spawn(self, name: str, command: list[str], pattern: re.Pattern[str] = PORT_LINE,
+               **kw: Any) -> re.Match[str]:
+        proc, log = self.procs.start(name, command, **kw)
+        self._started.append(proc)
+        self.server_pids.append(proc.pid)
+        try:
+            return wait_for_line(proc, log, pattern)
+        except RuntimeError as e:
+            raise RuntimeError(f"{name} did not start: {e}") from None
+
+
+def _flat_bytes(da: xr.DataArray) -> tuple[np.ndarray, memoryview]:
+    a = np.ascontiguousarray(da.values)
+    return a, memoryview(a.reshape(-1).view(np.uint8))
+
+
+# -- dagen ---------------------------------------------------------------------------------------
+
+
+class Dagen(System):
+    name = "dagen"
+    label = "dagen (generated client → dagen serve)"
+
+    def start(self) -> None:
+        import subprocess
+
+        module = HERE / "echo_service.py"
+        out = self.work / "dagen-build"
+        done = subprocess.run(
+            [sys.executable, "-m", "dagen._cli", "build", str(module), "-o", str(out)],
+            capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"dagen build failed: {done.stderr.strip()[-2000:]}")
+        m = self._spawn("dagen-serve", [
+            sys.executable, "-m", "dagen._cli", "serve", str(module), "--certs", str(self.certs),
+            "--host", HOST, "--port", "0",
+        ])
+        port = int(m.group(1))
+        project = out / "echo_service_client"
+        sys.path.insert(0, str(project))
+        try:
+            for name in [m for m in sys.modules if m.startswith("echo_service_client")]:
+                del sys.modules[name]
+            module_ = importlib.import_module("echo_service_client")
+        finally:
+            sys.path.remove(str(project))
+        options: dict[str, Any] = {"timeout": CALL_TIMEOUT}
+        if "progress_bar" in inspect.signature(module_.Client).parameters:
+            # no progress bar on a terminal (make bench): measure the transport, not the bar
+            options["progress_bar"] = False
+        self.client = module_.Client(f"{HOST}:{port}", certs=self.certs, identity="alice",
+                                     **options)
+
+    def echo(self, da: xr.DataArray) -> xr.DataArray:
+        return self.client.echo(da)
+
+    def add(self, a: int, b: int) -> int:
+        return self.client.add(a, b)
+
+    def versions(self) -> dict[str, str]:
+        import dagen
+
+        return {"dagen": getattr(dagen, "__version__", "?")}
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+        super().close()
+
+
+# -- raw grpcio ----------------------------------------------------------------------------------
+
+
+class RawGrpc(System):
+    name = "grpc"
+    label = "raw grpcio (bytes chunks, identity serializers)"
+
+    def start(self) -> None:
+        import grpc
+
+        from dagen._tls import CHANNEL_OPTIONS, channel_credentials
+
+        m = self._spawn("raw-grpc-server", [
+            sys.executable, str(HERE / "raw_grpc_server.py"), "--certs", str(self.certs),
+            "--host", HOST, "--port", "0",
+        ])
+        target = f"{HOST}:{m.group(1)}"
+        self.channel = grpc.secure_channel(
+            target, channel_credentials(self.certs, "alice"), options=CHANNEL_OPTIONS
+        )
+        # grpcio sends only ``bytes`` (a memoryview raises TypeError inside its request
+        # thread), so the request "serializer" is bytes(): the one copy of each chunk that
+        # grpc needs anyway. Responses arrive as bytes (no deserializer).
+        self._echo = self.channel.stream_stream("/bench.Raw/Echo", request_serializer=bytes)
+        self._add = self.channel.unary_unary("/bench.Raw/Add")
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+
+    def echo(self, da: xr.DataArray) -> xr.DataArray:
+        a, flat = _flat_bytes(da)
+        n = flat.nbytes
+        requests = (flat[i : i + CHUNK_BYTES] for i in range(0, n, CHUNK_BYTES))
+        out = np.empty(n, np.uint8)
+        pos = 0
+        for chunk in self._echo(requests, timeout=CALL_TIMEOUT):
+            k = len(chunk)
+            out[pos : pos + k] = np.frombuffer(chunk, np.uint8)
+            pos += k
+        if pos != n:
+            raise RuntimeError(f"raw grpc echo returned {pos} of {n} bytes")
+        return xr.DataArray(out.view(a.dtype).reshape(a.shape), dims=da.dims, name=da.name)
+
+    def add(self, a: int, b: int) -> int:
+        return _ADD_OUT.unpack(self._add(_ADD_IN.pack(a, b), timeout=60))[0]
+
+    def versions(self) -> dict[str, str]:
+        import grpc
+
+        return {"grpcio": grpc.__version__}
+
+    def close(self) -> None:
+        channel = getattr(self, "channel", None)
+        if channel is not None:
+            channel.close()
+        super().close()
+
+
+# -- Arrow Flight --------------------------------------------------------------------------------
+
+
+class Flight(System):
+    name = "flight"
+    label = "Arrow Flight (do_exchange / do_action)"
+
+    def start(self) -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.flight as flight
+        except ImportError as e:
+            raise Skip(f"pyarrow.flight is not installed ({e}); pip install pyarrow") from None
+        self.pa, self.flight = pa, flight
+        m = self._spawn("flight-server", [
+            sys.executable, str(HERE / "flight_server.py"), "--certs", str(self.certs),
+            "--host", HOST, "--port", "0",
+        ])
+        c = self.certs
+        self.client = flight.FlightClient(
+            f"grpc+tls://{HOST}:{m.group(1)}",
+            tls_root_certs=(c / "ca.crt").read_bytes(),
+            cert_chain=(c / "alice.crt").read_bytes(),
+            private_key=(c / "alice.key").read_bytes(),
+        )
+        self.client.wait_for_available(timeout=30)
+        self.options = flight.FlightCallOptions(timeout=CALL_TIMEOUT)
+        self.descriptor = flight.FlightDescriptor.for_command(b"echo")
+
+    def echo(self, da: xr.DataArray) -> xr.DataArray:
+        pa = self.pa
+        a = np.ascontiguousarray(da.values)
+        flat = a.reshape(-1)
+        column = pa.array(flat)  # zero-copy view of the numpy buffer
+        schema = pa.schema([("data", column.type)],
+                           metadata={"dims": ",".join(map(str, da.dims)),
+                                     "shape": ",".join(map(str, a.shape))})
+        rows = max(1, CHUNK_BYTES // a.dtype.itemsize)
+        writer, reader = self.client.do_exchange(self.descriptor, self.options)
+        try:
+            writer.begin(schema)
+            for off in range(0, len(flat), rows):
+                writer.write_batch(pa.record_batch([column.slice(off, rows)], schema=schema))
+            writer.done_writing()
+            out = np.empty(len(flat), a.dtype)
+            pos = 0
+            while True:
+                try:
+                    chunk = reader.read_chunk()
+                except StopIteration:
+                    break
+                part = chunk.data.column(0).to_numpy()  # zero-copy view of the received batch
+                out[pos : pos + len(part)] = part
+                pos += len(part)
+        finally:
+            writer.close()
+        if pos != len(flat):
+            raise RuntimeError(f"flight echo returned {pos} of {len(flat)} values")
+        return xr.DataArray(out.reshape(a.shape), dims=da.dims, name=da.name)
+
+    def add(self, a: int, b: int) -> int:
+        action = self.flight.Action("add", _ADD_IN.pack(a, b))
+        results = list(self.client.do_action(action, self.options))
+        return _ADD_OUT.unpack(results[0].body.to_pybytes())[0]
+
+    def versions(self) -> dict[str, str]:
+        return {"pyarrow": self.pa.__version__}
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+        super().close()
+
+
+# -- dask.distributed ----------------------------------------------------------------------------
+
+
+class Dask(System):
+    name = "dask"
+    label = "dask.distributed (client.submit, TLS)"
+
+    def start(self) -> None:
+        try:
+            import distributed
+            from distributed import Client
+            from distributed.security import Security
+        except ImportError as e:
+            raise Skip(f"dask.distributed is not installed ({e}); "
+                       "pip install 'dask[distributed]'") from None
+        c = self.certs
+        if not (c / "node.crt").exists():
+            raise Skip("no certificate for dask's scheduler and worker (node.crt)")
+        self.distributed = distributed
+        dask_cli = str(Path(sys.executable).parent / "dask")
+        tls = ["--tls-ca-file", str(c / "ca.crt"), "--tls-cert", str(c / "node.crt"),
+               "--tls-key", str(c / "node.key")]
+        import os
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        m = self._spawn("dask-scheduler", [
+            dask_cli, "scheduler", "--host", HOST, "--port", "0", "--protocol", "tls",
+            *tls, "--no-dashboard", "--no-show",
+        ], pattern=re.compile(r"Scheduler at:\s+(tls://127\.0\.0\.1:\d+)"), env=env)
+        address = m.group(1)
+        self._spawn("dask-worker", [
+            dask_cli, "worker", address, *tls, "--no-nanny", "--nthreads", "2",
+            "--memory-limit", "0", "--no-dashboard", "--host", HOST, "--protocol", "tls",
+            "--name", "bench-worker",
+        ], pattern=re.compile(r"Registered to:\s+tls://"), env=env)
+        security = Security(
+            tls_ca_file=str(c / "ca.crt"), tls_client_cert=str(c / "alice.crt"),
+            tls_client_key=str(c / "alice.key"), require_encryption=True,
+        )
+        self.client = Client(address, security=security, timeout=60)
+        self.client.wait_for_workers(1, timeout=60)
+        import echo_service
+
+        self._echo_fn, self._add_fn = echo_service.echo, echo_service.add
+
+    def echo(self, da: xr.DataArray) -> xr.DataArray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Sending large graph of size …"
+            future = self.client.submit(self._echo_fn, da, pure=False)
+            try:
+                return future.result(timeout=CALL_TIMEOUT)
+            finally:
+                future.release()
+
+    def add(self, a: int, b: int) -> int:
+        future = self.client.submit(self._add_fn, a, b, pure=False)
+        try:
+            return future.result(timeout=60)
+        finally:
+            future.release()
+
+    def versions(self) -> dict[str, str]:
+        import dask
+
+        return {"dask": dask.__version__, "distributed": self.distributed.__version__}
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            try:
+                client.close(timeout=10)
+            except Exception:  # noqa: BLE001 - the processes are ended by pid anyway
+                pass
+        super().close()
+
+
+SYSTEMS: dict[str, type[System]] = {s.name: s for s in (Dagen, RawGrpc, Flight, Dask)}
