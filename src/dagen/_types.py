@@ -423,8 +423,26 @@ class NDArrayNode(_KnownMessage):
         return read_array(m, ctx)
 
 
+class _XarrayNode(_KnownMessage):
+    """An xarray object: metadata in its message, data streamed in chunks (_xarray.py)."""
+
+    @property
+    def has_arrays(self) -> bool:
+        return True
+
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        from ._xarray import fill_xarray
+
+        fill_xarray(value, m, ctx)
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        from ._xarray import read_xarray
+
+        return read_xarray(m, ctx)
+
+
 @dataclass(frozen=True)
-class DataArrayNode(_KnownMessage):
+class DataArrayNode(_XarrayNode):
     """``xarray.DataArray``: name, dims, coordinates and attrs; data streamed in chunks."""
 
     annotation: Any = xr.DataArray
@@ -432,43 +450,15 @@ class DataArrayNode(_KnownMessage):
     python: ClassVar[Any] = xr.DataArray
     expected: ClassVar[str] = "xarray.DataArray"  # type: ignore[misc]
 
-    @property
-    def has_arrays(self) -> bool:
-        return True
-
-    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
-        from ._xarray import fill_dataarray
-
-        fill_dataarray(value, m, ctx)
-
-    def read(self, m: Any, ctx: DecodeContext) -> Any:
-        from ._xarray import read_dataarray
-
-        return read_dataarray(m, ctx)
-
 
 @dataclass(frozen=True)
-class DatasetNode(_KnownMessage):
+class DatasetNode(_XarrayNode):
     """``xarray.Dataset``: every variable's data streamed in chunks."""
 
     annotation: Any = xr.Dataset
     message: ClassVar[str] = "dagen.v1.Dataset"
     python: ClassVar[Any] = xr.Dataset
     expected: ClassVar[str] = "xarray.Dataset"  # type: ignore[misc]
-
-    @property
-    def has_arrays(self) -> bool:
-        return True
-
-    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
-        from ._xarray import fill_dataset
-
-        fill_dataset(value, m, ctx)
-
-    def read(self, m: Any, ctx: DecodeContext) -> Any:
-        from ._xarray import read_dataset
-
-        return read_dataset(m, ctx)
 
 
 _EPOCH = dt.datetime(1970, 1, 1)

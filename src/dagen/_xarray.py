@@ -44,16 +44,35 @@ def read_variable(m: Any, ctx: DecodeContext) -> xr.Variable:
     return xr.Variable(tuple(m.dims), data, attrs=attrs)
 
 
-def fill_dataarray(da: xr.DataArray, m: Any, ctx: EncodeContext) -> None:
-    if da.name is not None:
-        m.name = _name(da.name, "the DataArray's name")
-    fill_variable(da.variable, m.variable, ctx, "the DataArray")
-    for name, coord in da.coords.items():
-        if isinstance(da.indexes.get(name), pd.MultiIndex):
+def _fill_coords(obj: xr.DataArray | xr.Dataset, m: Any, ctx: EncodeContext) -> None:
+    for name, coord in obj.coords.items():
+        if isinstance(obj.indexes.get(name), pd.MultiIndex):
             raise TypeError(f"coordinate {name!r} is a MultiIndex, which cannot be sent yet")
         c = m.coords.add()
         c.name = _name(name, "coordinate names")
         fill_variable(coord.variable, c.variable, ctx, f"coordinate {name!r}")
+
+
+def fill_xarray(obj: xr.DataArray | xr.Dataset, m: Any, ctx: EncodeContext) -> None:
+    """Fill a dagen.v1.DataArray or dagen.v1.Dataset message."""
+    if isinstance(obj, xr.DataArray):
+        fill_dataarray(obj, m, ctx)
+    else:
+        fill_dataset(obj, m, ctx)
+
+
+def read_xarray(m: Any, ctx: DecodeContext) -> xr.DataArray | xr.Dataset:
+    """Read a dagen.v1.DataArray or dagen.v1.Dataset message."""
+    if m.DESCRIPTOR.name == "DataArray":
+        return read_dataarray(m, ctx)
+    return read_dataset(m, ctx)
+
+
+def fill_dataarray(da: xr.DataArray, m: Any, ctx: EncodeContext) -> None:
+    if da.name is not None:
+        m.name = _name(da.name, "the DataArray's name")
+    fill_variable(da.variable, m.variable, ctx, "the DataArray")
+    _fill_coords(da, m, ctx)
 
 
 def read_dataarray(m: Any, ctx: DecodeContext) -> xr.DataArray:
@@ -76,12 +95,7 @@ def fill_dataset(ds: xr.Dataset, m: Any, ctx: EncodeContext) -> None:
         d = m.data_vars.add()
         d.name = _name(name, "data variable names")
         fill_variable(var.variable, d.variable, ctx, f"data variable {name!r}")
-    for name, coord in ds.coords.items():
-        if isinstance(ds.indexes.get(name), pd.MultiIndex):
-            raise TypeError(f"coordinate {name!r} is a MultiIndex, which cannot be sent yet")
-        c = m.coords.add()
-        c.name = _name(name, "coordinate names")
-        fill_variable(coord.variable, c.variable, ctx, f"coordinate {name!r}")
+    _fill_coords(ds, m, ctx)
     for key, value in ds.attrs.items():
         attr = m.attrs.add()
         attr.name = _name(key, "attribute names of the Dataset")
