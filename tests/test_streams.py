@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import SERVICES, import_client, start_server
+
 from dagen._arrays import EncodeContext, attach_array
 from dagen._build import build
 from dagen.v1 import array_pb2

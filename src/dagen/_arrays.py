@@ -21,14 +21,23 @@ NDARRAY_MESSAGE = "dagen.v1.NDArray"
 
 
 class EncodeContext:
-    """Collects the arrays a message refers to, to stream them after it."""
+    """Collects the arrays a message refers to, to stream them after it; with ``codecs``
+    (those the peer accepts, in its order: see dagen._codecs) their chunks are compressed."""
 
-    def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+    def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES, codecs: tuple[str, ...] = ()) -> None:
         self.chunk_bytes = chunk_bytes
+        self.codecs = codecs
         self.arrays: list[Any] = []  # numpy arrays, or dask arrays sent block by block
+        self.array_codecs: list[str] = []  # each array's NDArray.codec
 
     def add(self, array: Any) -> int:
         self.arrays.append(array)
+        codec = ""
+        if self.codecs:
+            from ._codecs import choose
+
+            codec = choose(array, self.codecs, dask=is_dask(array))
+        self.array_codecs.append(codec)
         return len(self.arrays)  # ids start at 1
 
     @property
@@ -38,9 +47,15 @@ class EncodeContext:
     def chunks(self) -> Iterator[ChunkOut]:
         for array_id, array in enumerate(self.arrays, start=1):
             if is_dask(array):  # computed block by block, never whole
-                yield from iter_dask_chunks(array_id, array, self.chunk_bytes)
+                chunks = iter_dask_chunks(array_id, array, self.chunk_bytes)
             else:
-                yield from iter_chunks(array_id, array, self.chunk_bytes)
+                chunks = iter_chunks(array_id, array, self.chunk_bytes)
+            codec = self.array_codecs[array_id - 1]
+            if codec:  # one block at a time, as it is sent
+                from ._codecs import compress_chunks
+
+                chunks = compress_chunks(codec, chunks, array.dtype.itemsize)
+            yield from chunks
 
 
 class DecodeContext:
@@ -87,6 +102,7 @@ def attach_array(array: Any, header: Any, ctx: EncodeContext) -> None:
     if data.shape != array.shape:  # np.array(list of str) of a 0-d object array
         data = data.reshape(array.shape)
     header.id = ctx.add(data)
+    header.codec = ctx.array_codecs[header.id - 1]
     header.dtype = data.dtype.str
     header.shape.extend(data.shape)
     header.nbytes = int(np.prod(data.shape, dtype=object)) * data.dtype.itemsize

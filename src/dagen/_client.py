@@ -19,6 +19,13 @@ from typing import Any, ClassVar, TypeVar
 import grpc
 
 from ._arrays import DecodeContext, EncodeContext
+from ._codecs import (
+    ENV_COMPRESSION,
+    accept_header,
+    compression_from_env,
+    normalize_compression,
+    require,
+)
 from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._display import (
     TRANSFER_THRESHOLD,
@@ -85,6 +92,12 @@ class ServiceClient:
         "when stderr is a terminal and there is no ``on_progress``".
     transfer_threshold
         Transfers of arrays of at least this many bytes (64 MiB) are reported.
+    compression
+        ``"zstd"`` or ``"lz4"`` to compress the arrays of calls both ways (for links
+        slower than a few hundred MB/s: see "Wire compression" in the README), None
+        (the default) for none; ``$DAGEN_COMPRESSION`` when omitted. It needs the
+        codec's package (``pip install 'dagen[compression]'``) here, and on the
+        server to compress responses and to accept compressed uploads.
 
     ``with client.options(timeout=..., on_progress=...)`` overrides these for the
     calls made inside the block (see :func:`dagen.call_options`). Ctrl-C during a
@@ -133,8 +146,12 @@ class ServiceClient:
         progress_bar: bool | None = None,
         transfer_threshold: int = TRANSFER_THRESHOLD,
         server_name: str | None = None,
+        compression: str | None | object = ...,
     ) -> None:
         env = os.environ
+        compression = compression_from_env() if compression is ... else (
+            normalize_compression(compression))  # type: ignore[arg-type]
+        require(compression)  # CodecUnavailable (an ImportError) before any call
         server_name = server_name or env.get(ENV_SERVER_NAME) or None
         target = target or env.get(ENV_TARGET)
         if not target:
@@ -162,6 +179,7 @@ class ServiceClient:
         self.on_progress = on_progress
         self.progress_bar = progress_bar
         self.transfer_threshold = transfer_threshold
+        self.compression: str | None = compression  # type: ignore[assignment]
         self._tls = not insecure
         if insecure:
             self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
@@ -194,17 +212,20 @@ class ServiceClient:
 
     @contextmanager
     def options(self, **options: Any) -> Iterator[None]:
-        """Override ``timeout``, ``on_progress``, ``progress_bar`` or ``transfer_threshold``
-        for this client's calls inside the ``with`` block (see :func:`dagen.call_options`)."""
+        """Override ``timeout``, ``on_progress``, ``progress_bar``, ``transfer_threshold`` or
+        ``compression`` for this client's calls inside the ``with`` block (see
+        :func:`dagen.call_options`)."""
         with call_options(client=self, **options):
             yield
 
     def _call(self, name: str, **arguments: Any) -> Any:
         method = self.methods[name]
         settings = settings_for(self)
-        ctx = EncodeContext(self.chunk_bytes)
+        # ValueError or CodecUnavailable before anything is sent:
+        codecs = require(normalize_compression(settings.compression)) if method.streaming else ()
+        ctx = EncodeContext(self.chunk_bytes, codecs)
         request = method.encode_request(arguments, ctx)  # TypeError before anything is sent
-        metadata = self._metadata(method)
+        metadata = self._metadata(method, codecs)
         if method.fn.generator:
             return self._iterate(method, request, ctx, metadata, settings.timeout)
         stub = self._stubs[name]
@@ -244,10 +265,11 @@ class ServiceClient:
                 f"{name}(): the server at {self.target} sent a malformed response: {e}"
             ) from None
 
-    def _metadata(self, method: Method) -> tuple[tuple[str, str], ...] | None:
-        if self.contract is None:
-            return None
-        return ((CONTRACT_METADATA_KEY, self.contract.header(method.fn.rpc)),)
+    def _metadata(self, method: Method, codecs: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...] | None:
+        metadata: tuple[tuple[str, str], ...] = (accept_header(codecs),) if codecs else ()
+        if self.contract is not None:
+            metadata += ((CONTRACT_METADATA_KEY, self.contract.header(method.fn.rpc)),)
+        return metadata or None
 
     def _iterate(self, method: Method, request: Any, ctx: EncodeContext, metadata: Any,
                  timeout: float | None) -> Iterator[Any]:
@@ -340,13 +362,13 @@ _defaults_lock = threading.Lock()
 def default_client(cls: type[C]) -> C:
     """The client the module-level functions use, configured by the environment
     (``DAGEN_TARGET``, ``DAGEN_CERTS``, ``DAGEN_IDENTITY``, ``DAGEN_TIMEOUT``,
-    ``DAGEN_INSECURE``); a new one whenever those change."""
+    ``DAGEN_INSECURE``, ``DAGEN_COMPRESSION``); a new one whenever those change."""
     key = (
         cls,
         tuple(
             os.environ.get(v)
             for v in (ENV_TARGET, ENV_CERTS, ENV_IDENTITY, ENV_TIMEOUT, ENV_INSECURE,
-                      ENV_SERVER_NAME)
+                      ENV_SERVER_NAME, ENV_COMPRESSION)
         ),
     )
     with _defaults_lock:

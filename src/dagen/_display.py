@@ -39,7 +39,7 @@ _TRANSFER_INTERVAL = 0.1  # seconds between transfer reports to a callback
 
 ProgressCallback = Callable[[ProgressReport], Any]
 
-_OPTIONS = ("timeout", "on_progress", "progress_bar", "transfer_threshold")
+_OPTIONS = ("timeout", "on_progress", "progress_bar", "transfer_threshold", "compression")
 _overrides: contextvars.ContextVar[tuple[tuple[object | None, dict[str, Any]], ...]] = (
     contextvars.ContextVar("dagen_call_options", default=())
 )
@@ -51,7 +51,8 @@ def call_options(*, client: object | None = None, **options: Any) -> Iterator[No
     None) every client: ``timeout`` (seconds, None for none), ``on_progress`` (a callback
     taking a :class:`dagen.ProgressReport`, or None), ``progress_bar`` (True, False, or
     None: when stderr is a terminal and there is no callback), ``transfer_threshold``
-    (bytes from which array transfers are reported)."""
+    (bytes from which array transfers are reported), ``compression`` (``"zstd"``,
+    ``"lz4"`` or None: compress the arrays of the call both ways, see dagen._codecs)."""
     unknown = set(options) - set(_OPTIONS)
     if unknown:
         raise TypeError(
@@ -70,6 +71,7 @@ class CallSettings:
     on_progress: ProgressCallback | None
     progress_bar: bool | None
     transfer_threshold: int
+    compression: str | None = None  # a codec family of dagen._codecs
 
 
 def settings_for(client: Any) -> CallSettings:
@@ -219,7 +221,7 @@ class UploadCounter:
         try:
             for frame in self._frames:
                 if type(frame) is ChunkOut:
-                    self.done += memoryview(frame.data).nbytes
+                    self.done += frame.block_nbytes  # before compression
                 yield frame
         finally:
             self.finished.set()

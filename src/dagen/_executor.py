@@ -212,6 +212,9 @@ class ThreadExecutor(Executor):
 
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="dagen-call")
+        # grpc has a handler thread for every call the server admits (--max-calls), so
+        # inline calls take one of --workers slots to run
+        self._inline_slots = threading.BoundedSemaphore(workers)
 
     def submit(
         self,
@@ -226,10 +229,11 @@ class ThreadExecutor(Executor):
     ) -> Future[Any]:
         if inline:  # a unary call: no reports to forward, so no need for another thread
             future: Future[Any] = Future()
-            try:
-                future.set_result(_call_here(call, fn, progress_param, args, kwargs))
-            except BaseException as e:  # noqa: BLE001 - delivered through the future
-                future.set_exception(e)
+            with self._inline_slots:
+                try:
+                    future.set_result(_call_here(call, fn, progress_param, args, kwargs))
+                except BaseException as e:  # noqa: BLE001 - delivered through the future
+                    future.set_exception(e)
             return future
         # in the caller's context: dagen.caller() and other context variables go along
         context = contextvars.copy_context()

@@ -16,6 +16,7 @@ progress, one chunk and the function's own needs.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from collections.abc import Callable
@@ -41,6 +42,31 @@ def default_max_memory() -> int:
 
 DEFAULT_MAX_CALLS = 64
 DEFAULT_MAX_CALLS_PER_IDENTITY = 32
+TRIM_AFTER = 16 << 20  # a call that received this much gives freed memory back to the OS
+
+
+def _malloc_trim() -> Callable[[], None] | None:
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+_trim = _malloc_trim()
+_trim_lock = threading.Lock()
+
+
+def give_back_memory() -> None:
+    """Return freed memory to the OS (glibc keeps what the chunk frames of a large
+    call used, in each thread's arena). Skipped while another thread does it."""
+    if _trim is not None and _trim_lock.acquire(blocking=False):
+        try:
+            _trim()
+        finally:
+            _trim_lock.release()
 
 
 @dataclass(frozen=True)
@@ -120,9 +146,12 @@ class Admission:
         def release() -> None:
             nonlocal charged, ended
             with lock:
+                large = charged >= TRIM_AFTER
                 self.memory -= charged
                 charged = 0
                 ended = True
+            if large:
+                give_back_memory()
 
         def allocate(nbytes: int) -> np.ndarray:
             nonlocal charged

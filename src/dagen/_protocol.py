@@ -179,9 +179,9 @@ def receive(
         on_bytes(done, total)
     for frame in it:
         if type(frame) is ChunkIn:
-            sink.write(frame)
+            written = sink.write(frame)  # bytes of the block, compressed or not
             if on_bytes is not None:
-                done += frame.data.nbytes
+                done += written
                 on_bytes(done, total)
         elif isinstance(frame, BadFrame):
             raise WireError(frame.error)

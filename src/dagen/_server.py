@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import grpc
 
 from ._arrays import DecodeContext, EncodeContext
+from ._codecs import accepted_codecs
 from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
 from ._executor import CallState, Cancelled, make_executor, supervise
@@ -176,8 +177,9 @@ class Servicer:
             result = yield from self._execute(method, call, args, kwargs, context, started)
             del args, kwargs
             bytes_out = 0
+            codecs = accepted_codecs(context.invocation_metadata())  # compression the caller asked for
             for item in self._items(method, result, context):
-                ectx = EncodeContext(options.chunk_bytes)
+                ectx = EncodeContext(options.chunk_bytes, codecs)
                 response = self._encode(method, item, ectx, context)
                 del item
                 yield from send(method.output_cls, "response", response, ectx)

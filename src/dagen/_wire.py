@@ -82,12 +82,18 @@ def wire_dtype(text: str) -> np.dtype:
 
 @dataclass(slots=True)
 class ChunkOut:
-    """A chunk to send; ``data`` is a contiguous buffer of the block's bytes."""
+    """A chunk to send; ``data`` is a contiguous buffer of the block's bytes, or their
+    compressed form (see dagen._codecs), whose block holds ``nbytes`` bytes."""
 
     array_id: int
     start: tuple[int, ...]
     shape: tuple[int, ...]
     data: Any
+    nbytes: int = -1  # the block's size when ``data`` is compressed
+
+    @property
+    def block_nbytes(self) -> int:
+        return self.nbytes if self.nbytes >= 0 else memoryview(self.data).nbytes
 
 
 def block_shape(shape: tuple[int, ...], itemsize: int, chunk_bytes: int) -> tuple[int, ...]:
@@ -276,11 +282,12 @@ def frame_serializer(item: Any) -> bytes:
 
 
 class _Target:
-    __slots__ = ("array", "raw", "row_bytes", "remaining", "coverage")
+    __slots__ = ("array", "raw", "row_bytes", "remaining", "coverage", "codec")
 
-    def __init__(self, array: np.ndarray, raw: np.ndarray) -> None:
+    def __init__(self, array: np.ndarray, raw: np.ndarray, codec: str = "") -> None:
         self.array = array
         self.raw = raw
+        self.codec = codec  # "" (raw bytes) or a codec of dagen._codecs
         self.row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
         self.remaining = array.size
         self.coverage = Coverage(array.shape)  # what has arrived: see dagen._coverage
@@ -310,7 +317,12 @@ class ArraySink:
             raise LimitExceeded(f"more than {lim.max_arrays} arrays in one call (max_arrays)")
         dtype = wire_dtype(header.dtype)
         if header.codec:
-            raise WireError(f"array {aid}: unsupported codec {header.codec!r}")
+            from ._codecs import check_decodable
+
+            try:
+                check_decodable(header.codec)
+            except WireError as e:
+                raise WireError(f"array {aid}: {e}") from None
         shape = tuple(header.shape)
         if len(shape) > lim.max_ndim:
             raise LimitExceeded(
@@ -340,10 +352,11 @@ class ArraySink:
         except (ValueError, MemoryError) as e:  # e.g. shape (0, 2**62): numpy cannot index it
             raise WireError(f"array {aid}: cannot allocate shape {shape} of {dtype.str}: {e}") from None
         self._total += nbytes
-        self._targets[aid] = _Target(array, raw)
+        self._targets[aid] = _Target(array, raw, header.codec)
         self.arrays[aid] = array
 
-    def write(self, chunk: ChunkIn) -> None:
+    def write(self, chunk: ChunkIn) -> int:
+        """Copy (or decompress) a chunk into place; the number of bytes of its block."""
         target = self._targets.get(chunk.array_id)
         if target is None:
             raise WireError(f"chunk for undeclared array id {chunk.array_id}")
@@ -364,20 +377,49 @@ class ArraySink:
                     f"lies outside the array's shape {array.shape}"
                 )
         count = math.prod(shape)
-        if chunk.data.nbytes != count * array.dtype.itemsize:
+        nbytes = count * array.dtype.itemsize
+        if not target.codec and chunk.data.nbytes != nbytes:
             raise WireError(
                 f"array {chunk.array_id}: chunk of shape {shape} carries {chunk.data.nbytes} "
-                f"bytes, expected {count * array.dtype.itemsize}"
+                f"bytes, expected {nbytes}"
             )
         self._claim(target, chunk.array_id, start, shape)
-        if ndim == 0 or shape[1:] == array.shape[1:]:  # whole rows: one flat copy
+        if target.codec:
+            if nbytes > MAX_CHUNK_BYTES:  # its buffer must stay small, whatever the array
+                raise WireError(
+                    f"array {chunk.array_id}: a compressed chunk holds at most "
+                    f"{MAX_CHUNK_BYTES} bytes; the block at {start} of shape {shape} has {nbytes}"
+                )
+            self._decompress(target, chunk, nbytes)
+        elif ndim == 0 or shape[1:] == array.shape[1:]:  # whole rows: one flat copy
             offset = start[0] * target.row_bytes if ndim else 0
-            target.raw[offset : offset + chunk.data.nbytes] = np.frombuffer(chunk.data, np.uint8)
+            target.raw[offset : offset + nbytes] = np.frombuffer(chunk.data, np.uint8)
         else:
             index = tuple(slice(a, a + n) for a, n in zip(start, shape, strict=True))
             block = np.frombuffer(chunk.data, dtype=array.dtype).reshape(shape)
             array[index] = block
         target.remaining -= count
+        return nbytes
+
+    @staticmethod
+    def _decompress(target: _Target, chunk: ChunkIn, nbytes: int) -> None:
+        """Decompress a chunk straight into its place (bytes of its block, as uint8)."""
+        from ._codecs import decompress_into
+
+        array, start, shape = target.array, chunk.start, chunk.shape
+        itemsize = array.dtype.itemsize
+        if array.ndim == 0 or shape[1:] == array.shape[1:]:  # whole rows: a flat range
+            offset = start[0] * target.row_bytes if array.ndim else 0
+            dest = target.raw[offset : offset + nbytes]
+        else:  # the block's bytes inside the array: shape + (itemsize,), last axes strided
+            index = tuple(slice(a, a + n) for a, n in zip(start, shape, strict=True))
+            dest = array[index].view(np.uint8).reshape(*shape, itemsize)
+        try:
+            decompress_into(target.codec, chunk.data, dest, itemsize)
+        except WireError as e:
+            raise WireError(
+                f"array {chunk.array_id}: chunk at {start} of shape {shape} ({target.codec}): {e}"
+            ) from None
 
     @staticmethod
     def _claim(t: _Target, aid: int, start: tuple[int, ...], shape: tuple[int, ...]) -> None:

@@ -1,0 +1,157 @@
+"""Limits of `dagen serve`: calls in progress, calls per identity, memory held by
+received arrays, and the sizes a caller may declare -- each refused at once with
+RESOURCE_EXHAUSTED naming the limit and its value, before anything is allocated."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from guarded import SERVICE, MiB, raw_channel, serve
+
+import dagen
+from dagen._limits import Admission, CallLimits
+from dagen._wire import LimitExceeded
+from dagen.v1 import array_pb2
+
+
+@pytest.fixture(scope="module")
+def limited(certs, tmp_path_factory, guarded_build):
+    served = serve("--certs", str(certs.folder), "--max-calls", "3",
+                   "--max-calls-per-identity", "2", "--max-array-bytes", "1MiB",
+                   "--workers", "4", tmp=tmp_path_factory.mktemp("limited"))
+    yield served
+    served.stop()
+
+
+def client(module, served, certs, who: str):
+    return module.Client(served.target, certs=certs.folder, identity=who, timeout=30)
+
+
+def background(fn, *args) -> threading.Thread:
+    thread = threading.Thread(target=fn, args=args)
+    thread.start()
+    return thread
+
+
+def test_calls_in_progress_are_limited_per_identity_and_in_all(
+    limited, guarded_client_module, certs
+):
+    with client(guarded_client_module, limited, certs, "alice") as alice, \
+         client(guarded_client_module, limited, certs, "bob") as bob:
+        assert alice.add(0, 0) == 0 and bob.add(0, 0) == 0  # connected
+        running = [background(alice.sleep, 1.5), background(alice.sleep, 1.5)]
+        time.sleep(0.4)
+        started = time.perf_counter()
+        with pytest.raises(dagen.CallError) as refused:
+            alice.add(1, 1)
+        assert time.perf_counter() - started < 1.0  # refused at once, not queued
+        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert ("alice has 2 calls in progress, the limit per identity "
+                "(max_calls_per_identity=2)") in str(refused.value)
+        print(refused.value)
+        assert bob.add(2, 2) == 4  # another identity gets in
+        running.append(background(bob.sleep, 1.0))
+        time.sleep(0.3)
+        with pytest.raises(dagen.CallError) as full:
+            bob.add(3, 3)
+        assert full.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "the server has 3 calls in progress, its limit (max_calls=3)" in str(full.value)
+        print(full.value)
+        for thread in running:
+            thread.join(15)
+        assert alice.add(1, 1) == 2 and bob.add(3, 3) == 6  # the limits are given back
+    assert "max_calls_per_identity=2" in limited.logged()
+
+
+def test_declared_sizes_over_the_limit_are_refused_naming_it(
+    limited, guarded_client_module, certs
+):
+    with client(guarded_client_module, limited, certs, "alice") as alice:
+        with pytest.raises(dagen.CallError) as refused:
+            alice.total(np.ones(MiB // 8 + 1))
+        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "1048584 bytes exceed max_array_bytes=1048576" in str(refused.value)
+        assert alice.total(np.ones(MiB // 8)) == MiB // 8
+
+
+def test_memory_held_by_calls_in_progress_is_limited(certs, tmp_path, guarded_client_module):
+    """One call holds 32 MiB of a 48 MiB budget while it uploads: a second call that
+    would need 24 MiB more is refused naming max_memory; once the first ends, it fits."""
+    served = serve("--certs", str(certs.folder), "--max-memory", "48MiB", tmp=tmp_path)
+    release = threading.Event()
+    try:
+        sys_pb2 = guarded_client_module.Client.pb2
+        header = array_pb2.NDArray(id=1, dtype="|u1", shape=[32 * MiB], nbytes=32 * MiB)
+
+        def frames():
+            yield sys_pb2.TotalInput(request=sys_pb2.TotalRequest(a=header)).SerializeToString()
+            release.wait(30)  # holds its buffer, sends nothing
+
+        with raw_channel(served.target, certs.folder, "bob") as channel:
+            holding = channel.stream_stream(SERVICE + "Total")(frames(), timeout=60)
+            time.sleep(0.5)
+            with client(guarded_client_module, served, certs, "alice") as alice:
+                with pytest.raises(dagen.CallError) as refused:
+                    alice.total(np.ones(3 * MiB))  # 24 MiB
+                assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                message = str(refused.value)
+                print(message)
+                assert "25165824 bytes would take the arrays held by calls in progress to " \
+                       "58720256 bytes, over max_memory=50331648 (48 MiB)" in message
+                holding.cancel()
+                release.set()
+                time.sleep(0.3)
+                assert alice.total(np.ones(3 * MiB)) == 3 * MiB
+    finally:
+        release.set()
+        served.stop()
+
+
+def test_admission_gives_everything_back():
+    admission = Admission(CallLimits(max_calls=2, max_calls_per_identity=1, max_memory=100))
+    leave = admission.enter("a")
+    with pytest.raises(LimitExceeded, match="max_calls_per_identity=1"):
+        admission.enter("a")
+    leave2 = admission.enter("b")
+    with pytest.raises(LimitExceeded, match="max_calls=2"):
+        admission.enter("c")
+    leave()
+    leave()  # idempotent
+    leave2()
+    assert admission.calls == 0 and admission.by_identity == {}
+
+    class Context:
+        callbacks: list = []
+
+        def add_callback(self, fn):
+            self.callbacks.append(fn)
+            return True
+
+    context = Context()
+    alloc = admission.alloc(context)
+    assert alloc(60).nbytes == 60
+    with pytest.raises(LimitExceeded, match="max_memory=100"):
+        alloc(41)
+    assert admission.memory == 60
+    for callback in context.callbacks:
+        callback()
+    assert admission.memory == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-memory", "12XB"], "is not a size like"),
+    (["--max-calls", "0"], "0 is not in the range"),
+])
+def test_bad_limit_options_are_usage_errors(args, message):
+    import subprocess
+
+    from conftest import DAGEN
+    from guarded import GUARDED
+
+    done = subprocess.run([*DAGEN, "serve", str(GUARDED), "--insecure", "--port", "0", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
