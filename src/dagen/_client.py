@@ -189,6 +189,11 @@ class ServiceClient:
             self._channel = grpc.secure_channel(
                 target, credentials, options=channel_options(target, server_name)
             )
+        self._contract_headers = {  # the same on every call: made once
+            name: (CONTRACT_METADATA_KEY, self.contract.header(m.fn.rpc))
+            for name, m in self.methods.items()
+            if self.contract is not None
+        }
         self._stubs: dict[str, Any] = {}
         for name, method in self.methods.items():
             if method.streaming:
@@ -268,7 +273,7 @@ class ServiceClient:
     def _metadata(self, method: Method, codecs: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...] | None:
         metadata: tuple[tuple[str, str], ...] = (accept_header(codecs),) if codecs else ()
         if self.contract is not None:
-            metadata += ((CONTRACT_METADATA_KEY, self.contract.header(method.fn.rpc)),)
+            metadata += (self._contract_headers[method.name],)
         return metadata or None
 
     def _iterate(self, method: Method, request: Any, ctx: EncodeContext, metadata: Any,

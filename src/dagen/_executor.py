@@ -216,6 +216,11 @@ class ThreadExecutor(Executor):
         # inline calls take one of --workers slots to run
         self._inline_slots = threading.BoundedSemaphore(workers)
 
+    @property
+    def inline_slots(self) -> threading.BoundedSemaphore:
+        """Held while a call runs in grpc's handler thread (see Servicer's fast path)."""
+        return self._inline_slots
+
     def submit(
         self,
         call: CallState,

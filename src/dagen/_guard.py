@@ -29,7 +29,15 @@ from typing import Any
 import grpc
 
 from ._limits import Admission
-from ._policy import DENY_LIST, DenyList, Identity, Policy, identity_from_auth, set_caller
+from ._policy import (
+    DENY_LIST,
+    DenyList,
+    Identity,
+    Policy,
+    identity_from_auth,
+    reset_caller,
+    set_caller,
+)
 from ._wire import BadFrame, LimitExceeded
 
 log = logging.getLogger("dagen.server")
@@ -45,6 +53,8 @@ class Guard(grpc.ServerInterceptor):
         deny_list: DenyList | None = None,
     ) -> None:
         self.functions = functions  # rpc path -> function key ("anomaly", "Model.predict")
+        # rpc path -> (the handler, its guarded version): wrapped once, not on every call
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self.admission = admission
         self.policy = policy
         self.deny_list = deny_list
@@ -95,9 +105,17 @@ class Guard(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         function = self.functions.get(handler_call_details.method)
         if handler is None or function is None:
             return handler
+        guarded = self._wrap(function, handler)
+        self._wrapped[handler_call_details.method] = (handler, guarded)
+        return guarded
+
+    def _wrap(self, function: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
                 self._streaming(function, handler.stream_stream),
@@ -120,9 +138,14 @@ class Guard(grpc.ServerInterceptor):
 
     def _unary(self, function: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            ctx = self._enter(function, context)
-            _check_parsed(function, request, context)
-            return ctx.run(behaviour, request, context)
+            # A unary handler runs to its end in this thread: set dagen.caller() here
+            # and reset it after (cheaper than running in a copied context).
+            token = set_caller(self.admit(function, context))
+            try:
+                _check_parsed(function, request, context)
+                return behaviour(request, context)
+            finally:
+                reset_caller(token)
 
         return handle
 

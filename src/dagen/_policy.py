@@ -93,6 +93,10 @@ def set_caller(identity: Identity | None) -> contextvars.Token[Identity | None]:
     return _caller.set(identity)
 
 
+def reset_caller(token: contextvars.Token[Identity | None]) -> None:
+    _caller.reset(token)
+
+
 _serials: dict[bytes, int] = {}
 _serials_lock = threading.Lock()
 

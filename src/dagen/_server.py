@@ -22,13 +22,13 @@ from ._arrays import DecodeContext, EncodeContext
 from ._codecs import accepted_codecs
 from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
-from ._executor import CallState, Cancelled, make_executor, supervise
+from ._executor import CallState, Cancelled, ThreadExecutor, make_executor, supervise
 from ._guard import Guard
 from ._introspect import introspect_module
 from ._limits import Admission, CallLimits
 from ._model import Service
 from ._policy import Policy
-from ._progress import state_to_proto
+from ._progress import cancellation_scope, state_to_proto
 from ._protocol import Method, receive, send
 from ._socket import bind_unix_socket
 from ._tls import SERVER_OPTIONS, is_loopback, join_host_port, server_credentials
@@ -143,12 +143,19 @@ class Servicer:
     # -- handlers -------------------------------------------------------------------------------
 
     def _unary_handler(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Any]:
+        # Without progress reports to forward, a call under the thread executor runs right
+        # here: no call state, supervision or future (a tiny call's time is mostly that).
+        fast = isinstance(self._executor, ThreadExecutor) and method.fn.progress is None
+
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             self._check_contract(method, context)
             args, kwargs = self._decode(method, request, DecodeContext({}), context)
-            call = self._executor.open(method.name, context)
-            result = self._invoke(method, call, args, kwargs, context, started)
+            if fast:
+                result = self._run_here(method, args, kwargs, context, started)
+            else:
+                call = self._executor.open(method.name, context)
+                result = self._invoke(method, call, args, kwargs, context, started)
             response = self._encode(method, result, EncodeContext(), context)
             self._log(method, context, 0, 0, started)
             return response
@@ -252,6 +259,42 @@ class Servicer:
             )
             raise  # unreachable: abort raises
 
+    def _run_here(
+        self,
+        method: Method,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        context: grpc.ServicerContext,
+        started: float,
+    ) -> Any:
+        """Run a unary call in grpc's handler thread; ``dagen.cancelled()`` asks the rpc
+        (only when the function checks: asking costs a lock)."""
+        assert isinstance(self._executor, ThreadExecutor)
+        fn = self._functions.get(method.fn.key) or _construct_and_call
+
+        def stopped() -> Cancelled | None:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                return Cancelled("its deadline passed", deadline=True)
+            return None if context.is_active() else Cancelled("the caller cancelled it")
+
+        with self._executor.inline_slots, cancellation_scope(lambda: stopped() is not None):
+            try:
+                result = fn(*args, **kwargs)
+                failure: Exception | None = None
+            except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
+                failure = e
+        gone = stopped() if failure is not None or not context.is_active() else None
+        if gone is not None:  # nobody waits for the result (or the error it caused)
+            self._log_cancelled(method, context, None, gone, started)
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if gone.deadline else grpc.StatusCode.CANCELLED
+            context.abort(code, f"{method.name}() was stopped: {gone.reason}")
+        if failure is not None:
+            log.info("%s() raised %s: %s", method.name, type(failure).__name__, failure,
+                     exc_info=self.options.debug)
+            self._abort_with(context, failure, method, grpc.StatusCode.UNKNOWN)
+        return result
+
     def _invoke(
         self,
         method: Method,
@@ -309,11 +352,11 @@ class Servicer:
         self,
         method: Method,
         context: grpc.ServicerContext,
-        call: CallState,
+        call: CallState | None,
         e: Cancelled,
         started: float,
     ) -> None:
-        if self._executor.kind == "process":
+        if self._executor.kind == "process" and call is not None:
             what = f"its worker process {call.worker_pid} was terminated" if call.worker_pid else (
                 "it had not started"
             )

@@ -169,12 +169,17 @@ class ScalarNode(TypeNode):
         setattr(msg, field, self.check(value))
 
     def decode(self, msg: Any, field: str, ctx: DecodeContext) -> Any:
+        if self.plain:
+            return getattr(msg, field)
         return self.restore(getattr(msg, field), msg.DESCRIPTOR.fields_by_name[field])
 
     @property
     def plain(self) -> bool:
         """Whether wire values are the Python values (no restore step)."""
-        return type(self).restore is ScalarNode.restore
+        return _PLAIN.get(type(self)) or _PLAIN.setdefault(type(self), type(self).restore is ScalarNode.restore)
+
+
+_PLAIN: dict[type, bool] = {}
 
 
 @dataclass(frozen=True)
