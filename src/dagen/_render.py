@@ -16,6 +16,7 @@ import builtins
 import enum
 import importlib
 import inspect
+import json
 import math
 import types
 import typing
@@ -114,7 +115,7 @@ class SourceWriter:
             return f'float("{value}")'
         if isinstance(value, enum.Enum) and type(value) in self.local:
             return f"{self.local[type(value)]}.{value.name}"
-        text = repr(value)
+        text = py_literal(value) if type(value) in (str, dict, list, tuple) else repr(value)
         try:
             same = eval(text, self._namespace()) == value  # noqa: S307 - our own repr of a value
         except Exception:  # noqa: BLE001
@@ -147,6 +148,21 @@ def _comment(text: str | None, indent: str = "") -> str:
     return "\n".join(f"{indent}//{' ' + line if line else ''}" for line in lines)
 
 
+def py_literal(value: Any) -> str:
+    """``repr``, with strings in double quotes as formatted Python writes them."""
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if eval(text) == value else repr(value)  # noqa: S307 - our own literal
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{py_literal(k)}: {py_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(py_literal(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        items = ", ".join(py_literal(v) for v in value)
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    return repr(value)
+
+
 def _docstring(doc: str | None) -> str:
     if doc is None:
         return ""
@@ -162,7 +178,7 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - we write code, not HTML
     )
-    env.filters.update(comment=_comment, docstring=_docstring, pyrepr=repr)
+    env.filters.update(comment=_comment, docstring=_docstring, pyrepr=py_literal)
     return env
 
 
