@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._buffers import BufferPool
 from ._wire import LimitExceeded, Limits
 
 
@@ -88,6 +89,20 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
+class CallAllocator:
+    """A call's ``alloc``; ``completed()`` says its buffers may be reused afterwards."""
+
+    def __init__(self, allocate: Callable[[int], np.ndarray]) -> None:
+        self._allocate = allocate
+        self.succeeded = False
+
+    def __call__(self, nbytes: int) -> np.ndarray:
+        return self._allocate(nbytes)
+
+    def completed(self) -> None:
+        self.succeeded = True
+
+
 class Admission:
     """Counts the calls in progress, by identity, and the bytes their arrays hold."""
 
@@ -97,6 +112,8 @@ class Admission:
         self.calls = 0
         self.by_identity: dict[str, int] = {}
         self.memory = 0
+        # Buffers of ended calls, for the next ones: a quarter of the memory budget at most.
+        self.buffers = BufferPool(max_bytes=min(2 << 30, self.limits.max_memory // 8))
 
     def enter(self, who: str) -> Callable[[], None]:
         """Admit a call of ``who`` or raise LimitExceeded; return what ends it (idempotent)."""
@@ -135,13 +152,15 @@ class Admission:
         self,
         context: object,
         inner: Callable[[int], np.ndarray] | None = None,
-    ) -> Callable[[int], np.ndarray]:
+    ) -> CallAllocator:
         """An ``alloc`` for the receiving sink of one call: charges each array to
-        ``max_memory`` before allocating it (with ``inner``, or in ordinary memory),
-        and gives the bytes back when the rpc ends (``context.add_callback``)."""
+        ``max_memory`` before allocating it (with ``inner``, or from the buffer pool),
+        and gives the bytes back when the rpc ends (``context.add_callback``). Buffers
+        go back to the pool only if the server marked the call ``completed()``."""
         lock = self._lock
         charged = 0
         ended = False
+        taken: list[np.ndarray] = []  # this call's buffers from the pool
 
         def release() -> None:
             nonlocal charged, ended
@@ -150,10 +169,13 @@ class Admission:
                 self.memory -= charged
                 charged = 0
                 ended = True
+            if allocate.succeeded:
+                self.buffers.give_back(taken)
+            taken.clear()
             if large:
                 give_back_memory()
 
-        def allocate(nbytes: int) -> np.ndarray:
+        def allocate_bytes(nbytes: int) -> np.ndarray:
             nonlocal charged
             limit = self.limits.max_memory
             with lock:
@@ -168,7 +190,11 @@ class Admission:
                 self.memory += nbytes
                 charged += nbytes
             try:
-                return np.empty(nbytes, np.uint8) if inner is None else inner(nbytes)
+                if inner is not None:
+                    return inner(nbytes)
+                buffer = self.buffers.take(nbytes)
+                taken.append(buffer)
+                return buffer
             except BaseException:
                 with lock:
                     if not ended:
@@ -176,6 +202,7 @@ class Admission:
                         charged -= nbytes
                 raise
 
+        allocate = CallAllocator(allocate_bytes)
         add_callback = getattr(context, "add_callback", None)
         if add_callback is None or not add_callback(release):
             release()  # no rpc whose end gives the bytes back, or it has ended already

@@ -171,9 +171,9 @@ class Servicer:
             started = time.perf_counter()
             self._check_contract(method, context)
             call = self._executor.open(method.name, context)
+            alloc = self.admission.alloc(context, call.alloc)
             try:
-                request, dctx = receive(frames, "request", options.limits,
-                                        alloc=self.admission.alloc(context, call.alloc))
+                request, dctx = receive(frames, "request", options.limits, alloc=alloc)
             except LimitExceeded as e:
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method.name}(): {e}")
             except WireError as e:
@@ -191,6 +191,7 @@ class Servicer:
                 del item
                 yield from send(method.output_cls, "response", response, ectx)
                 bytes_out += ectx.nbytes
+            alloc.completed()  # its buffers may serve the next call (a failed call's are freed)
             self._log(method, context, bytes_in, bytes_out, started)
 
         return handle
