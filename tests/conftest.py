@@ -165,3 +165,27 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         if name.startswith("DAGEN_"):
             monkeypatch.delenv(name)
     return monkeypatch
+
+
+# -- figures ---------------------------------------------------------------------------------
+# Tests that measure (latencies, RSS, cancellation times) print their figures; pytest
+# would hide them for passing tests, so they are shown in a summary section at the end.
+
+_FIGURE_MODULES = ("test_load.py", "test_faults.py", "test_cancel.py", "test_streams.py",
+                   "test_hostile.py", "test_progress.py")
+_figures: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed and report.capstdout.strip():
+        if report.nodeid.split("::")[0].endswith(_FIGURE_MODULES):
+            _figures.append((report.nodeid, report.capstdout.strip()))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's object
+    if _figures:
+        terminalreporter.section("figures measured by the tests")
+        for nodeid, text in _figures:
+            terminalreporter.write_line(nodeid)
+            for line in text.splitlines():
+                terminalreporter.write_line(f"    {line}")
