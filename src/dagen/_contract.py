@@ -201,8 +201,6 @@ def _imports(service: Service) -> tuple[str, ...]:
         wanted.add("dagen/v1/time.proto")
     if any(isinstance(n, TimeDeltaNode) for n in nodes):
         wanted.add("google/protobuf/duration.proto")
-    if any(type(n).__name__ == "NDArrayNode" for n in nodes):
-        wanted.add("dagen/v1/array.proto")
     if any(fn.progress for fn in service.rpcs):
         wanted.add("dagen/v1/progress.proto")
     return tuple(sorted(wanted))

@@ -25,7 +25,7 @@ import docstring_parser
 
 from ._model import INSTANCE_FIELD, Function, Parameter, RemoteClass, Service, camel
 from ._progress import is_progress_annotation
-from ._types import OptionalNode, UnsupportedType, type_node
+from ._types import OptionalNode, UnsupportedType, _show, type_node
 
 
 class BuildError(Exception):
@@ -239,16 +239,6 @@ def introspect_function(
     )
 
 
-def _show(annotation: Any) -> str:
-    if isinstance(annotation, type):
-        return (
-            annotation.__qualname__
-            if annotation.__module__ == "builtins"
-            else f"{annotation.__module__}.{annotation.__qualname__}"
-        )
-    return repr(annotation).replace("typing.", "")
-
-
 def introspect_class(cls: type, owner: str) -> RemoteClass:
     """A remote class: its constructor's parameters and its public methods."""
     qualname = f"{owner}.{cls.__name__}"
@@ -290,6 +280,11 @@ def introspect_class(cls: type, owner: str) -> RemoteClass:
                 )
     if not methods:
         raise BuildError(f"{qualname}: a remote class needs at least one public method")
+    if any(p.type.has_arrays for p in init.parameters):  # methods then carry arrays too
+        methods = {
+            name: dataclasses.replace(fn, instance_arrays=True) if fn.has_instance else fn
+            for name, fn in methods.items()
+        }
     for fn in methods.values():
         if fn.has_instance and any(p.name == INSTANCE_FIELD for p in fn.parameters):
             raise BuildError(

@@ -52,6 +52,7 @@ class Function:
     owner: str | None = None  # the class of a method
     kind: str = "function"  # "function", "method", "staticmethod" or "classmethod"
     progress: str | None = None  # the dagen.Progress parameter the server fills in (not remote)
+    instance_arrays: bool = False  # a method whose object's constructor takes arrays
 
     @property
     def key(self) -> str:
@@ -72,6 +73,7 @@ class Function:
         a stream of frames each way (progress frames need the output stream)."""
         return (
             self.progress is not None
+            or self.instance_arrays
             or self.returns.has_arrays
             or any(p.type.has_arrays for p in self.parameters)
         )

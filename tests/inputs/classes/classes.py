@@ -3,7 +3,7 @@ method (DASF's semantics)."""
 
 import numpy as np
 
-__all__ = ["Regridder"]
+__all__ = ["Regridder", "Scaler"]
 
 
 class Regridder:
@@ -43,10 +43,22 @@ class Regridder:
         return max(1, round(1.0 / resolution))
 
 
+class Scaler:
+    """Constructed with an array: its methods' calls carry it, streamed in chunks."""
+
+    def __init__(self, factors: np.ndarray) -> None:
+        self.factors = factors
+
+    def total(self, x: float) -> float:
+        """Sum of the factors times x."""
+        return float(self.factors.sum() * x)
+
+
 CASES = [
     ("Regridder.coarsen", ((2,), {}, (np.arange(16.0).reshape(4, 4),)), {}),
     ("Regridder.coarsen", ((2,), {"method": "max"}, (np.arange(16.0).reshape(4, 4),)), {}),
     ("Regridder.describe", ((3,), {}, ()), {}),
     ("Regridder.methods", (None, None, ()), {}),
     ("Regridder.default_factor", (None, None, (0.25,)), {}),
+    ("Scaler.total", ((np.arange(5.0),), {}, (2.0,)), {}),
 ]
