@@ -60,8 +60,7 @@ class EncodeError(TypeError):
 
 
 def type_name(value: Any) -> str:
-    cls = type(value)
-    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return _show(type(value))
 
 
 def _mismatch(expected: str, value: Any) -> EncodeError:
