@@ -37,6 +37,7 @@ MAX_CHUNK_BYTES = 32 << 20
 FRAME_FIELD_MESSAGE = 1
 FRAME_FIELD_CHUNK = 2
 _CHUNK_FRAME_TAG = (FRAME_FIELD_CHUNK << 3) | 2  # field 2, length-delimited
+_CHUNK_FRAME_TAG_BYTE = bytes((_CHUNK_FRAME_TAG,))
 
 
 class WireError(ValueError):
@@ -167,7 +168,7 @@ def encode_chunk_frame(chunk: ChunkOut) -> bytes:
         + b"\x22"
         + _varint(n)
     )
-    return b"".join((bytes((_CHUNK_FRAME_TAG,)), _varint(len(head) + n), head, chunk.data))
+    return b"".join((_CHUNK_FRAME_TAG_BYTE, _varint(len(head) + n), head, chunk.data))
 
 
 # -- chunks in ---------------------------------------------------------------------------------
@@ -257,7 +258,7 @@ def frame_deserializer(frame_cls: Any) -> Callable[[bytes], Any]:
 
     def deserialize(buf: bytes) -> Any:
         try:
-            if buf[:1] == bytes((_CHUNK_FRAME_TAG,)):
+            if buf[:1] == _CHUNK_FRAME_TAG_BYTE:
                 length, pos = _read_varint(buf, 1)
                 if pos + length == len(buf):
                     return _parse_chunk(buf, pos, pos + length)
