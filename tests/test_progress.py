@@ -246,3 +246,17 @@ def test_upload_progress_in_a_pseudo_terminal(server, certs, progress_build, ser
     assert "<00:00" in final[-1]  # ...and time left
     log = server_log.read_text()
     assert "alice checksum() in 268435456 B, out 0 B" in log
+
+
+def test_transfer_reports_to_a_callback_are_throttled_and_timed():
+    from dagen._display import CallProgress, CallSettings
+
+    reports = []
+    progress = CallProgress("f", CallSettings(timeout=None, on_progress=reports.append,
+                                              progress_bar=False, transfer_threshold=0))
+    total = 100 << 20
+    for i in range(1, 101):  # 100 chunks arriving within a fraction of a second
+        progress.transfer("upload", i << 20, total)
+        time.sleep(0.002)
+    assert 2 <= len(reports) <= 6  # every ~0.1 s and the last one, not every chunk
+    assert reports[-1].bytes_done == total and reports[-1].elapsed > 0.15

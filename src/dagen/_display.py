@@ -111,6 +111,7 @@ class CallProgress:
         self._phase = ""
         self._phase_started = self.started
         self._last_sent = 0.0
+        self._transfer_phase = ""  # apart from _phase, which only the bars keep
 
     @property
     def active(self) -> bool:
@@ -140,7 +141,8 @@ class CallProgress:
         if not self.shows_transfer(total):
             return
         now = time.perf_counter()
-        if phase != self._phase:
+        if phase != self._transfer_phase:
+            self._transfer_phase = phase
             self._phase_started = now
             self._last_sent = 0.0
         if self.bar:
