@@ -76,17 +76,8 @@ class CallSettings:
 
 def settings_for(client: Any) -> CallSettings:
     """The client's settings with the overrides of the enclosing ``with`` blocks."""
-    overrides = _overrides.get()
-    if not overrides:  # the common case, on every call: the client's own settings
-        cached = client.__dict__.get("_dagen_settings_")
-        if cached is not None and cached[0] == tuple(getattr(client, n) for n in _OPTIONS):
-            return cached[1]  # type: ignore[no-any-return]
     values = {name: getattr(client, name) for name in _OPTIONS}
-    if not overrides:
-        settings = CallSettings(**values)
-        client.__dict__["_dagen_settings_"] = (tuple(values.values()), settings)
-        return settings
-    for target, options in overrides:
+    for target, options in _overrides.get():
         if target is None or target is client:
             values.update(options)
     return CallSettings(**values)
