@@ -30,14 +30,10 @@ class Method:
             raise RuntimeError(
                 f"{pb2.__name__} does not match the service model ({e}): rebuild with dagen build"
             ) from None
-        self._validators = {
-            p.name: v for p in fn.parameters if (v := constraint_validator(p.annotation)) is not None
-        }
+        self.arguments = _Arguments(fn.parameters, self.name)
         owner = [c for c in service.classes if c.name == fn.owner]
-        self.init: Function | None = owner[0].init if fn.has_instance and owner else None
-        self._positional = [
-            p.name for p in fn.parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY
-        ]
+        init = owner[0].init if fn.has_instance and owner else None
+        self.init = _Arguments(init.parameters, str(fn.owner)) if init is not None else None
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -47,52 +43,18 @@ class Method:
         if self.init is not None:
             instance = getattr(msg, INSTANCE_FIELD)
             instance.SetInParent()
-            init_arguments = arguments[INSTANCE_FIELD]
-            for p in self.init.parameters:
-                try:
-                    p.type.encode(init_arguments[p.name], instance, p.name, ctx)
-                except EncodeError as e:
-                    raise TypeError(f"{self.fn.owner}(): argument {p.name!r}{e.path}: {e.message}") from None
-        for p in self.fn.parameters:
-            try:
-                p.type.encode(arguments[p.name], msg, p.name, ctx)
-            except EncodeError as e:
-                raise TypeError(
-                    f"{self.name}(): argument {p.name!r}{e.path}: {e.message}"
-                ) from None
-            except (TypeError, ValueError, OverflowError) as e:
-                raise TypeError(f"{self.name}(): argument {p.name!r}: {e}") from None
+            self.init.encode(arguments[INSTANCE_FIELD], instance, ctx)
+        self.arguments.encode(arguments, msg, ctx)
         return msg
 
     def decode_request(self, msg: Any, ctx: DecodeContext) -> tuple[list[Any], dict[str, Any]]:
         """Positional and keyword arguments to call the function with."""
-        values = {p.name: self._decode_parameter(p, msg, ctx) for p in self.fn.parameters}
-        for name, validate in self._validators.items():
-            try:
-                values[name] = validate(values[name])
-            except ValueError as e:  # pydantic's ValidationError is one
-                raise ValueError(f"argument {name!r}: {e}") from None
-        args = [values.pop(name) for name in self._positional]
-        return args, values
+        return self.arguments.decode(msg, ctx)
 
     def decode_instance(self, msg: Any, ctx: DecodeContext) -> tuple[list[Any], dict[str, Any]]:
         """Positional and keyword arguments to construct a method's object with."""
         assert self.init is not None
-        instance = getattr(msg, INSTANCE_FIELD)
-        values = {p.name: self._decode_parameter(p, instance, ctx) for p in self.init.parameters}
-        positional = [p.name for p in self.init.parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY]
-        return [values.pop(name) for name in positional], values
-
-    @staticmethod
-    def _decode_parameter(p: Parameter, msg: Any, ctx: DecodeContext) -> Any:
-        """A parameter's value; its Python default when the caller did not send it (a
-        client built before the parameter was added). A required one that was not sent
-        is refused: proto3 would silently read it as zero."""
-        if p.type.shape in ("scalar", "message") and not msg.HasField(p.name):
-            if p.has_default:
-                return p.default
-            raise WireError(f"the required argument {p.name!r} was not sent")
-        return p.type.decode(msg, p.name, ctx)
+        return self.init.decode(getattr(msg, INSTANCE_FIELD), ctx)
 
     # -- responses --------------------------------------------------------------------------------
 
@@ -109,6 +71,49 @@ class Method:
 
     def decode_response(self, msg: Any, ctx: DecodeContext) -> Any:
         return self.fn.returns.decode(msg, "result", ctx)
+
+
+class _Arguments:
+    """The parameters of a function (or of a class's constructor) in a message: encoded
+    with errors naming the argument, decoded with defaults, required-ness and pydantic
+    constraints applied."""
+
+    def __init__(self, parameters: tuple[Parameter, ...], who: str) -> None:
+        self.parameters = parameters
+        self.who = who
+        self.validators = {
+            p.name: v for p in parameters if (v := constraint_validator(p.annotation)) is not None
+        }
+        self.positional = [p.name for p in parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+
+    def encode(self, values: dict[str, Any], msg: Any, ctx: EncodeContext) -> None:
+        for p in self.parameters:
+            try:
+                p.type.encode(values[p.name], msg, p.name, ctx)
+            except EncodeError as e:
+                raise TypeError(f"{self.who}(): argument {p.name!r}{e.path}: {e.message}") from None
+            except (TypeError, ValueError, OverflowError) as e:
+                raise TypeError(f"{self.who}(): argument {p.name!r}: {e}") from None
+
+    def decode(self, msg: Any, ctx: DecodeContext) -> tuple[list[Any], dict[str, Any]]:
+        values = {p.name: _decode_parameter(p, msg, ctx) for p in self.parameters}
+        for name, validate in self.validators.items():
+            try:
+                values[name] = validate(values[name])
+            except ValueError as e:  # pydantic's ValidationError is one
+                raise ValueError(f"argument {name!r}: {e}") from None
+        return [values.pop(name) for name in self.positional], values
+
+
+def _decode_parameter(p: Parameter, msg: Any, ctx: DecodeContext) -> Any:
+    """A parameter's value; its Python default when the caller did not send it (a client
+    built before the parameter was added). A required one that was not sent is refused:
+    proto3 would silently read it as zero."""
+    if p.type.shape in ("scalar", "message") and not msg.HasField(p.name):
+        if p.has_default:
+            return p.default
+        raise WireError(f"the required argument {p.name!r} was not sent")
+    return p.type.decode(msg, p.name, ctx)
 
 
 def constraint_validator(annotation: Any) -> Callable[[Any], Any] | None:
