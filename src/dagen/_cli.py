@@ -17,24 +17,15 @@ import click
 
 from ._version import __version__
 
-_SIZE_UNITS = {
-    "": 1,
-    "k": 1 << 10,
-    "kib": 1 << 10,
-    "m": 1 << 20,
-    "mib": 1 << 20,
-    "g": 1 << 30,
-    "gib": 1 << 30,
-}
 
+def _chunk_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    from ._settings import parse_size
+    from ._wire import MAX_CHUNK_BYTES
 
-def _parse_size(text: str) -> int:
-    import re
-
-    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise click.BadParameter(f"{text!r} is not a size like 1MiB or 512KiB")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    size = parse_size(value)
+    if size > MAX_CHUNK_BYTES:
+        raise click.BadParameter(f"must be at most {MAX_CHUNK_BYTES} bytes")
+    return size
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -150,7 +141,7 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--chunk-size",
             default="1MiB",
             show_default=True,
-            callback=lambda c, p, v: _parse_size(v),
+            callback=_chunk_size,
             help="Size of the chunks results are sent in.",
         ),
         click.option(
@@ -180,13 +171,8 @@ def _run(
 ) -> None:
     from ._server import InsecureRefused, ServerOptions, create_server
     from ._settings import security_settings
-    from ._wire import MAX_CHUNK_BYTES
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not 0 < chunk_size <= MAX_CHUNK_BYTES:
-        raise click.BadParameter(
-            f"must be at most {MAX_CHUNK_BYTES} bytes", param_hint="--chunk-size"
-        )
     settings = security_settings(servicer_cls, insecure=insecure, **access)
     servicer = servicer_cls(
         ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor, workers=workers,
