@@ -364,3 +364,14 @@ def test_sigterm_finishes_the_call_in_progress_and_exits_0(
     assert "dagen: stopping" in process.stdout.read()
     # the server knew its callers by their certificates (transfers are logged at INFO)
     assert re.search(r"dagen\.server INFO bob echo_array\(\) in 24 B, out 24 B", log.read_text())
+
+
+def test_serve_with_a_key_that_does_not_match_its_certificate_says_so(
+    certs: Certs, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mismatched"
+    shutil.copytree(certs.folder, folder)
+    shutil.copy(certs.folder / "alice.key", folder / "server.key")  # not server.crt's key
+    message = assert_clean_refusal(serve_until_exit("--certs", str(folder), "--port", "0"))
+    assert "cannot be served" in message and "key" in message
+    assert "port in use" not in message

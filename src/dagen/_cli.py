@@ -169,6 +169,7 @@ def _run(
     debug: bool,
     **access: Any,  # --policy, --socket and the limits: dagen._settings
 ) -> None:
+    from ._certs import CertificateError
     from ._server import InsecureRefused, ServerOptions, create_server
     from ._settings import security_settings
 
@@ -190,7 +191,7 @@ def _run(
             workers=workers,
             socket=settings.socket,
         )
-    except (InsecureRefused, FileNotFoundError, OSError) as e:
+    except (InsecureRefused, OSError, CertificateError) as e:
         raise click.ClickException(str(e)) from None
     logging.getLogger("dagen.server").info("%s", settings.describe())
     stop = threading.Event()

@@ -91,6 +91,11 @@ class CertificateReloader:
         self._rejected: tuple[object, ...] | None = None
         self.reloads = 0
         ca, cert, key = (p.read_bytes() for p in self.paths)
+        problem = _check_set(ca, cert, key)  # as for a reload: grpc would only say "bind failed"
+        if problem is not None:
+            from ._certs import CertificateError
+
+            raise CertificateError(f"the certificates in {self.folder} cannot be served: {problem}")
         self.initial = self._configuration(ca, cert, key)
 
     def _stamps(self) -> tuple[object, ...]:
