@@ -146,21 +146,31 @@ def supervise(
             continue
         if future.done():
             break
-        remaining = context.time_remaining()
-        deadline = remaining is not None and remaining <= 0
-        if deadline or call.is_cancelled() or not context.is_active():
-            # The caller's own timer ends the rpc a moment before the server's does.
-            deadline = deadline or (remaining is not None and remaining < _DEADLINE_SLACK)
-            reason = "its deadline passed" if deadline else "the caller cancelled it"
-            call.cancel(reason)
+        gone = stopped(context)
+        if gone is None and call.is_cancelled():
+            gone = Cancelled("the caller cancelled it")
+        if gone is not None:
+            call.cancel(gone.reason)
             future.cancel()
-            raise Cancelled(reason, deadline=deadline)
+            raise gone
     yield from call.reports.drain()
-    if not context.is_active():  # the function returned, but nobody waits for its result
-        remaining = context.time_remaining()
-        deadline = remaining is not None and remaining < _DEADLINE_SLACK
-        raise Cancelled("its deadline passed" if deadline else "the caller cancelled it", deadline)
+    gone = stopped(context)
+    if gone is not None:  # the function returned, but nobody waits for its result
+        raise gone
     return future.result()
+
+
+def stopped(context: grpc.ServicerContext) -> Cancelled | None:
+    """Why the rpc is over for its function, or None while it goes on: its deadline
+    passed (or nearly: the caller's own timer ends the rpc a moment before the
+    server's), or the caller went away."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return Cancelled("its deadline passed", deadline=True)
+    if context.is_active():
+        return None
+    deadline = remaining is not None and remaining < _DEADLINE_SLACK
+    return Cancelled("its deadline passed" if deadline else "the caller cancelled it", deadline)
 
 
 # -- executors --------------------------------------------------------------------------------------

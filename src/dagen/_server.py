@@ -6,6 +6,7 @@ everything else happens here, once for every service.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
@@ -22,7 +23,7 @@ from ._arrays import DecodeContext, EncodeContext
 from ._codecs import accepted_codecs
 from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
-from ._executor import CallState, Cancelled, ThreadExecutor, make_executor, supervise
+from ._executor import CallState, Cancelled, ThreadExecutor, make_executor, stopped, supervise
 from ._guard import Guard
 from ._introspect import introspect_module
 from ._limits import Admission, CallLimits
@@ -103,12 +104,14 @@ class Servicer:
         self._functions: dict[str, Callable[..., Any]] = {}
         for key, method in self.methods.items():
             fn = method.fn
-            owner = getattr(self.module, fn.owner) if fn.owner else self.module
+            owner: Any = getattr(self.module, fn.owner) if fn.owner else self.module
             if self.options.executor != "thread" and (fn.owner or fn.generator):
                 raise ValueError(
                     f"{key}(): class methods and generators run only with --executor thread"
                 )
-            if not fn.has_instance:  # methods get their object per call, see _bind
+            if fn.has_instance:  # a method: called on an object made per call
+                self._functions[key] = functools.partial(_construct_and_call, owner, fn.name)
+            else:
                 self._functions[key] = getattr(owner, fn.name)
         self._executor = make_executor(self.options.executor, self.module, self.options.workers)
         self.admission = Admission(self.options.call_limits)  # see dagen._guard
@@ -251,8 +254,7 @@ class Servicer:
             if method.init is not None:  # a method: its object, made from the caller's arguments
                 init_args, init_kwargs = method.decode_instance(request, dctx)
                 args, kwargs = method.decode_request(request, dctx)
-                owner = getattr(self.module, str(method.fn.owner))
-                return [owner, method.fn.name, init_args, init_kwargs, *args], kwargs
+                return [init_args, init_kwargs, *args], kwargs
             return method.decode_request(request, dctx)
         except (WireError, ValueError, TypeError, KeyError) as e:
             context.abort(
@@ -271,21 +273,14 @@ class Servicer:
         """Run a unary call in grpc's handler thread; ``dagen.cancelled()`` asks the rpc
         (only when the function checks: asking costs a lock)."""
         assert isinstance(self._executor, ThreadExecutor)
-        fn = self._functions.get(method.fn.key) or _construct_and_call
-
-        def stopped() -> Cancelled | None:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                return Cancelled("its deadline passed", deadline=True)
-            return None if context.is_active() else Cancelled("the caller cancelled it")
-
-        with self._executor.inline_slots, cancellation_scope(lambda: stopped() is not None):
+        fn = self._functions[method.fn.key]
+        with self._executor.inline_slots, cancellation_scope(lambda: stopped(context) is not None):
             try:
                 result = fn(*args, **kwargs)
                 failure: Exception | None = None
             except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
                 failure = e
-        gone = stopped() if failure is not None or not context.is_active() else None
+        gone = stopped(context) if failure is not None or not context.is_active() else None
         if gone is not None:  # nobody waits for the result (or the error it caused)
             self._log_cancelled(method, context, None, gone, started)
             code = grpc.StatusCode.DEADLINE_EXCEEDED if gone.deadline else grpc.StatusCode.CANCELLED
@@ -324,7 +319,7 @@ class Servicer:
     ) -> Generator[Any, None, Any]:
         """Run the function in the executor, yield its progress frames, return its result;
         stop it when the caller goes or the deadline passes."""
-        fn = self._functions.get(method.fn.key) or _construct_and_call
+        fn = self._functions[method.fn.key]
         future = self._executor.submit(
             call, method.name, fn, method.fn.progress, args, kwargs, inline=not method.streaming
         )
