@@ -92,3 +92,11 @@ def test_dask_arrays_are_sent_block_by_block():
         rows = slice(c.start[0], c.start[0] + c.shape[0])
         whole[rows] = np.frombuffer(c.data, dtype="float64").reshape(c.shape)
     np.testing.assert_array_equal(whole, np.arange(2000.0).reshape(200, 10))
+
+
+def test_dagen_cancelled_answers_inside_a_generator(streams):
+    client, marks = streams
+    it = client.patient("patient")
+    assert next(it) == 0
+    it.close()  # while the generator works towards its next item
+    assert wait_for(marks / "patient.cancelled", 5), "dagen.cancelled() never said so"

@@ -221,14 +221,18 @@ class Servicer:
             yield result
             return
         iterator = iter(result)
+        # The generator's body runs here, as it is iterated: dagen.cancelled() asks the rpc.
+        check = lambda: stopped(context) is not None  # noqa: E731
         try:
             while True:
                 try:
-                    item = next(iterator)
+                    with cancellation_scope(check):
+                        item = next(iterator)
                 except StopIteration:
                     return
                 except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
-                    log.info("%s() raised %s: %s", method.name, type(e).__name__, e)
+                    log.info("%s() raised %s: %s", method.name, type(e).__name__, e,
+                             exc_info=self.options.debug)
                     self._abort_with(context, e, method, grpc.StatusCode.UNKNOWN)
                 yield item
         finally:

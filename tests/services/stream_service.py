@@ -33,3 +33,16 @@ def frames(tag: str, size: int) -> Iterator[np.ndarray]:
             produced += 1
     finally:
         _closed(tag, produced)
+
+
+def patient(tag: str) -> Iterator[int]:
+    """One item, then slow work that stops when dagen.cancelled() says so."""
+    import dagen
+
+    yield 0
+    for step in range(1000):
+        if dagen.cancelled():
+            Path(os.environ["DAGEN_TEST_MARKS"], f"{tag}.cancelled").write_text(str(step))
+            return
+        time.sleep(0.01)
+    yield 1
