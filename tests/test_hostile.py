@@ -314,11 +314,14 @@ def _lz4(raw: bytes) -> bytes:
 
 
 def test_refusals_are_clear_messages_printed(pb2, server, channel):
-    """The messages a hostile or broken peer gets, for the record (-rA / -s)."""
+    """The messages a hostile or broken peer gets, printed for the record: each is one
+    line of text, not a Python traceback or repr."""
     for name in CASE_NAMES:
         method, frames, _, _ = cases(pb2)[name]
         outcome = call(channel, method, frames)
-        print(f"{name:40} {outcome.code().name:20} {outcome.details()}")
+        details = outcome.details() or ""
+        print(f"{name:40} {outcome.code().name:20} {details}")
+        assert details and "\n" not in details and "Traceback" not in details, name
 
 
 def test_a_stream_cut_off_mid_array_runs_nothing_and_frees_its_buffer(pb2, server, channel):

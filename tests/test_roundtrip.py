@@ -132,6 +132,7 @@ def test_arrays_inside_containers(echo):
     named = {"u": xr.DataArray(np.arange(4.0), dims="x")}
     out = echo.echo_many(arrays, named)
     assert sorted(out) == ["a0", "a1", "u"]  # protobuf maps do not keep insertion order
+    np.testing.assert_array_equal(out["a0"], arrays[0])
     np.testing.assert_array_equal(out["a1"], arrays[1])
     assert out["a1"].dtype == np.float32
     np.testing.assert_array_equal(out["u"], np.arange(4.0))

@@ -472,9 +472,12 @@ def test_sink_refuses_a_partially_overlapping_chunk(sink):
 
 
 def test_sink_accepts_adjacent_blocks(sink):
+    expected = np.arange(16, dtype="<i4").reshape(4, 4)
     for start, shape in [((0, 2), (2, 2)), ((2, 0), (2, 4)), ((0, 0), (2, 2))]:
-        sink.write(block(start, shape))
+        index = tuple(slice(a, a + n) for a, n in zip(start, shape, strict=True))
+        sink.write(chunk_in(1, start, shape, expected[index].tobytes()))
     sink.finish()
+    np.testing.assert_array_equal(sink.arrays[1], expected)
 
 
 def test_sink_finds_overlap_with_a_tall_block_received_earlier(sink):
