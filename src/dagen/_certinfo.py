@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ._certs import CA_CERT, CertificateError, _key_bytes, _load_ca
+from ._certs import CA_CERT, CertificateError, _builder, _key_bytes, _load_ca
 from ._policy import DENY_LIST, DenyList, Identity, format_serial
 from ._reload import EXPIRY_WARNING_DAYS
 
@@ -206,16 +206,8 @@ def renew(folder: str | Path, name: str, *, days: int, new_key: bool = False) ->
         key = loaded
     if not is_ca and old.issuer != ca_cert.subject:
         raise CertificateError(f"{cert_path} was not issued by the CA of {folder}")
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(old.subject)
-        .issuer_name(old.subject if is_ca else ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-    )
+    builder = _builder(old.subject, old.subject if is_ca else ca_cert.subject,
+                       key.public_key(), days)
     for ext in old.extensions:
         if isinstance(ext.value, x509.AuthorityKeyIdentifier):
             value: x509.ExtensionType = x509.AuthorityKeyIdentifier.from_issuer_public_key(

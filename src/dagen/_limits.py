@@ -11,7 +11,8 @@ allocates. :class:`CallLimits` bounds the server as a whole:
 A call beyond any of them is refused at once with RESOURCE_EXHAUSTED naming the
 limit and its value; it is never queued behind the others, and nothing of it is
 allocated. The server's peak memory is thus about ``max_memory`` plus, per call in
-progress, one chunk and the function's own needs.
+progress, one chunk and the function's own needs, plus the receive buffers it keeps
+for the next calls (at most ``max_memory`` / 8, see dagen._buffers).
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class Admission:
         self.calls = 0
         self.by_identity: dict[str, int] = {}
         self.memory = 0
-        # Buffers of ended calls, for the next ones: a quarter of the memory budget at most.
+        # Buffers of completed calls, for the next ones: an eighth of the memory budget at
+        # most, held outside it (so the server's peak is max_memory plus this pool).
         self.buffers = BufferPool(max_bytes=min(2 << 30, self.limits.max_memory // 8))
 
     def enter(self, who: str) -> Callable[[], None]:
