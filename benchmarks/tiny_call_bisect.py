@@ -53,9 +53,7 @@ def serve(variant: str, certs: str) -> None:
 
     module, pb2 = _compiled(Path(tempfile.mkdtemp()))
     servicer = type("S", (Servicer,), {}, module=module, pb2=pb2)(ServerOptions())
-    interceptors = (Guard.for_servicer(servicer, certs),) if variant == "guarded" else ()
-    server = grpc.server(futures.ThreadPoolExecutor(8), options=SERVER_OPTIONS,
-                         interceptors=interceptors)
+    server = grpc.server(futures.ThreadPoolExecutor(8), options=SERVER_OPTIONS)
     if variant == "raw":
         def add(request: bytes, context: object) -> bytes:
             a, b = struct.unpack("<qq", request)
@@ -74,6 +72,10 @@ def serve(variant: str, certs: str) -> None:
             "Add": grpc.unary_unary_rpc_method_handler(
                 add_pb, request_deserializer=pb2.AddRequest.FromString,
                 response_serializer=pb2.AddResponse.SerializeToString)})
+    elif variant == "guarded":
+        handler = grpc.method_handlers_generic_handler(
+            servicer.service.full_name,
+            Guard.for_servicer(servicer, certs).wrap(servicer.method_handlers()))
     else:
         handler = servicer.generic_handler()
     server.add_generic_rpc_handlers((handler,))

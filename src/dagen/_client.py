@@ -33,6 +33,7 @@ from ._display import (
     ProgressCallback,
     UploadCounter,
     call_options,
+    has_overrides,
     settings_for,
 )
 from ._errors import CallError, exception_from_rpc_error
@@ -58,6 +59,8 @@ ENV_TIMEOUT = "DAGEN_TIMEOUT"
 ENV_INSECURE = "DAGEN_INSECURE"
 ENV_SERVER_NAME = "DAGEN_SERVER_NAME"
 
+
+_NO_ARRAYS = DecodeContext({})  # for responses of unary rpcs, which carry no arrays
 
 class ServiceClient:
     """A connection to a dagen server.
@@ -194,6 +197,12 @@ class ServiceClient:
             for name, m in self.methods.items()
             if self.contract is not None
         }
+        # functions called with one request and one response: their metadata, made once
+        self._unary = {
+            name: self._metadata(method)
+            for name, method in self.methods.items()
+            if not method.streaming and not method.fn.generator
+        }
         self._stubs: dict[str, Any] = {}
         for name, method in self.methods.items():
             if method.streaming:
@@ -225,6 +234,8 @@ class ServiceClient:
 
     def _call(self, name: str, **arguments: Any) -> Any:
         method = self.methods[name]
+        if name in self._unary:
+            return self._call_unary(method, arguments)
         settings = settings_for(self)
         # ValueError or CodecUnavailable before anything is sent:
         codecs = require(normalize_compression(settings.compression)) if method.streaming else ()
@@ -235,11 +246,6 @@ class ServiceClient:
             return self._iterate(method, request, ctx, metadata, settings.timeout)
         stub = self._stubs[name]
         try:
-            if not method.streaming:
-                # A blocking call: no thread per call (future() starts one). grpc checks
-                # for signals while it waits, and Ctrl-C there cancels the call.
-                response = stub(request, timeout=settings.timeout, metadata=metadata)
-                return method.decode_response(response, DecodeContext({}))
             progress = CallProgress(name, settings)
             upload = UploadCounter(send(method.input_cls, "request", request, ctx))
             frames = stub(iter(upload), timeout=settings.timeout, metadata=metadata)
@@ -265,6 +271,27 @@ class ServiceClient:
             raise exception_from_rpc_error(
                 e, function=name, target=self.target, timeout=settings.timeout, tls=self._tls
             ) from None
+        except WireError as e:
+            raise CallError(
+                f"{name}(): the server at {self.target} sent a malformed response: {e}"
+            ) from None
+
+    def _call_unary(self, method: Method, arguments: dict[str, Any]) -> Any:
+        """A call without arrays or items: one request, one response. Its path does
+        little, as a tiny call's time is mostly Python that runs with cold caches."""
+        name = method.name
+        timeout = self.timeout if not has_overrides() else settings_for(self).timeout
+        request = method.encode_request(arguments, EncodeContext(self.chunk_bytes))
+        try:
+            # A blocking call: no thread per call (future() starts one). grpc checks
+            # for signals while it waits, and Ctrl-C there cancels the call.
+            response = self._stubs[name](request, timeout=timeout, metadata=self._unary[name])
+        except grpc.RpcError as e:
+            raise exception_from_rpc_error(
+                e, function=name, target=self.target, timeout=timeout, tls=self._tls
+            ) from None
+        try:
+            return method.decode_response(response, _NO_ARRAYS)
         except WireError as e:
             raise CallError(
                 f"{name}(): the server at {self.target} sent a malformed response: {e}"

@@ -74,6 +74,11 @@ class CallSettings:
     compression: str | None = None  # a codec family of dagen._codecs
 
 
+def has_overrides() -> bool:
+    """Whether a ``with call_options(...)`` block encloses this point."""
+    return bool(_overrides.get())
+
+
 def settings_for(client: Any) -> CallSettings:
     """The client's settings with the overrides of the enclosing ``with`` blocks."""
     values = {name: getattr(client, name) for name in _OPTIONS}

@@ -29,6 +29,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import queue
 import secrets
 import signal
 import sys
@@ -215,6 +216,22 @@ class Executor:
         pass
 
 
+class Slots:
+    """At most ``n`` holders at once: a semaphore whose acquire and release are each one
+    call into C (a tiny call takes one)."""
+
+    def __init__(self, n: int) -> None:
+        self._free: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(n):
+            self._free.put(None)
+
+    def __enter__(self) -> None:
+        self._free.get()
+
+    def __exit__(self, *exc: object) -> None:
+        self._free.put(None)
+
+
 class ThreadExecutor(Executor):
     """Calls run in a pool of ``workers`` threads of the server process."""
 
@@ -224,10 +241,10 @@ class ThreadExecutor(Executor):
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="dagen-call")
         # grpc has a handler thread for every call the server admits (--max-calls), so
         # inline calls take one of --workers slots to run
-        self._inline_slots = threading.BoundedSemaphore(workers)
+        self._inline_slots = Slots(workers)
 
     @property
-    def inline_slots(self) -> threading.BoundedSemaphore:
+    def inline_slots(self) -> Slots:
         """Held while a call runs in grpc's handler thread (see Servicer's fast path)."""
         return self._inline_slots
 

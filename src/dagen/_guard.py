@@ -1,20 +1,21 @@
 """The door of the server: every call passes here before anything of it is decoded,
 allocated or run.
 
-:class:`Guard` is a gRPC server interceptor. For each call of a served function it
+:class:`Guard` wraps each handler of the served module once, when the server is made
+(:meth:`Guard.wrap`). For each call it
 
-1. reads the caller's :class:`~dagen._policy.Identity` from the TLS auth context;
+1. reads the caller's :class:`~dagen._policy.Identity` from the TLS auth context,
+   when anything needs it (a policy, a deny-list with entries, the calls per identity
+   limit, or :func:`dagen.caller`);
 2. refuses it with PERMISSION_DENIED when the deny-list (``revoked.txt``) names its
    certificate or identity, or the policy does not let it call the function;
 3. refuses it with RESOURCE_EXHAUSTED when the server, or that identity, has as many
    calls in progress as it may (:class:`~dagen._limits.Admission`);
-4. refuses a request message that does not parse with INVALID_ARGUMENT (gRPC alone
-   would answer INTERNAL);
-5. runs the call with :func:`dagen.caller` set to the identity (the executor carries
+4. runs the call with :func:`dagen.caller` set to the identity (the executor carries
    it on to the thread or worker process that runs the function).
 
-Methods it does not know (not the served module's) pass untouched; gRPC answers
-UNIMPLEMENTED for paths nobody serves.
+It is not a grpc interceptor: an interceptor runs Python on every call to find the
+handler, which a tiny call pays for in latency.
 """
 
 from __future__ import annotations
@@ -32,18 +33,17 @@ from ._limits import Admission
 from ._policy import (
     DENY_LIST,
     DenyList,
-    Identity,
+    LazyIdentity,
     Policy,
-    identity_from_auth,
     reset_caller,
     set_caller,
 )
-from ._wire import BadFrame, LimitExceeded
+from ._wire import LimitExceeded
 
 log = logging.getLogger("dagen.server")
 
 
-class Guard(grpc.ServerInterceptor):
+class Guard:
     def __init__(
         self,
         functions: dict[str, str],
@@ -52,9 +52,7 @@ class Guard(grpc.ServerInterceptor):
         policy: Policy | None = None,
         deny_list: DenyList | None = None,
     ) -> None:
-        self.functions = functions  # rpc path -> function key ("anomaly", "Model.predict")
-        # rpc path -> (the handler, its guarded version): wrapped once, not on every call
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self.functions = functions  # rpc name -> function key ("anomaly", "Model.predict")
         self.admission = admission
         self.policy = policy
         self.deny_list = deny_list
@@ -63,7 +61,7 @@ class Guard(grpc.ServerInterceptor):
     def for_servicer(cls, servicer: Any, certs: str | Path | None) -> Guard:
         options = servicer.options
         return cls(
-            {m.path: key for key, m in servicer.methods.items()},
+            {m.rpc: key for key, m in servicer.methods.items()},
             servicer.admission,
             policy=getattr(options, "policy", None),
             deny_list=DenyList(Path(certs) / DENY_LIST) if certs is not None else None,
@@ -71,49 +69,42 @@ class Guard(grpc.ServerInterceptor):
 
     # -- the checks -------------------------------------------------------------------------------
 
-    def admit(self, function: str, context: grpc.ServicerContext) -> Identity:
-        """The caller's identity, once it may make this call; aborts the rpc otherwise."""
-        identity = identity_from_auth(context.auth_context() or {}, context.peer())
-        if self.deny_list is not None:
-            reason = self.deny_list.refused(identity)
+    def admit(
+        self, function: str, context: grpc.ServicerContext
+    ) -> tuple[LazyIdentity, Callable[[], None]]:
+        """The caller, once it may make this call, and what ends the call's admission;
+        aborts the rpc otherwise. The caller is identified only when something needs
+        its name: a policy, a deny-list with entries, or its call limit."""
+        caller = LazyIdentity(context)
+        deny_list = self.deny_list
+        if self.policy is not None or (deny_list is not None and not deny_list.empty()):
+            identity = caller.get()
+            reason = deny_list.refused(identity) if deny_list is not None else None
             if reason is not None:
                 log.warning("refused %s() to %s from %s: %s", function, identity,
                             identity.peer, reason)
                 context.abort(grpc.StatusCode.PERMISSION_DENIED,
                               f"{function}(): {reason} on this server")
-        if self.policy is not None and not self.policy.allowed(identity, function):
-            log.warning("refused %s() to %s from %s: not allowed by the policy %s", function,
-                        identity, identity.peer, self.policy.source)
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{identity} may not call {function}(): the server's policy does not allow it",
-            )
+            if self.policy is not None and not self.policy.allowed(identity, function):
+                log.warning("refused %s() to %s from %s: not allowed by the policy %s",
+                            function, identity, identity.peer, self.policy.source)
+                context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"{identity} may not call {function}(): the server's policy does not "
+                    "allow it",
+                )
         try:
-            leave = self.admission.enter(identity.name or "anonymous")
+            leave = self.admission.enter(caller.name)
         except LimitExceeded as e:
-            log.warning("refused %s() to %s: %s", function, identity, e)
+            log.warning("refused %s() to %s: %s", function, caller.get(), e)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{function}(): {e}")
-        if not context.add_callback(leave):
-            leave()  # the rpc ended already
-        return identity
+        return caller, leave
 
     # -- wrapping the handlers ------------------------------------------------------------------
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        cached = self._wrapped.get(handler_call_details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        function = self.functions.get(handler_call_details.method)
-        if handler is None or function is None:
-            return handler
-        guarded = self._wrap(function, handler)
-        self._wrapped[handler_call_details.method] = (handler, guarded)
-        return guarded
+    def wrap(self, handlers: dict[str, grpc.RpcMethodHandler]) -> dict[str, grpc.RpcMethodHandler]:
+        """The servicer's handlers (by rpc name), guarded."""
+        return {rpc: self._wrap(self.functions[rpc], h) for rpc, h in handlers.items()}
 
     def _wrap(self, function: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.request_streaming and handler.response_streaming:
@@ -124,38 +115,40 @@ class Guard(grpc.ServerInterceptor):
             )
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(function, handler.unary_stream, parsed=True),
-                request_deserializer=_tolerant(handler.request_deserializer),
+                self._streaming(function, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if not handler.request_streaming:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(function, handler.unary_unary),
-                request_deserializer=_tolerant(handler.request_deserializer),
+                request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler  # client streaming only: dagen never makes such rpcs
+        raise ValueError(f"{function}(): dagen makes no client-streaming rpcs")
 
     def _unary(self, function: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        admit = self.admit
+
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             # A unary handler runs to its end in this thread: set dagen.caller() here
-            # and reset it after (cheaper than running in a copied context).
-            token = set_caller(self.admit(function, context))
+            # and reset it after (cheaper than running in a copied context); the call
+            # leaves the count of calls in progress when it returns.
+            caller, leave = admit(function, context)
+            token = set_caller(caller)
             try:
-                _check_parsed(function, request, context)
                 return behaviour(request, context)
             finally:
                 reset_caller(token)
+                leave()
 
         return handle
 
     def _streaming(
-        self, function: str, behaviour: Callable[..., Iterator[Any]], parsed: bool = False
+        self, function: str, behaviour: Callable[..., Iterator[Any]]
     ) -> Callable[..., Iterator[Any]]:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             ctx = self._enter(function, context)
-            if parsed:
-                _check_parsed(function, request, context)
             responses = ctx.run(behaviour, request, context)
             try:
                 while True:
@@ -179,27 +172,11 @@ class Guard(grpc.ServerInterceptor):
         return handle
 
     def _enter(self, function: str, context: grpc.ServicerContext) -> contextvars.Context:
-        """Admit the call; the context its handler runs in, where dagen.caller() is set."""
-        identity = self.admit(function, context)
+        """Admit the call until the rpc ends; the context its handler runs in, where
+        dagen.caller() is set."""
+        caller, leave = self.admit(function, context)
+        if not context.add_callback(leave):
+            leave()  # the rpc ended already
         ctx = contextvars.copy_context()
-        ctx.run(set_caller, identity)
+        ctx.run(set_caller, caller)
         return ctx
-
-
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """A request deserializer that returns BadFrame instead of raising."""
-    if deserializer is None:
-        return None
-
-    def deserialize(buf: bytes) -> Any:
-        try:
-            return deserializer(buf)
-        except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
-            return BadFrame(f"malformed request message: {e}")
-
-    return deserialize
-
-
-def _check_parsed(function: str, request: Any, context: grpc.ServicerContext) -> None:
-    if isinstance(request, BadFrame):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{function}(): {request.error}")

@@ -111,14 +111,19 @@ class Admission:
         self.limits = limits or CallLimits()
         self._lock = threading.Lock()
         self.calls = 0
-        self.by_identity: dict[str, int] = {}
+        self.by_identity: dict[str, int] = {}  # calls in progress of named callers
+        self._unnamed: set[_Ticket] = set()  # and of callers not named yet
         self.memory = 0
         # Buffers of completed calls, for the next ones: an eighth of the memory budget at
         # most, held outside it (so the server's peak is max_memory plus this pool).
         self.buffers = BufferPool(max_bytes=min(2 << 30, self.limits.max_memory // 8))
 
-    def enter(self, who: str) -> Callable[[], None]:
-        """Admit a call of ``who`` or raise LimitExceeded; return what ends it (idempotent)."""
+    def enter(self, who: str | Callable[[], str]) -> Callable[[], None]:
+        """Admit a call of ``who`` or raise LimitExceeded; return what ends it (idempotent).
+
+        ``who`` may be a function that names the caller: it is called only once calls
+        of one identity could reach ``max_calls_per_identity``, that is while at least
+        that many calls are in progress (naming the calls in progress then too)."""
         lim = self.limits
         with self._lock:
             if self.calls >= lim.max_calls:
@@ -126,29 +131,47 @@ class Admission:
                     f"the server has {self.calls} calls in progress, its limit "
                     f"(max_calls={lim.max_calls}); try again later"
                 )
-            mine = self.by_identity.get(who, 0)
-            if mine >= lim.max_calls_per_identity:
-                raise LimitExceeded(
-                    f"{who} has {mine} calls in progress, the limit per identity "
-                    f"(max_calls_per_identity={lim.max_calls_per_identity}); try again later"
-                )
+            if self.calls < lim.max_calls_per_identity:
+                ticket = _Ticket(self, None, who)
+                self._unnamed.add(ticket)
+            else:
+                self._name_calls_in_progress()
+                name = who if isinstance(who, str) else who()
+                mine = self.by_identity.get(name, 0)
+                if mine >= lim.max_calls_per_identity:
+                    raise LimitExceeded(
+                        f"{name} has {mine} calls in progress, the limit per identity "
+                        f"(max_calls_per_identity={lim.max_calls_per_identity}); "
+                        "try again later"
+                    )
+                self.by_identity[name] = mine + 1
+                ticket = _Ticket(self, name, who)
             self.calls += 1
-            self.by_identity[who] = mine + 1
-        done = threading.Event()
+        return ticket.leave
 
-        def leave() -> None:
-            with self._lock:
-                if done.is_set():
-                    return
-                done.set()
-                self.calls -= 1
-                left = self.by_identity[who] - 1
-                if left:
-                    self.by_identity[who] = left
-                else:
-                    del self.by_identity[who]
+    def _name_calls_in_progress(self) -> None:
+        """Count the calls admitted without a name by their caller (under the lock)."""
+        for ticket in self._unnamed:
+            who = ticket.who
+            ticket.name = name = who if isinstance(who, str) else who()
+            self.by_identity[name] = self.by_identity.get(name, 0) + 1
+        self._unnamed.clear()
 
-        return leave
+    def _leave(self, ticket: _Ticket) -> None:
+        with self._lock:
+            if ticket.left:
+                return
+            ticket.left = True
+            self.calls -= 1
+            name = ticket.name
+            if name is None:
+                self._unnamed.discard(ticket)
+                return
+            left = self.by_identity[name] - 1
+            if left:
+                self.by_identity[name] = left
+            else:
+                del self.by_identity[name]
 
     def alloc(
         self,
@@ -209,6 +232,21 @@ class Admission:
         if add_callback is None or not add_callback(release):
             release()  # no rpc whose end gives the bytes back, or it has ended already
         return allocate
+
+
+class _Ticket:
+    """One admitted call: who made it, and the name it is counted under once known."""
+
+    __slots__ = ("admission", "name", "who", "left")
+
+    def __init__(self, admission: Admission, name: str | None, who: str | Callable[[], str]) -> None:
+        self.admission = admission
+        self.name = name
+        self.who = who
+        self.left = False
+
+    def leave(self) -> None:
+        self.admission._leave(self)
 
 
 def server_limits(

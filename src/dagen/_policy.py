@@ -73,7 +73,34 @@ class Identity:
         return self.name if self.authenticated and self.name else f"anonymous ({self.peer})"
 
 
-_caller: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
+class LazyIdentity:
+    """The caller of one rpc, identified when first asked for. gRPC answers every
+    question about the caller's certificate by building the whole TLS auth context
+    (its PEM included), a good part of a tiny call's time: a server without a policy
+    or a deny-list asks only when a function calls :func:`caller` or an identity's
+    call limit is in reach."""
+
+    __slots__ = ("_context", "_identity")
+
+    def __init__(self, context: Any) -> None:  # a grpc.ServicerContext
+        self._context = context
+        self._identity: Identity | None = None
+
+    def get(self) -> Identity:
+        identity = self._identity
+        if identity is None:
+            context = self._context
+            identity = identity_from_auth(context.auth_context() or {}, context.peer())
+            self._identity = identity
+            self._context = None  # the rpc's context is not needed any more
+        return identity
+
+    def name(self) -> str:
+        """What call limits count by: the common name, or "anonymous"."""
+        return self.get().name or "anonymous"
+
+
+_caller: contextvars.ContextVar[Identity | LazyIdentity | None] = contextvars.ContextVar(
     "dagen_caller", default=None
 )
 
@@ -86,14 +113,17 @@ def caller() -> Identity | None:
     ``dagen certs client`` issued it for), ``.sans`` its alternative names. Use it to
     log, or to decide what to return.
     """
-    return _caller.get()
+    value = _caller.get()
+    return value.get() if isinstance(value, LazyIdentity) else value
 
 
-def set_caller(identity: Identity | None) -> contextvars.Token[Identity | None]:
+def set_caller(
+    identity: Identity | LazyIdentity | None,
+) -> contextvars.Token[Identity | LazyIdentity | None]:
     return _caller.set(identity)
 
 
-def reset_caller(token: contextvars.Token[Identity | None]) -> None:
+def reset_caller(token: contextvars.Token[Identity | LazyIdentity | None]) -> None:
     _caller.reset(token)
 
 
@@ -284,6 +314,7 @@ class DenyList:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._fspath = str(self.path)  # stat on every call: no Path conversion each time
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self.serials: frozenset[int] = frozenset()
@@ -291,7 +322,7 @@ class DenyList:
 
     def _refresh(self) -> None:
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._fspath)
             stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
             stamp = None
@@ -320,6 +351,11 @@ class DenyList:
                         names.add(entry)
             self.serials, self.names = frozenset(serials), frozenset(names)
             self._stamp = stamp
+
+    def empty(self) -> bool:
+        """Whether the list (as the file now says) refuses nobody."""
+        self._refresh()
+        return not self.serials and not self.names
 
     def refused(self, identity: Identity) -> str | None:
         """Why the deny-list refuses this caller, or None."""

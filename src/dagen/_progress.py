@@ -87,14 +87,19 @@ def cancelled() -> bool:
     return bool(check is not None and check())
 
 
-@contextmanager
-def cancellation_scope(check: Callable[[], bool]) -> Iterator[None]:
+class cancellation_scope:  # noqa: N801 - used like a function, as contextlib's are
     """Make :func:`cancelled` answer with ``check`` in this thread for a call's duration."""
-    token = _cancelled_check.set(check)
-    try:
-        yield
-    finally:
-        _cancelled_check.reset(token)
+
+    __slots__ = ("_check", "_token")
+
+    def __init__(self, check: Callable[[], bool]) -> None:
+        self._check = check
+
+    def __enter__(self) -> None:
+        self._token = _cancelled_check.set(self._check)
+
+    def __exit__(self, *exc: object) -> None:
+        _cancelled_check.reset(self._token)
 
 
 class _Level:

@@ -19,6 +19,7 @@ class Method:
     def __init__(self, service: Service, fn: Function, pb2: Any) -> None:
         self.fn = fn
         self.name = fn.key  # "anomaly", "Model.predict"
+        self.rpc = fn.rpc  # "Anomaly", "ModelPredict"
         self.path = f"/{service.full_name}/{fn.rpc}"
         self.streaming = fn.streaming or _client_streaming(pb2, service, fn)
         try:
@@ -85,6 +86,7 @@ class _Arguments:
             p.name: v for p in parameters if (v := constraint_validator(p.annotation)) is not None
         }
         self.positional = [p.name for p in parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+        self._plan = [(p, p.type.shape in ("scalar", "message")) for p in parameters]
 
     def encode(self, values: dict[str, Any], msg: Any, ctx: EncodeContext) -> None:
         for p in self.parameters:
@@ -96,24 +98,23 @@ class _Arguments:
                 raise TypeError(f"{self.who}(): argument {p.name!r}: {e}") from None
 
     def decode(self, msg: Any, ctx: DecodeContext) -> tuple[list[Any], dict[str, Any]]:
-        values = {p.name: _decode_parameter(p, msg, ctx) for p in self.parameters}
+        values = {}
+        for p, has_presence in self._plan:
+            # A parameter a client built before it was added did not send gets its
+            # Python default; a required one that was not sent is refused (proto3
+            # would read it as zero).
+            if has_presence and not msg.HasField(p.name):
+                if not p.has_default:
+                    raise WireError(f"the required argument {p.name!r} was not sent")
+                values[p.name] = p.default
+            else:
+                values[p.name] = p.type.decode(msg, p.name, ctx)
         for name, validate in self.validators.items():
             try:
                 values[name] = validate(values[name])
             except ValueError as e:  # pydantic's ValidationError is one
                 raise ValueError(f"argument {name!r}: {e}") from None
         return [values.pop(name) for name in self.positional], values
-
-
-def _decode_parameter(p: Parameter, msg: Any, ctx: DecodeContext) -> Any:
-    """A parameter's value; its Python default when the caller did not send it (a client
-    built before the parameter was added). A required one that was not sent is refused:
-    proto3 would silently read it as zero."""
-    if p.type.shape in ("scalar", "message") and not msg.HasField(p.name):
-        if p.has_default:
-            return p.default
-        raise WireError(f"the required argument {p.name!r} was not sent")
-    return p.type.decode(msg, p.name, ctx)
 
 
 def constraint_validator(annotation: Any) -> Callable[[Any], Any] | None:

@@ -23,7 +23,15 @@ from ._arrays import DecodeContext, EncodeContext
 from ._codecs import accepted_codecs
 from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
-from ._executor import CallState, Cancelled, ThreadExecutor, make_executor, stopped, supervise
+from ._executor import (
+    CallState,
+    Cancelled,
+    Slots,
+    ThreadExecutor,
+    make_executor,
+    stopped,
+    supervise,
+)
 from ._guard import Guard
 from ._introspect import introspect_module
 from ._limits import Admission, CallLimits
@@ -43,6 +51,8 @@ from ._wire import (
 )
 
 log = logging.getLogger("dagen.server")
+
+_NO_ARRAYS = DecodeContext({})  # for messages of unary rpcs, which carry no arrays
 
 
 def import_served_module(name: str, fallback_path: str | None = None) -> types.ModuleType:
@@ -120,47 +130,76 @@ class Servicer:
         """Stop the executor (its worker processes, if any)."""
         self._executor.shutdown()
 
-    def generic_handler(self) -> grpc.GenericRpcHandler:
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """A handler for each rpc of the service, by rpc name.
+
+        A unary rpc's request arrives as bytes and its handler parses it: a malformed
+        one gets INVALID_ARGUMENT (grpc alone would answer INTERNAL), and the parsing
+        runs in the call's thread, not in the one thread that takes all grpc's events."""
         handlers = {}
         for method in self.methods.values():
             if method.streaming:
-                handlers[method.fn.rpc] = grpc.stream_stream_rpc_method_handler(
+                handlers[method.rpc] = grpc.stream_stream_rpc_method_handler(
                     self._stream_handler(method),
                     request_deserializer=frame_deserializer(method.input_cls),
                     response_serializer=frame_serializer,
                 )
             elif method.fn.generator:
-                handlers[method.fn.rpc] = grpc.unary_stream_rpc_method_handler(
+                handlers[method.rpc] = grpc.unary_stream_rpc_method_handler(
                     self._items_handler(method),
-                    request_deserializer=method.request_cls.FromString,
                     response_serializer=method.response_cls.SerializeToString,
                 )
             else:
-                handlers[method.fn.rpc] = grpc.unary_unary_rpc_method_handler(
+                handlers[method.rpc] = grpc.unary_unary_rpc_method_handler(
                     self._unary_handler(method),
-                    request_deserializer=method.request_cls.FromString,
                     response_serializer=method.response_cls.SerializeToString,
                 )
-        return grpc.method_handlers_generic_handler(self.service.full_name, handlers)
+        return handlers
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        """The handlers for ``server.add_generic_rpc_handlers`` (without the guard)."""
+        return grpc.method_handlers_generic_handler(self.service.full_name, self.method_handlers())
 
     # -- handlers -------------------------------------------------------------------------------
 
-    def _unary_handler(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def _unary_handler(self, method: Method) -> Callable[[bytes, grpc.ServicerContext], Any]:
         # Without progress reports to forward, a call under the thread executor runs right
-        # here: no call state, supervision or future (a tiny call's time is mostly that).
-        fast = isinstance(self._executor, ThreadExecutor) and method.fn.progress is None
+        # here: no call state, supervision or future. A tiny call's time is mostly Python
+        # that runs with cold caches, so this path does as little as it can.
+        executor = self._executor
+        slots = executor.inline_slots if isinstance(executor, ThreadExecutor) else None
+        fast = slots is not None and method.fn.progress is None
+        fn = self._functions[method.fn.key]
+        parse = method.request_cls.FromString
+        decode = method.decode_request if method.init is None else None
+        contract = self.contract
 
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        def handle(data: bytes, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            self._check_contract(method, context)
-            args, kwargs = self._decode(method, request, DecodeContext({}), context)
-            if fast:
-                result = self._run_here(method, args, kwargs, context, started)
+            try:
+                request = parse(data)
+            except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"{method.name}(): malformed request message: {e}")
+            if contract is not None:
+                self._check_contract(method, context)
+            if decode is not None:
+                try:
+                    args, kwargs = decode(request, _NO_ARRAYS)
+                except (WireError, ValueError, TypeError, KeyError) as e:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"{method.name}(): invalid request: {e}")
             else:
-                call = self._executor.open(method.name, context)
+                args, kwargs = self._decode(method, request, DecodeContext({}), context)
+            if fast:
+                assert slots is not None
+                result = self._run_here(fn, slots, method, args, kwargs, context, started)
+            else:
+                call = executor.open(method.name, context)
                 result = self._invoke(method, call, args, kwargs, context, started)
             response = self._encode(method, result, EncodeContext(), context)
-            self._log(method, context, 0, 0, started)
+            if log.isEnabledFor(logging.DEBUG):
+                self._log(method, context, 0, 0, started)
             return response
 
         return handle
@@ -202,8 +241,9 @@ class Servicer:
     def _items_handler(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         """A generator without arrays: a server stream of response messages."""
 
-        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        def handle(data: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
+            request = self._parse(method, data, context)
             self._check_contract(method, context)
             args, kwargs = self._decode(method, request, DecodeContext({}), context)
             call = self._executor.open(method.name, context)
@@ -240,12 +280,21 @@ class Servicer:
             if close is not None:
                 close()
 
+    @staticmethod
+    def _parse(method: Method, data: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return method.request_cls.FromString(data)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{method.name}(): malformed request message: {e}")
+            raise  # unreachable: abort raises
+
     def _check_contract(self, method: Method, context: grpc.ServicerContext) -> None:
         if self.contract is None:
             return
         for key, value in context.invocation_metadata():
             if key == CONTRACT_METADATA_KEY:
-                problem = self.contract.check(method.fn.rpc, value)
+                problem = self.contract.check(method.rpc, value)
                 if problem is not None:
                     context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                   f"{method.fn.key}(): {problem}")
@@ -268,6 +317,8 @@ class Servicer:
 
     def _run_here(
         self,
+        fn: Callable[..., Any],
+        slots: Slots,
         method: Method,
         args: list[Any],
         kwargs: dict[str, Any],
@@ -276,9 +327,7 @@ class Servicer:
     ) -> Any:
         """Run a unary call in grpc's handler thread; ``dagen.cancelled()`` asks the rpc
         (only when the function checks: asking costs a lock)."""
-        assert isinstance(self._executor, ThreadExecutor)
-        fn = self._functions[method.fn.key]
-        with self._executor.inline_slots, cancellation_scope(lambda: stopped(context) is not None):
+        with slots, cancellation_scope(lambda: stopped(context) is not None):
             try:
                 result = fn(*args, **kwargs)
                 failure: Exception | None = None
@@ -470,10 +519,14 @@ def create_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max(workers, max_calls + 8)),
         options=SERVER_OPTIONS,
-        interceptors=(Guard.for_servicer(servicer, None if insecure else certs),),
         maximum_concurrent_rpcs=2 * max_calls + 16,
     )
-    server.add_generic_rpc_handlers((servicer.generic_handler(),))
+    # Registered methods: grpc matches the rpc's path in C, and every handler is
+    # guarded (once, here); paths nobody serves get UNIMPLEMENTED.
+    guard = Guard.for_servicer(servicer, None if insecure else certs)
+    server.add_registered_method_handlers(
+        servicer.service.full_name, guard.wrap(servicer.method_handlers())
+    )
     if socket is not None:
         bind_unix_socket(server, socket, credentials)
         return server, 0

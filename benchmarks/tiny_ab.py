@@ -1,0 +1,129 @@
+"""The tiny call of dagen and raw grpcio measured as `make bench` does (blocks of
+sequential calls after a warm-up), alternating the two systems several times so that
+the ratio is taken under the same conditions.
+
+    python benchmarks/tiny_ab.py [--rounds 4] [--calls 2000] [--systems dagen,grpc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Processes, make_certs  # noqa: E402
+from systems import SYSTEMS  # noqa: E402
+
+
+class DagenStub(SYSTEMS["dagen"]):
+    """dagen's server called through a bare grpc stub: the client's share of the time."""
+
+    name = "dagen-stub"
+
+    def start(self) -> None:
+        super().start()
+        client = self.client
+        method = client.methods["add"]
+        self._stub = client._channel.unary_unary(
+            method.path, request_serializer=method.request_cls.SerializeToString,
+            response_deserializer=method.response_cls.FromString)
+        self._request_cls = method.request_cls
+
+    def add(self, a: int, b: int) -> int:
+        return self._stub(self._request_cls(a=a, b=b), timeout=60).result
+
+
+class Bisect(SYSTEMS["grpc"]):
+    """A server variant of tiny_call_bisect.py (``variant``), called with a bare stub."""
+
+    variant = "trivial"
+
+    def start(self) -> None:
+        import subprocess
+
+        import grpc
+
+        from dagen._tls import CHANNEL_OPTIONS, channel_credentials
+
+        here = Path(__file__).resolve().parent
+        self._proc = subprocess.Popen(
+            [sys.executable, str(here / "tiny_call_bisect.py"), "--serve", self.variant,
+             "--certs", str(self.certs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        port = int(self._proc.stdout.readline())
+        self.channel = grpc.secure_channel(
+            f"127.0.0.1:{port}", channel_credentials(self.certs, "alice"), options=CHANNEL_OPTIONS)
+        sys.path.insert(0, str(here))
+        from tiny_call_bisect import _compiled
+
+        _, pb2 = _compiled(Path(tempfile.mkdtemp()))
+        self._request_cls = pb2.AddRequest
+        self._stub = self.channel.unary_unary(
+            "/echo_service.EchoService/Add", request_serializer=pb2.AddRequest.SerializeToString,
+            response_deserializer=pb2.AddResponse.FromString)
+
+    def add(self, a: int, b: int) -> int:
+        return self._stub(self._request_cls(a=a, b=b), timeout=60).result
+
+    def close(self) -> None:
+        self.channel.close()
+        self._proc.stdin.close()
+        self._proc.wait(10)
+
+
+def _bisect(name: str, variant: str) -> type:
+    return type(f"Bisect_{variant}", (Bisect,), {"name": name, "variant": variant})
+
+
+EXTRA = {
+    "dagen-stub": DagenStub,
+    "trivial": _bisect("trivial", "trivial"),  # a protobuf handler, in a process like dagen's
+    "servicer": _bisect("servicer", "dagen"),  # dagen's servicer without the guard
+    "guarded": _bisect("guarded", "guarded"),  # and with it
+}
+
+
+def block(system, calls: int) -> float:
+    for i in range(50):
+        system.add(i, 1)
+    times = []
+    for i in range(calls):
+        t0 = time.perf_counter_ns()
+        system.add(i, 1)
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--systems", default="dagen,grpc")
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dagen-tiny-"))
+    procs = Processes(work)
+    certs = make_certs(work / "certs")
+    systems = [{**SYSTEMS, **EXTRA}[n](certs, work, procs) for n in args.systems.split(",")]
+    try:
+        for s in systems:
+            s.start()
+        p50: dict[str, list[float]] = {s.name: [] for s in systems}
+        for _ in range(args.rounds):
+            for s in systems:
+                p50[s.name].append(block(s, args.calls))
+        ref = statistics.median(p50[systems[-1].name])
+        for name, values in p50.items():
+            m = statistics.median(values)
+            shown = ", ".join(f"{v:.0f}" for v in values)
+            print(f"{name:8s} p50 {m:5.0f} µs  ({m / ref:.2f}×)  blocks: {shown}")
+    finally:
+        for s in systems:
+            s.close()
+
+
+if __name__ == "__main__":
+    main()
