@@ -9,7 +9,7 @@ from typing import Any
 
 from ._arrays import DecodeContext, EncodeContext, allocate_arrays
 from ._model import INSTANCE_FIELD, Function, Parameter, Service
-from ._types import EncodeError
+from ._types import EncodeError, ScalarNode
 from ._wire import ArraySink, BadFrame, ChunkIn, Limits, WireError
 
 
@@ -86,7 +86,9 @@ class _Arguments:
             p.name: v for p in parameters if (v := constraint_validator(p.annotation)) is not None
         }
         self.positional = [p.name for p in parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY]
-        self._plan = [(p, p.type.shape in ("scalar", "message")) for p in parameters]
+        self._plan = [  # each parameter; whether it has presence; whether it is read as is
+            (p, p.type.shape in ("scalar", "message"), _read_as_is(p.type)) for p in parameters
+        ]
 
     def encode(self, values: dict[str, Any], msg: Any, ctx: EncodeContext) -> None:
         for p in self.parameters:
@@ -99,22 +101,31 @@ class _Arguments:
 
     def decode(self, msg: Any, ctx: DecodeContext) -> tuple[list[Any], dict[str, Any]]:
         values = {}
-        for p, has_presence in self._plan:
+        for p, has_presence, plain in self._plan:
+            name = p.name
             # A parameter a client built before it was added did not send gets its
             # Python default; a required one that was not sent is refused (proto3
             # would read it as zero).
-            if has_presence and not msg.HasField(p.name):
+            if has_presence and not msg.HasField(name):
                 if not p.has_default:
-                    raise WireError(f"the required argument {p.name!r} was not sent")
-                values[p.name] = p.default
+                    raise WireError(f"the required argument {name!r} was not sent")
+                values[name] = p.default
+            elif plain:
+                values[name] = getattr(msg, name)
             else:
-                values[p.name] = p.type.decode(msg, p.name, ctx)
+                values[name] = p.type.decode(msg, name, ctx)
         for name, validate in self.validators.items():
             try:
                 values[name] = validate(values[name])
             except ValueError as e:  # pydantic's ValidationError is one
                 raise ValueError(f"argument {name!r}: {e}") from None
         return [values.pop(name) for name in self.positional], values
+
+
+def _read_as_is(node: Any) -> bool:
+    """Whether a parameter's Python value is its message field's value."""
+    return (isinstance(node, ScalarNode) and type(node).decode is ScalarNode.decode
+            and node.plain)
 
 
 def constraint_validator(annotation: Any) -> Callable[[Any], Any] | None:

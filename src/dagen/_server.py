@@ -13,7 +13,6 @@ import sys
 import time
 import types
 from collections.abc import Callable, Generator, Iterator
-from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,6 +39,7 @@ from ._policy import Policy
 from ._progress import cancellation_scope, state_to_proto
 from ._protocol import Method, receive, send
 from ._socket import bind_unix_socket
+from ._threads import LastIdlePool
 from ._tls import SERVER_OPTIONS, is_loopback, join_host_port, server_credentials
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
@@ -517,7 +517,7 @@ def create_server(
     # A handler thread for every call the guard may admit, and some to refuse the others.
     max_calls = servicer.options.call_limits.max_calls
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max(workers, max_calls + 8)),
+        LastIdlePool(max_workers=max(workers, max_calls + 8)),
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=2 * max_calls + 16,
     )

@@ -1,0 +1,90 @@
+"""The server's handler thread pool (dagen._threads.LastIdlePool)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dagen._threads import LastIdlePool
+
+
+def test_sequential_calls_run_on_the_thread_that_went_idle_last():
+    pool = LastIdlePool(8)
+    try:
+        names = [pool.submit(lambda: threading.current_thread().name).result(5) for _ in range(50)]
+        assert len(set(names)) == 1, names  # one warm thread, not eight taking turns
+        # with two calls at once, two threads; after that the last one idle is reused
+        gate = threading.Event()
+        slow = pool.submit(gate.wait, 5)
+        other = pool.submit(lambda: threading.current_thread().name).result(5)
+        assert other != names[0]  # the first thread is busy with the slow call
+        gate.set()
+        slow.result(5)
+        time.sleep(0.05)  # both idle now; the slow call's thread went idle last
+        after = {pool.submit(lambda: threading.current_thread().name).result(5) for _ in range(20)}
+        assert len(after) == 1
+    finally:
+        pool.shutdown()
+
+
+def test_it_grows_to_max_workers_and_queues_the_rest_in_order():
+    pool = LastIdlePool(3, thread_name_prefix="test-grow")
+    gate = threading.Event()
+    running = []
+    lock = threading.Lock()
+
+    def job(k: int) -> int:
+        with lock:
+            running.append(k)
+        gate.wait(5)
+        return k
+
+    try:
+        futures = [pool.submit(job, k) for k in range(7)]
+        time.sleep(0.2)
+        assert sorted(running) == [0, 1, 2]  # three threads at most; the rest wait
+        gate.set()
+        assert [f.result(5) for f in futures] == list(range(7))
+        assert running[3:] == [3, 4, 5, 6]  # waiting calls ran in the order they came
+        assert len({t.name for t in threading.enumerate() if t.name.startswith("test-grow")}) == 3
+    finally:
+        pool.shutdown()
+
+
+def test_errors_reach_the_future_and_the_thread_goes_on():
+    pool = LastIdlePool(1)
+    try:
+        failed = pool.submit(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            failed.result(5)
+        assert pool.submit(lambda: 42).result(5) == 42
+    finally:
+        pool.shutdown()
+
+
+def test_shutdown_ends_its_threads_and_refuses_new_work():
+    pool = LastIdlePool(4, thread_name_prefix="test-shutdown")
+    gate = threading.Event()
+    busy = [pool.submit(gate.wait, 5) for _ in range(4)]
+    queued = pool.submit(lambda: "late")
+    threads = [t for t in threading.enumerate() if t.name.startswith("test-shutdown")]
+    gate.set()
+    pool.shutdown(wait=True)
+    assert queued.result(1) == "late"  # work accepted before shutdown still runs
+    assert all(f.done() for f in busy)
+    assert not any(t.is_alive() for t in threads)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(lambda: None)
+
+
+def test_shutdown_can_cancel_what_waits():
+    pool = LastIdlePool(1)
+    gate = threading.Event()
+    busy = pool.submit(gate.wait, 5)
+    waiting = pool.submit(lambda: "never")
+    pool.shutdown(wait=False, cancel_futures=True)
+    gate.set()
+    assert busy.result(5) is True
+    assert waiting.cancelled()
