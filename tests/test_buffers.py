@@ -1,10 +1,10 @@
-"""The server reuses receive buffers only when nothing else refers to them."""
+"""Receive buffers are reused (by the server and the client) only when nothing else refers to them."""
 
 import time
 
 import numpy as np
 
-from dagen._buffers import MIN_BYTES, BufferPool
+from dagen._buffers import MIN_BYTES, BufferPool, LendingPool
 from dagen._limits import Admission
 
 
@@ -40,11 +40,18 @@ def test_small_buffers_and_other_sizes_are_not_pooled():
     assert pool.take(MIN_BYTES + 8).ctypes.data != address  # exact sizes only
 
 
+def test_one_buffer_of_a_size_is_kept():
+    pool = BufferPool()
+    pool.give_back([pool.take(MIN_BYTES), pool.take(MIN_BYTES)])
+    assert pool.held_bytes == MIN_BYTES
+
+
 def test_the_pool_is_bounded_and_lets_go_when_idle():
-    pool = BufferPool(max_bytes=2 * MIN_BYTES, idle_seconds=0.2)
-    buffers = [pool.take(MIN_BYTES) for _ in range(3)]
+    sizes = [MIN_BYTES, MIN_BYTES + 8, MIN_BYTES + 16]
+    pool = BufferPool(max_bytes=2 * MIN_BYTES + 24, idle_seconds=0.2)
+    buffers = [pool.take(n) for n in sizes]
     pool.give_back(buffers)
-    assert pool.held_bytes == 2 * MIN_BYTES
+    assert pool.held_bytes == sizes[1] + sizes[2]  # the oldest went first
     deadline = time.monotonic() + 5
     while pool.held_bytes and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -98,3 +105,32 @@ def test_the_buffers_of_a_failed_call_are_freed_not_kept():
     admission.alloc(rpc)(MIN_BYTES)  # the upload broke off: the call never completed
     rpc.end()
     assert admission.buffers.held_bytes == 0
+
+
+def test_a_client_result_buffer_is_lent_again_once_the_caller_let_go():
+    pool = LendingPool(max_bytes=4 * MIN_BYTES)
+    first = pool.take(MIN_BYTES)
+    address = first.ctypes.data
+    result = first.view(np.float64).reshape(-1, 8)  # what the caller gets
+    del first
+    second = pool.take(MIN_BYTES)
+    assert second.ctypes.data != address  # the caller still holds the first result
+    del result
+    third = pool.take(MIN_BYTES)
+    assert third.ctypes.data == address  # its memory, already touched, serves again
+    assert pool.take(1024).nbytes == 1024  # small ones are never pooled
+    del second, third
+
+
+def test_the_client_pool_is_bounded_and_lets_go_when_idle():
+    pool = LendingPool(max_bytes=2 * MIN_BYTES, idle_seconds=0.2)
+    for _ in range(3):
+        pool.take(MIN_BYTES + 8)  # dropped at once each time: the same buffer serves
+    assert pool.held_bytes == MIN_BYTES + 8
+    held = [pool.take(MIN_BYTES) for _ in range(3)]  # all alive: three buffers lent
+    assert pool.held_bytes <= 2 * MIN_BYTES
+    del held
+    deadline = time.monotonic() + 5
+    while pool.held_bytes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.held_bytes == 0

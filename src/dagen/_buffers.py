@@ -1,11 +1,16 @@
-"""Receive buffers the server reuses, to spare each large call the first-touch cost of
-fresh memory (page faults and huge-page compaction: ~0.16 s per GiB warm, up to 2 s).
+"""Receive buffers reused from one call to the next, to spare each large call the
+first-touch cost of fresh memory (page faults and huge-page compaction: ~0.16 s per GiB
+warm, up to 2 s).
 
-A call's buffers come back when the rpc ends, and are kept only if nothing else refers
-to them: every numpy view, DataArray or memoryview made from a buffer keeps it alive,
-so a function that kept its argument keeps its memory. A reused buffer is overwritten
-completely before anyone sees it (the sink checks that chunks cover every byte). The
-pool holds at most ``max_bytes`` and lets everything go after ``idle_seconds``.
+:class:`BufferPool` is the server's: a call's buffers come back when its rpc ends.
+:class:`LendingPool` is the client's: a result's buffers are the caller's arrays, and
+come back once the caller has let go of them.
+
+A buffer is reused only when nothing else refers to it: every numpy view, DataArray
+or memoryview made from a buffer keeps it alive, so a function (or a caller) that kept
+an array keeps its memory. A reused buffer is overwritten completely before anyone
+sees it (the sink checks that chunks cover every byte). A pool holds at most
+``max_bytes`` and lets everything go after ``idle_seconds``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 import numpy as np
 
 MIN_BYTES = 16 << 20  # smaller buffers are cheap to allocate
-PER_SIZE = 2  # buffers kept of any one size
+PER_SIZE = 1  # buffers a server keeps of any one size
 
 
 class BufferPool:
@@ -79,3 +84,26 @@ class BufferPool:
     def held_bytes(self) -> int:
         with self._lock:
             return sum(b.nbytes for b in self._free)
+
+
+class LendingPool(BufferPool):
+    """The buffers a client received results into, for its next calls: it holds on to
+    each one it lent (up to ``max_bytes`` in all) and lends it again once nothing but
+    the pool refers to it, that is once the caller dropped every array made from it.
+    Held buffers go after ``idle_seconds`` without a call."""
+
+    def take(self, nbytes: int) -> np.ndarray:
+        if nbytes < MIN_BYTES:
+            return np.empty(nbytes, np.uint8)
+        with self._lock:
+            self._last_use = time.monotonic()
+            for buffer in self._free:  # here: every buffer lent, free again or not
+                # referred to by the list, the loop variable and getrefcount's argument
+                if buffer.nbytes == nbytes and sys.getrefcount(buffer) <= 3:
+                    return buffer
+            fresh = np.empty(nbytes, np.uint8)
+            self._free.append(fresh)
+            while sum(b.nbytes for b in self._free) > self.max_bytes:
+                self._free.pop(0)  # the oldest first (its arrays, if alive, keep it)
+        self._schedule_release()
+        return fresh

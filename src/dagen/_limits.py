@@ -12,7 +12,7 @@ A call beyond any of them is refused at once with RESOURCE_EXHAUSTED naming the
 limit and its value; it is never queued behind the others, and nothing of it is
 allocated. The server's peak memory is thus about ``max_memory`` plus, per call in
 progress, one chunk and the function's own needs, plus the receive buffers it keeps
-for the next calls (at most ``max_memory`` / 8, see dagen._buffers).
+for the next calls (at most ``max_memory`` / 4, see dagen._buffers).
 """
 
 from __future__ import annotations
@@ -114,9 +114,9 @@ class Admission:
         self.by_identity: dict[str, int] = {}  # calls in progress of named callers
         self._unnamed: set[_Ticket] = set()  # and of callers not named yet
         self.memory = 0
-        # Buffers of completed calls, for the next ones: an eighth of the memory budget at
+        # Buffers of completed calls, for the next ones: a quarter of the memory budget at
         # most, held outside it (so the server's peak is max_memory plus this pool).
-        self.buffers = BufferPool(max_bytes=min(2 << 30, self.limits.max_memory // 8))
+        self.buffers = BufferPool(max_bytes=self.limits.max_memory // 4)
 
     def enter(self, who: str | Callable[[], str]) -> Callable[[], None]:
         """Admit a call of ``who`` or raise LimitExceeded; return what ends it (idempotent).
