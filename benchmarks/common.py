@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dagen._wire import DEFAULT_CHUNK_BYTES
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 HOST = "127.0.0.1"
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = DEFAULT_CHUNK_BYTES  # every system sends chunks of dagen's size
 PORT_LINE = re.compile(r"on 127\.0\.0\.1:(\d+)")
 
 # -- sizes -------------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"after {results['load_after']}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- 127.0.0.1, mutual TLS everywhere; echo of a float64 xarray.DataArray, "
-        f"chunks of 1 MiB; median of {cfg['runs']} runs after 1 warm-up; "
+        f"chunks of {cfg.get('chunk_bytes', 1 << 20) / (1 << 20):.4g} MiB; median of {cfg['runs']} runs after 1 warm-up; "
         f"throughput = 2 × payload / time",
         "",
         "## Echo throughput (MiB/s, median)",

@@ -43,7 +43,15 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
-from common import PeakRSS, Processes, drop_free_memory, fmt_size, make_certs, parse_size  # noqa: E402
+from common import (  # noqa: E402
+    CHUNK_BYTES,
+    PeakRSS,
+    Processes,
+    drop_free_memory,
+    fmt_size,
+    make_certs,
+    parse_size,
+)
 from report import write_reports  # noqa: E402
 from systems import SYSTEMS, Skip, System  # noqa: E402
 
@@ -423,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "sizes": sizes, "runs": args.runs, "warmup_calls": 1, "memory_size": memory_size,
             "tiny_calls": args.tiny_calls, "concurrency": args.concurrency,
-            "concurrent_seconds": args.concurrent_seconds, "chunk_bytes": 1 << 20,
+            "concurrent_seconds": args.concurrent_seconds, "chunk_bytes": CHUNK_BYTES,
             "quick": args.quick, "systems": args.systems.split(","),
             "transport": "127.0.0.1, mutual TLS (ECDSA P-256 certificates from dagen._certs)",
         },

@@ -11,7 +11,7 @@ import grpc
 from ._certs import CA_CERT, SERVER_CERT, SERVER_KEY
 from ._reload import CertificateReloader, warn_if_expiring
 
-# Chunks are ~1 MiB; headers of arrays with many attributes can be a few MiB.
+# Chunks are under 4 MiB; headers of arrays with many attributes can be a few MiB.
 MAX_MESSAGE_BYTES = 64 << 20
 
 # Keepalive. A call that runs for hours sends nothing while its function works, and
