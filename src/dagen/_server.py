@@ -141,7 +141,6 @@ class Servicer:
             if method.streaming:
                 handlers[method.rpc] = grpc.stream_stream_rpc_method_handler(
                     self._stream_handler(method),
-                    request_deserializer=frame_deserializer(method.input_cls),
                     response_serializer=frame_serializer,
                 )
             elif method.fn.generator:
@@ -209,8 +208,11 @@ class Servicer:
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
         options = self.options
 
-        def handle(frames: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        parse = frame_deserializer(method.input_cls)
+
+        def handle(messages: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
+            frames = map(parse, messages)  # parsed here, not in grpc's one event thread
             self._check_contract(method, context)
             call = self._executor.open(method.name, context)
             alloc = self.admission.alloc(context, call.alloc)
