@@ -33,8 +33,18 @@ def compute_bars(results: dict[str, Any]) -> dict[str, Any]:
     ref = cfg["memory_size"]
     bars: dict[str, Any] = {"reference_size": ref}
 
-    dagen = _tp(results, "dagen", ref)
-    others = {n: _tp(results, n, ref) for n in OTHERS}
+    # The paired rounds (systems taking turns) when the run has them; else each
+    # system's own runs.
+    paired = (results.get("paired") or {}).get("systems") or {}
+    bars["source"] = "paired rounds" if paired.get("dagen") else "each system's own runs"
+
+    def tp(name: str) -> float | None:
+        if paired.get("dagen"):
+            return (paired.get(name) or {}).get("throughput_Bps")
+        return _tp(results, name, ref)
+
+    dagen = tp("dagen")
+    others = {n: tp(n) for n in OTHERS}
     measured = {n: v for n, v in others.items() if v}
     best = max(measured.items(), key=lambda kv: kv[1]) if measured else None
     bars["throughput_vs_best_other"] = {
@@ -70,6 +80,8 @@ def compute_bars(results: dict[str, Any]) -> dict[str, Any]:
             bars[f"memory_{side}"] = {"value": None, "target": "<= 1.0", "met": False}
 
     def p50(name: str) -> float | None:
+        if paired.get("dagen"):
+            return (paired.get(name) or {}).get("tiny_p50_us")
         t = (results["systems"].get(name) or {}).get("tiny") or {}
         return t.get("p50_us")
 
@@ -220,7 +232,10 @@ def markdown(results: dict[str, Any]) -> str:
     lin_detail = ", ".join(f"{fmt_size(int(s))}: {r:.2f}" for s, r in (lin.get("dagen") or {}).items())
     lines += [
         "",
+        *_paired_table(results),
         "## The bars (issue 4), as ratios from this run",
+        "",
+        f"Throughput and tiny-call ratios from {bars['source']}.",
         "",
         "| bar | value | target | met |",
         "|---|---:|---|---|",
@@ -280,6 +295,33 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 # -- plot ------------------------------------------------------------------------------------------
+
+
+def _paired_table(results: dict[str, Any]) -> list[str]:
+    paired = results.get("paired")
+    if not paired:
+        return []
+    lines = [
+        f"## Paired rounds: the systems taking turns ({paired['rounds']} round"
+        f"{'s' if paired['rounds'] != 1 else ''})",
+        "",
+        "The servers of these systems all up, each round one "
+        f"{fmt_size(paired['size'])} echo and a block of tiny calls per system, the order "
+        "reversed every round: a change in the machine's load hits them alike.",
+        "",
+    ]
+    if paired.get("error"):
+        return [*lines, f"Failed: {paired['error']}", ""]
+    lines += [
+        f"| system | {fmt_size(paired['size'])} echo MiB/s (median) | each round | "
+        "tiny call p50 µs | tiny calls |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for name, r in paired["systems"].items():
+        rounds = ", ".join(f"{2 * paired['size'] / t / MiB:.0f}" for t in r["times_s"])
+        lines.append(f"| {name} | {r['throughput_Bps'] / MiB:.0f} | {rounds} | "
+                     f"{_f(r['tiny_p50_us'], '{:.0f}')} | {r['tiny_calls']} |")
+    return [*lines, ""]
 
 
 def plot(results: dict[str, Any], path: Path) -> Path | None:

@@ -10,7 +10,12 @@ process is the client. Measured, one system after the other:
    warm-up call of that size, so that no memory kept from an earlier call of the same
    size hides what the call needs), minus each one's RSS before the call;
 3. a tiny call (two ints in, one out): p50/p99 over --tiny-calls sequential calls,
-   and calls/s with --concurrency callers (threads).
+   and calls/s with --concurrency callers (threads);
+4. paired rounds (--paired-rounds): dagen, raw grpcio and Flight all up, taking turns
+   (the order reversed every round), each round one echo at --memory-size and a block
+   of tiny calls per system. The bars' throughput and tiny-call ratios come from
+   these: measured one after the other, a change in the machine's load would pass
+   for a difference between systems.
 
 Writes benchmarks/results/<timestamp>.json, .md (table and the issue's bars as
 ratios) and .png (throughput vs payload, log axes).
@@ -262,6 +267,60 @@ def tiny_calls(system: System, calls: int, concurrency: int, seconds: float,
     return out
 
 
+PAIRED = ("dagen", "grpc", "flight")
+
+
+def paired_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
+                  size: int, rounds: int, tiny: int, rec: dict[str, Any]) -> None:
+    """The numbers the bars compare, measured with the systems' servers all up and taking
+    turns (the order reversed every round): on a shared machine, measuring one system
+    after the other lets a change in the machine's load pass for a difference between
+    systems. Each round: one echo of ``size`` and a block of tiny calls per system."""
+    systems: list[System] = []
+    da = payload(size)
+    try:
+        for name in names:
+            system = SYSTEMS[name](certs, work, procs)
+            systems.append(system)
+            system.start()
+            check_echo(da, system.echo(da))  # warm-up
+            for i in range(50):
+                system.add(i, 1)
+        times: dict[str, list[float]] = {s.name: [] for s in systems}
+        latencies: dict[str, list[int]] = {s.name: [] for s in systems}
+        block = max(1, tiny // rounds)
+        for r in range(rounds):
+            for system in systems if r % 2 == 0 else systems[::-1]:
+                drop_free_memory()
+                t0 = time.perf_counter()
+                out = system.echo(da)
+                times[system.name].append(time.perf_counter() - t0)
+                check_echo(da, out)
+                del out
+                for i in range(block if tiny else 0):
+                    t1 = time.perf_counter_ns()
+                    system.add(i, 1)
+                    latencies[system.name].append(time.perf_counter_ns() - t1)
+            log(f"paired round {r + 1}/{rounds}: " + ", ".join(
+                f"{n} {2 * da.nbytes / t[-1] / 2**20:.0f} MiB/s" for n, t in times.items()))
+        for name in times:
+            lat = np.array(latencies[name], dtype=np.float64) / 1e3
+            rec[name] = {
+                "times_s": times[name],
+                "throughput_Bps": 2 * da.nbytes / statistics.median(times[name]),
+                "tiny_calls": len(lat),
+                "tiny_p50_us": float(np.percentile(lat, 50)) if len(lat) else None,
+            }
+    finally:
+        for system in systems:
+            try:
+                system.close()
+            except Exception as e:  # noqa: BLE001
+                log(f"{system.name}: closing failed: {e}")
+        del da
+        drop_free_memory()
+
+
 def memory_factor(echo: dict[str, Any]) -> float:
     """Bytes of RAM one byte of payload has needed so far (client + server, with the
     arrays themselves), from the largest size measured; 6.0 before anything is known."""
@@ -384,6 +443,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16, help="concurrent tiny callers")
     p.add_argument("--concurrent-seconds", type=float, default=None,
                    help="how long the concurrent callers run (default 5)")
+    p.add_argument("--paired-rounds", type=int, default=None,
+                   help="rounds in which dagen, grpc and flight take turns, for the bars "
+                        "(default 3, 1 with --quick; 0: none)")
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help=f"which systems, comma-separated (default {','.join(SYSTEMS)})")
     p.add_argument("--max-size-seconds", type=float, default=240.0,
@@ -398,6 +460,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.sizes = args.sizes or (QUICK_SIZES if quick else DEFAULT_SIZES)
     args.runs = args.runs if args.runs is not None else (1 if quick else 3)
     args.tiny_calls = args.tiny_calls if args.tiny_calls is not None else (200 if quick else 2000)
+    if args.paired_rounds is None:
+        args.paired_rounds = 1 if quick else 3
     if args.concurrent_seconds is None:
         args.concurrent_seconds = 1.0 if quick else 5.0
     if quick:
@@ -433,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             "tiny_calls": args.tiny_calls, "concurrency": args.concurrency,
             "concurrent_seconds": args.concurrent_seconds, "chunk_bytes": CHUNK_BYTES,
             "quick": args.quick, "systems": args.systems.split(","),
+            "paired_rounds": args.paired_rounds,
             "transport": "127.0.0.1, mutual TLS (ECDSA P-256 certificates from dagen._certs)",
         },
         "machine": machine_info(),
@@ -462,6 +527,19 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as e:  # noqa: BLE001
                     log(f"{name}: closing failed: {e}")
                 gc.collect()
+        names = [n for n in PAIRED if results["systems"].get(n, {}).get("status") == "ok"]
+        if args.paired_rounds > 0 and "dagen" in names and len(names) > 1:
+            log(f"paired rounds: {', '.join(names)} taking turns, {args.paired_rounds} rounds "
+                f"of a {fmt_size(memory_size)} echo and {args.tiny_calls // args.paired_rounds} "
+                "tiny calls each")
+            paired = results["paired"] = {"size": memory_size, "rounds": args.paired_rounds,
+                                          "systems": {}}
+            try:
+                paired_rounds(names, certs, work, procs, memory_size, args.paired_rounds,
+                              args.tiny_calls, paired["systems"])
+            except Exception as e:  # noqa: BLE001 - the per-system results still stand
+                log(f"paired rounds FAILED {type(e).__name__}: {e}")
+                paired["error"] = f"{type(e).__name__}: {e}"
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping the servers, writing what was measured")
