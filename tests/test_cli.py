@@ -121,3 +121,12 @@ def test_missing_argument_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["certs", "client", "certs/"], prog_name="dagen")
     assert result.exit_code == 2
     assert "IDENTITY" in result.output
+
+
+def test_the_servers_default_chunk_size_is_the_wire_default():
+    from dagen._cli import DEFAULT_CHUNK_SIZE
+    from dagen._settings import parse_size
+    from dagen._wire import DEFAULT_CHUNK_BYTES
+
+    assert parse_size(DEFAULT_CHUNK_SIZE) == DEFAULT_CHUNK_BYTES
+    assert DEFAULT_CHUNK_BYTES + 1024 < 4 << 20  # a chunk frame fits gRPC's default limit

@@ -17,6 +17,8 @@ import click
 
 from ._version import __version__
 
+DEFAULT_CHUNK_SIZE = "4032KiB"  # dagen._wire.DEFAULT_CHUNK_BYTES (not imported: numpy)
+
 
 def _chunk_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
     from ._settings import parse_size
@@ -139,10 +141,11 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--chunk-size",
-            default="1MiB",
+            default=DEFAULT_CHUNK_SIZE,
             show_default=True,
             callback=_chunk_size,
-            help="Size of the chunks results are sent in.",
+            help="Size of the chunks results are sent in (the default keeps every message "
+            "under gRPC's default 4 MiB limit).",
         ),
         click.option(
             "--debug", is_flag=True, help="Send tracebacks of failed calls to the callers."
