@@ -103,6 +103,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--systems", default="dagen,grpc")
+    p.add_argument("--echo-each", action="store_true",
+                   help="echo --echo-first before every block, not only once")
+    p.add_argument("--echo-first", default="",
+                   help="a payload size each system echoes first (as make bench does)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dagen-tiny-"))
     procs = Processes(work)
@@ -111,9 +115,20 @@ def main() -> None:
     try:
         for s in systems:
             s.start()
+        if args.echo_first:
+            from common import parse_size
+            from run import payload
+
+            da = payload(parse_size(args.echo_first))
+            for s in systems:
+                s.echo(da)
+            if not args.echo_each:
+                del da
         p50: dict[str, list[float]] = {s.name: [] for s in systems}
         for _ in range(args.rounds):
             for s in systems:
+                if args.echo_each:
+                    s.echo(da)
                 p50[s.name].append(block(s, args.calls))
         ref = statistics.median(p50[systems[-1].name])
         for name, values in p50.items():
