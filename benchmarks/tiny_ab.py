@@ -79,8 +79,29 @@ def _bisect(name: str, variant: str) -> type:
     return type(f"Bisect_{variant}", (Bisect,), {"name": name, "variant": variant})
 
 
+class DagenOwnChannel(DagenStub):
+    """The bare stub on a channel of its own (not the one the echoes went through)."""
+
+    name = "dagen-own-channel"
+
+    def start(self) -> None:
+        super().start()
+        import grpc
+
+        from dagen._tls import CHANNEL_OPTIONS, channel_credentials
+
+        client = self.client
+        method = client.methods["add"]
+        channel = grpc.secure_channel(client.target, channel_credentials(self.certs, "alice"),
+                                      options=CHANNEL_OPTIONS)
+        self._stub = channel.unary_unary(
+            method.path, request_serializer=method.request_cls.SerializeToString,
+            response_deserializer=method.response_cls.FromString)
+
+
 EXTRA = {
     "dagen-stub": DagenStub,
+    "dagen-own-channel": DagenOwnChannel,
     "trivial": _bisect("trivial", "trivial"),  # a protobuf handler, in a process like dagen's
     "servicer": _bisect("servicer", "dagen"),  # dagen's servicer without the guard
     "guarded": _bisect("guarded", "guarded"),  # and with it
