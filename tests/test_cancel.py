@@ -4,6 +4,7 @@ when the function checks for cancellation. Timings are measured, not assumed."""
 
 import _thread
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -75,6 +76,9 @@ def alive(pid: int) -> bool:
 
 def press_ctrl_c_when(condition, stamp: dict) -> threading.Thread:
     """Ctrl-C for the main thread (where the call blocks) once ``condition`` holds."""
+    # A test run started in the background (`make test &`) inherits SIGINT ignored, and
+    # then Python installs no handler and interrupt_main() does nothing: install it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def run():
         assert wait_for(condition, 60), "the call never started"
