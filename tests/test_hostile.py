@@ -5,7 +5,7 @@ Each case gets INVALID_ARGUMENT (or the fitting status) with a message that says
 is wrong; nothing is allocated beyond the limits (the server's peak RSS, VmHWM, stays
 put); nothing is executed (the served functions record every run); and the next valid
 call succeeds. A bounded hypothesis fuzz of the frame decoder and the receiving sink
-closes the file.
+(broken frames are refused, valid ones arrive exactly) closes the file.
 
 The unit-level refusals of the sink are in test_wire.py; here they go over the wire.
 """
@@ -23,9 +23,13 @@ import pytest
 from guarded import SERVICE, MiB, Served, raw_channel, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
+from dagen._arrays import EncodeContext, attach_array, read_array
 from dagen._coverage import Coverage
+from dagen._protocol import receive, send
 from dagen._wire import (
+    DEFAULT_CHUNK_BYTES,
     ArraySink,
     BadFrame,
     ChunkIn,
@@ -35,6 +39,7 @@ from dagen._wire import (
     WireError,
     encode_chunk_frame,
     frame_deserializer,
+    frame_serializer,
 )
 from dagen.v1 import array_pb2
 
@@ -463,6 +468,47 @@ def test_fuzz_frames_into_the_sink_never_crash_and_never_leave_a_gap(deserialize
         assert not ((first == -1) & (second == 7)).any()
         if all(op == "keep" for op in ops):
             np.testing.assert_array_equal(first, array)
+
+
+# Every kind of dtype the wire carries (biufcmMUS), in either byte order.
+WIRE_DTYPES = st.one_of(
+    hnp.boolean_dtypes(),
+    hnp.integer_dtypes(endianness="?"),
+    hnp.unsigned_integer_dtypes(endianness="?"),
+    hnp.floating_dtypes(endianness="?"),
+    hnp.complex_number_dtypes(endianness="?"),
+    hnp.datetime64_dtypes(endianness="?"),
+    hnp.timedelta64_dtypes(endianness="?"),
+    hnp.byte_string_dtypes(endianness="?", min_len=1, max_len=4),
+    hnp.unicode_string_dtypes(endianness="?", min_len=1, max_len=4),
+)
+
+
+@settings(FUZZ, max_examples=200)
+@given(
+    array=WIRE_DTYPES.flatmap(
+        lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0,
+                                                         max_side=6))),
+    chunk_bytes=st.integers(1, 64) | st.just(DEFAULT_CHUNK_BYTES),
+)
+def test_fuzz_valid_frames_decode_to_exactly_the_array_sent(pb2, deserialize, array, chunk_bytes):
+    """The other side of the fuzzing above: any array of a wire dtype, sent as the sender
+    sends it (its header in the request, then its chunks, of any size: whole, slabs,
+    parts of rows, single elements), through the same deserializer and sink, arrives
+    exactly: same dtype, shape and bytes."""
+    ctx = EncodeContext(chunk_bytes)
+    request = pb2.TotalRequest(label="fuzz")
+    attach_array(array, request.a, ctx)
+    wire = [frame_serializer(frame) for frame in send(pb2.TotalInput, "request", request, ctx)]
+    assert (len(wire) > 1) == (array.size > 0)  # the request, then chunks if any elements
+
+    message, received = receive([deserialize(raw) for raw in wire], "request", FUZZ_LIMITS)
+
+    assert message.label == "fuzz"
+    got = read_array(message.a, received)
+    assert got.dtype == array.dtype
+    assert got.shape == array.shape
+    assert got.tobytes() == array.tobytes()
 
 
 @FUZZ

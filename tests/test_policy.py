@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -81,6 +82,15 @@ def clients(guarded_client_module, policed, team):
         client.close()
 
 
+def status(refused: pytest.ExceptionInfo[PermissionError]) -> grpc.StatusCode:
+    """The gRPC status a PermissionError came from: the client raises it for both
+    PERMISSION_DENIED and UNAUTHENTICATED, from within its handler of the grpc.RpcError
+    (``raise ... from None`` hides that error in tracebacks but keeps it as __context__)."""
+    rpc = refused.value.__context__
+    assert isinstance(rpc, grpc.RpcError), f"not raised from an rpc error: {rpc!r}"
+    return rpc.code()
+
+
 # -- identity -------------------------------------------------------------------------------------
 
 
@@ -142,6 +152,11 @@ def test_caller_reaches_worker_processes(who_module, tmp_path, certs):
 # -- the policy -----------------------------------------------------------------------------------
 
 
+# A caller the policy allows, for each function someone is denied below.
+PERMITTED = {"total": "alice", "secret": "carol", "Vault.open": "alice", "sleep": "dave",
+             "whoami_array": "carol"}
+
+
 @pytest.mark.parametrize("who, function, allowed", [
     ("alice", "add", True), ("carol", "add", True), ("dave", "add", True),
     ("alice", "total", True), ("bob", "total", True), ("carol", "total", False),
@@ -153,27 +168,34 @@ def test_caller_reaches_worker_processes(who_module, tmp_path, certs):
     ("carol", "whoami_array", True), ("dave", "whoami_array", False),
 ])
 def test_policy_decides_who_may_call_what(clients, policed, who, function, allowed):
-    client = clients[who]
-    calls = {
-        "add": lambda: client.add(1, 2) == 3,
-        "total": lambda: client.total(np.ones(10)) == 10.0,
-        "secret": lambda: client.secret() == "the secret",
-        "Vault.open": lambda: client.Vault("v").open() == "opened v",
-        "Vault.peek": lambda: client.Vault("v").peek() == "peeked into v",
-        "sleep": lambda: client.sleep(0.0) == 0.0,
-        "whoami_array": lambda: client.whoami_array(np.ones(2)) == [who, "2"],
-    }
-    before = policed.records()
+    def call(who: str) -> bool:
+        client = clients[who]
+        return {
+            "add": lambda: client.add(1, 2) == 3,
+            "total": lambda: client.total(np.ones(10)) == 10.0,
+            "secret": lambda: client.secret() == "the secret",
+            "Vault.open": lambda: client.Vault("v").open() == "opened v",
+            "Vault.peek": lambda: client.Vault("v").peek() == "peeked into v",
+            "sleep": lambda: client.sleep(0.0) == 0.0,
+            "whoami_array": lambda: client.whoami_array(np.ones(2)) == [who, "2"],
+        }[function]()
+
     if allowed:
-        assert calls[function]()
+        assert call(who)
         return
+    # a caller the policy allows runs the function, and the run is recorded...
+    before = policed.records()
+    assert call(PERMITTED[function])
+    ran = policed.records()
+    assert [line.split()[0] for line in ran[len(before):]] == [function]
+    # ...but this caller's call is refused, and the function never runs
     with pytest.raises(PermissionError) as denied:
-        calls[function]()
+        call(who)
+    assert status(denied) == grpc.StatusCode.PERMISSION_DENIED
     message = str(denied.value)
     assert f"{who} may not call {function}()" in message
     assert "policy" in message
-    # the function never ran
-    assert policed.records() == before
+    assert policed.records() == ran
 
 
 def test_a_denied_upload_is_refused_before_its_bytes_are_sent(clients, policed):
@@ -182,15 +204,17 @@ def test_a_denied_upload_is_refused_before_its_bytes_are_sent(clients, policed):
     before = policed.records()
     policed.reset_peak()
     baseline = policed.rss()
-    with pytest.raises(PermissionError, match=r"carol may not call total\(\)"):
+    with pytest.raises(PermissionError, match=r"carol may not call total\(\)") as denied:
         clients["carol"].total(big)
+    assert status(denied) == grpc.StatusCode.PERMISSION_DENIED
     assert policed.peak() - baseline < 32 * MiB
     assert policed.records() == before
 
 
 def test_denials_are_logged_with_identity_and_peer(policed, clients):
-    with pytest.raises(PermissionError):
+    with pytest.raises(PermissionError) as denied:
         clients["bob"].secret()
+    assert status(denied) == grpc.StatusCode.PERMISSION_DENIED
     log = policed.logged()
     assert re.search(r"refused secret\(\) to bob from ipv[46]:.*not allowed by the policy", log)
 
@@ -218,8 +242,9 @@ def test_policy_from_the_pyproject_next_to_the_module(tmp_path, team, guarded_cl
              guarded_client_module.Client(served.target, certs=team, identity="bob",
                                           timeout=30) as bob:
             assert alice.add(1, 1) == 2
-            with pytest.raises(PermissionError, match=r"alice may not call secret\(\)"):
+            with pytest.raises(PermissionError, match=r"alice may not call secret\(\)") as denied:
                 alice.secret()
+            assert status(denied) == grpc.StatusCode.PERMISSION_DENIED
             assert bob.secret() == "the secret"  # "*": every function
             assert bob.Vault("x").open() == "opened x"
     finally:
@@ -313,17 +338,22 @@ def test_a_revoked_certificate_is_refused_from_the_next_call(
             # the same connection, the next call: refused, naming the certificate
             with pytest.raises(PermissionError) as refused:
                 alice.add(1, 2)
+            assert status(refused) == grpc.StatusCode.PERMISSION_DENIED
             assert f"the certificate of alice (serial {serial}) is revoked" in str(refused.value)
             before = served.records()
-            with pytest.raises(PermissionError):
+            with pytest.raises(PermissionError) as refused:
                 alice.total(np.ones(3))
-            assert served.records() == before
+            assert status(refused) == grpc.StatusCode.PERMISSION_DENIED
+            assert served.records() == before  # total() never ran...
             assert bob.add(2, 2) == 4  # others are not affected
+            assert bob.total(np.ones(3)) == 3.0
+            assert served.records() == [*before, "total "]  # ...which it records when it does
             # an identity by name, whatever its certificate
             with (folder / "revoked.txt").open("a") as f:
                 f.write("bob  # left the project\n")
-            with pytest.raises(PermissionError, match="the identity 'bob' is revoked"):
+            with pytest.raises(PermissionError, match="the identity 'bob' is revoked") as refused:
                 bob.add(2, 2)
+            assert status(refused) == grpc.StatusCode.PERMISSION_DENIED
             # lifting it: the file is read again when it changes
             (folder / "revoked.txt").write_text("# nobody\n")
             assert alice.add(1, 2) == 3 and bob.add(2, 2) == 4
@@ -358,7 +388,8 @@ def test_calls_in_flight_are_not_cut_by_a_revocation(guarded_client_module, tmp_
             revoke(folder, "dave")
             call.join(15)
             assert results == [1.5]
-            with pytest.raises(PermissionError, match="revoked"):
+            with pytest.raises(PermissionError, match="revoked") as refused:
                 dave.sleep(0.0)
+            assert status(refused) == grpc.StatusCode.PERMISSION_DENIED
     finally:
         served.stop()

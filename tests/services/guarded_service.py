@@ -1,7 +1,7 @@
 """Functions the policy, hostile-input, fault and load tests call through a real server.
 
-Functions that take arrays record each run in the file named by ``$DAGEN_TEST_RECORD``
-(when set), so that a test can prove a refused call never ran.
+The functions marked (recorded) record each run in the file named by
+``$DAGEN_TEST_RECORD`` (when set), so that a test can prove a refused call never ran.
 """
 
 import os
@@ -43,7 +43,7 @@ def echo_array(a: np.ndarray) -> np.ndarray:
 
 
 def zeros(nbytes: int) -> np.ndarray:
-    """An array of ``nbytes`` bytes of ones (to download)."""
+    """An array of ``nbytes`` bytes of ones, to download (recorded)."""
     _record("zeros")
     return np.ones(nbytes, np.uint8)
 
@@ -62,19 +62,21 @@ def whoami() -> list[str]:
 
 
 def whoami_array(a: np.ndarray) -> list[str]:
-    """The caller's name, from a streaming call (which runs in another thread)."""
+    """The caller's name, from a streaming call, which runs in another thread (recorded)."""
+    _record("whoami_array")
     who = dagen.caller()
     return [who.name if who is not None else "", str(a.size)]
 
 
 def secret() -> str:
-    """Only some may call this."""
+    """Only some may call this (recorded)."""
     _record("secret")
     return "the secret"
 
 
 def sleep(seconds: float) -> float:
-    """Sleep, then return how long."""
+    """Sleep, then return how long (recorded)."""
+    _record("sleep")
     time.sleep(seconds)
     return seconds
 
@@ -86,7 +88,7 @@ class Vault:
         self.label = label
 
     def open(self) -> str:
-        """Open it."""
+        """Open it (recorded)."""
         _record("Vault.open")
         return f"opened {self.label}"
 
