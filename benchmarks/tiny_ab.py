@@ -99,7 +99,26 @@ class DagenOwnChannel(DagenStub):
             response_deserializer=method.response_cls.FromString)
 
 
+class DagenEchoElsewhere(SYSTEMS["dagen"]):
+    """Echoes go to a second dagen server: is a slowdown after an echo the client's?"""
+
+    name = "dagen-echo-elsewhere"
+
+    def start(self) -> None:
+        super().start()
+        self._other = SYSTEMS["dagen"](self.certs, self.work, self.procs)
+        self._other.start()
+
+    def echo(self, da):
+        return self._other.echo(da)
+
+    def close(self) -> None:
+        self._other.close()
+        super().close()
+
+
 EXTRA = {
+    "dagen-echo-elsewhere": DagenEchoElsewhere,
     "dagen-stub": DagenStub,
     "dagen-own-channel": DagenOwnChannel,
     "trivial": _bisect("trivial", "trivial"),  # a protobuf handler, in a process like dagen's

@@ -88,3 +88,24 @@ def test_shutdown_can_cancel_what_waits():
     gate.set()
     assert busy.result(5) is True
     assert waiting.cancelled()
+
+
+def test_a_thread_back_from_a_long_call_goes_to_the_back_of_the_line(monkeypatch):
+    import dagen._threads as threads_module
+
+    monkeypatch.setattr(threads_module, "LONG_CALL_SECONDS", 0.05)
+    pool = LastIdlePool(4, thread_name_prefix="test-long")
+    try:
+        name = lambda: threading.current_thread().name  # noqa: E731
+        short = pool.submit(name).result(5)
+        gate = threading.Event()
+        long_call = pool.submit(lambda: (gate.wait(5), time.sleep(0.1), name())[2])
+        other = pool.submit(name).result(5)  # the first thread is busy: a second one
+        assert other != short
+        gate.set()
+        long_thread = long_call.result(5)
+        time.sleep(0.05)
+        # the thread of the long call went idle last, but a short call's thread is next
+        assert pool.submit(name).result(5) != long_thread
+    finally:
+        pool.shutdown()

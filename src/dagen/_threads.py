@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
+
+# A thread that has just served a long call (a large transfer) serves the next tiny
+# calls ~75 µs slower than one that served tiny calls (measured; its caches, and glibc's
+# arena of that thread, hold the large call's leftovers): it goes to the back of the line.
+LONG_CALL_SECONDS = 0.05
 
 _WorkItem = tuple["futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -70,15 +76,20 @@ class LastIdlePool(futures.Executor):
             item = worker.item
             worker.item = None
             while item is not None:
+                started = time.monotonic()
                 _run(item)
                 del item  # the call's state (its arrays) must not wait for the next call
+                long = time.monotonic() - started > LONG_CALL_SECONDS
                 with self._lock:
                     if self._backlog:
                         item = self._backlog.popleft()
                         continue
                     if self._shutdown:
                         return
-                    self._idle.append(worker)
+                    if long:  # last in line: the thread of short calls stays first
+                        self._idle.insert(0, worker)
+                    else:
+                        self._idle.append(worker)
                     item = None
             if self._shutdown:
                 return
