@@ -58,7 +58,7 @@ from common import (  # noqa: E402
     parse_size,
 )
 from report import write_reports  # noqa: E402
-from systems import SYSTEMS, Skip, System  # noqa: E402
+from systems import REUSING, SYSTEMS, Skip, System  # noqa: E402
 
 DEFAULT_SIZES = "1MiB,64MiB,1GiB,3GiB"
 QUICK_SIZES = "1MiB,8MiB"
@@ -280,7 +280,8 @@ def paired_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
     da = payload(size)
     try:
         for name in names:
-            system = SYSTEMS[name](certs, work, procs)
+            system = {**SYSTEMS, **{c.name: c for c in REUSING.values()}}[name](
+                certs, work, procs)
             systems.append(system)
             system.start()
             check_echo(da, system.echo(da))  # warm-up
@@ -529,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                 gc.collect()
         names = [n for n in PAIRED if results["systems"].get(n, {}).get("status") == "ok"]
         if args.paired_rounds > 0 and "dagen" in names and len(names) > 1:
+            names += [REUSING[n].name for n in names if n in REUSING]
             log(f"paired rounds: {', '.join(names)} taking turns, {args.paired_rounds} rounds "
                 f"of a {fmt_size(memory_size)} echo and {args.tiny_calls // args.paired_rounds} "
                 "tiny calls each")
