@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from conftest import DAGEN, SERVICES
+from conftest import DAGEN, SERVICES, stop_process
 
 GUARDED = SERVICES / "guarded_service.py"
 SERVICE = "/guarded_service.GuardedService/"
@@ -66,13 +65,7 @@ class Served:
         return self.log.read_text() if self.log is not None else ""
 
     def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
         return self.process.returncode

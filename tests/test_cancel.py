@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from conftest import SERVICES, start_server
+from guarded import wait_until
 
 import dagen
 from dagen._shm import Arena, default_roots
@@ -57,15 +58,6 @@ def in_thread(progress_client_module, thread_server, certs):
         yield client
 
 
-def wait_for(condition, timeout: float, step: float = 0.005) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -81,7 +73,7 @@ def press_ctrl_c_when(condition, stamp: dict) -> threading.Thread:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def run():
-        assert wait_for(condition, 60), "the call never started"
+        assert wait_until(condition, 60), "the call never started"
         time.sleep(0.2)  # well inside the function
         stamp["wall"], stamp["mono"] = time.time(), time.monotonic()
         _thread.interrupt_main()
@@ -102,7 +94,7 @@ def test_ctrl_c_terminates_the_worker_of_a_function_that_never_checks(
     helper.join()
     pid = int(pidfile.read_text())
     assert pid != process_server.process.pid  # it ran in a worker process
-    wait_for(lambda: not alive(pid), 10)
+    wait_until(lambda: not alive(pid), 10)
     latency = time.monotonic() - stamp["mono"]
     print(f"\nCtrl-C -> worker {pid} gone: {latency:.3f} s")
     assert not alive(pid)
@@ -120,11 +112,11 @@ def test_timeout_raises_timeout_error_and_terminates_the_worker(in_process, tmp_
     raised_at = time.monotonic()
     assert "spin()" in str(raised.value) and "1.5 s" in str(raised.value)
     pid = int(pidfile.read_text())
-    wait_for(lambda: not alive(pid), 10)
+    wait_until(lambda: not alive(pid), 10)
     latency = time.monotonic() - raised_at
     print(f"\ntimeout -> worker {pid} gone: {latency:.3f} s after TimeoutError")
     assert latency < 2.0 and not alive(pid)
-    assert wait_for(lambda: "spin() cancelled" in (logs / "process.log").read_text(), 5)
+    assert wait_until(lambda: "spin() cancelled" in (logs / "process.log").read_text(), 5)
     assert "because its deadline passed" in (logs / "process.log").read_text()
     assert in_process.add(1, 1) == 2
 
@@ -137,7 +129,7 @@ def test_cooperative_function_under_the_thread_pool_stops_within_a_second(in_thr
         in_thread.cooperative(120.0, marker)
     helper.join()
     stopped = Path(marker + ".stopped")
-    assert wait_for(stopped.exists, 10), "the function never stopped"
+    assert wait_until(stopped.exists, 10), "the function never stopped"
     latency = float(stopped.read_text()) - stamp["wall"]
     print(f"\nCtrl-C -> cooperative function stopped: {latency:.3f} s")
     assert latency < 1.0, f"the function stopped only {latency:.3f} s after Ctrl-C"
@@ -153,11 +145,11 @@ def test_timed_out_call_leaves_no_work_running(in_thread, tmp_path, logs):
     raised_at = time.time()
     assert "patient()" in str(raised.value) and "1.0 s" in str(raised.value)
     stopped = Path(marker + ".stopped")
-    assert wait_for(stopped.exists, 10), "the function never stopped"
+    assert wait_until(stopped.exists, 10), "the function never stopped"
     latency = float(stopped.read_text()) - raised_at
     print(f"\ntimeout -> cooperative function stopped: {latency:+.3f} s after TimeoutError")
     assert latency < 1.0
-    assert wait_for(lambda: "patient() cancelled" in (logs / "thread.log").read_text(), 5)
+    assert wait_until(lambda: "patient() cancelled" in (logs / "thread.log").read_text(), 5)
 
 
 def test_progress_and_errors_cross_the_worker_process(in_process):
@@ -182,7 +174,7 @@ def test_arrays_reach_the_worker_through_shared_memory(in_process, process_serve
     # The call's files are gone once it has ended.
     prefix = f"dagen-{process_server.process.pid}-"
     roots = default_roots()
-    assert wait_for(lambda: not [p for r in roots for p in r.glob(prefix + "*")], 5)
+    assert wait_until(lambda: not [p for r in roots for p in r.glob(prefix + "*")], 5)
 
 
 def test_arena_refers_to_arrays_instead_of_copying_them(tmp_path):

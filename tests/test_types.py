@@ -7,20 +7,17 @@ import math
 import re
 import sys
 import typing
-from pathlib import Path
 
-import grpc_tools
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pytest
 import xarray as xr
-from grpc_tools import protoc
 from xarray.testing import assert_identical
 
 from dagen._arrays import DecodeContext, EncodeContext, allocate_arrays
+from dagen._build import compile_proto
 from dagen._protocol import receive, send
-from dagen._resources import data_dir
 from dagen._types import (
     EncodeError,
     IntNode,
@@ -126,10 +123,7 @@ def pb2(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("types-proto")
     proto = folder / "dagen_types_test.proto"
     proto.write_text(TEST_PROTO)
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
-    args = ["protoc", f"-I{folder}", f"-I{data_dir('protos')}", f"-I{well_known}",
-            f"--python_out={folder}", str(proto)]
-    assert protoc.main(args) == 0
+    compile_proto(proto, folder)
     sys.path.insert(0, str(folder))
     try:
         return importlib.import_module("dagen_types_test_pb2")

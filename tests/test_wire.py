@@ -7,15 +7,12 @@ import math
 import random
 import sys
 import tracemalloc
-from pathlib import Path
 
-import grpc_tools
 import numpy as np
 import pytest
 from google.protobuf.message import DecodeError
-from grpc_tools import protoc
 
-from dagen._resources import data_dir
+from dagen._build import compile_proto
 from dagen._wire import (
     ArraySink,
     BadFrame,
@@ -48,10 +45,7 @@ def pb2(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("wire-frame")
     proto = folder / "dagen_wire_test.proto"
     proto.write_text(FRAME_PROTO)
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
-    args = ["protoc", f"-I{folder}", f"-I{data_dir('protos')}", f"-I{well_known}",
-            f"--python_out={folder}", str(proto)]
-    assert protoc.main(args) == 0
+    compile_proto(proto, folder)
     sys.path.insert(0, str(folder))
     try:
         return importlib.import_module("dagen_wire_test_pb2")
