@@ -65,6 +65,10 @@ class DecodeContext:
         self.arrays = arrays
 
 
+# The decode context of a message that carries no arrays (those of unary rpcs).
+NO_ARRAYS = DecodeContext({})
+
+
 def is_dask(array: Any) -> bool:
     return hasattr(array, "dask") and hasattr(array, "numblocks")
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 import grpc
 
-from ._arrays import DecodeContext, EncodeContext
+from ._arrays import NO_ARRAYS, EncodeContext
 from ._buffers import LendingPool
 from ._codecs import (
     ENV_COMPRESSION,
@@ -61,12 +61,10 @@ ENV_TIMEOUT = "DAGEN_TIMEOUT"
 ENV_INSECURE = "DAGEN_INSECURE"
 ENV_SERVER_NAME = "DAGEN_SERVER_NAME"
 
-
-_NO_ARRAYS = DecodeContext({})  # for responses of unary rpcs, which carry no arrays
-
 # The memory of large results, lent again once the caller has let go of their arrays:
 # a first touch of fresh memory costs ~0.16 s per GiB (see dagen._buffers).
 _RESULT_BUFFERS = LendingPool(max_bytes=physical_memory() // 4)
+
 
 class ServiceClient:
     """A connection to a dagen server.
@@ -298,7 +296,7 @@ class ServiceClient:
                 e, function=name, target=self.target, timeout=timeout, tls=self._tls
             ) from None
         try:
-            return method.decode_response(response, _NO_ARRAYS)
+            return method.decode_response(response, NO_ARRAYS)
         except WireError as e:
             raise CallError(
                 f"{name}(): the server at {self.target} sent a malformed response: {e}"
@@ -325,7 +323,7 @@ class ServiceClient:
             else:
                 call = stub(request, timeout=timeout, metadata=metadata)
                 for response in call:
-                    yield method.decode_response(response, DecodeContext({}))
+                    yield method.decode_response(response, NO_ARRAYS)
         except grpc.RpcError as e:
             raise exception_from_rpc_error(
                 e, function=method.name, target=self.target, timeout=timeout, tls=self._tls

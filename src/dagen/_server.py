@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import grpc
 
-from ._arrays import DecodeContext, EncodeContext
+from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
 from ._codecs import accepted_codecs
 from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
@@ -52,7 +52,6 @@ from ._wire import (
 
 log = logging.getLogger("dagen.server")
 
-_NO_ARRAYS = DecodeContext({})  # for messages of unary rpcs, which carry no arrays
 
 
 def import_served_module(name: str, fallback_path: str | None = None) -> types.ModuleType:
@@ -169,27 +168,12 @@ class Servicer:
         slots = executor.inline_slots if isinstance(executor, ThreadExecutor) else None
         fast = slots is not None and method.fn.progress is None
         fn = self._functions[method.fn.key]
-        parse = method.request_cls.FromString
-        decode = method.decode_request if method.init is None else None
-        contract = self.contract
 
         def handle(data: bytes, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            try:
-                request = parse(data)
-            except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"{method.name}(): malformed request message: {e}")
-            if contract is not None:
-                self._check_contract(method, context)
-            if decode is not None:
-                try:
-                    args, kwargs = decode(request, _NO_ARRAYS)
-                except (WireError, ValueError, TypeError, KeyError) as e:
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                  f"{method.name}(): invalid request: {e}")
-            else:
-                args, kwargs = self._decode(method, request, DecodeContext({}), context)
+            request = self._parse(method, data, context)
+            self._check_contract(method, context)
+            args, kwargs = self._decode(method, request, NO_ARRAYS, context)
             if fast:
                 assert slots is not None
                 result = self._run_here(fn, slots, method, args, kwargs, context, started)
@@ -247,7 +231,7 @@ class Servicer:
             started = time.perf_counter()
             request = self._parse(method, data, context)
             self._check_contract(method, context)
-            args, kwargs = self._decode(method, request, DecodeContext({}), context)
+            args, kwargs = self._decode(method, request, NO_ARRAYS, context)
             call = self._executor.open(method.name, context)
             result = self._invoke(method, call, args, kwargs, context, started)
             for item in self._items(method, result, context):
