@@ -118,8 +118,10 @@ def test_a_client_result_buffer_is_lent_again_once_the_caller_let_go():
     del result
     third = pool.take(MIN_BYTES)
     assert third.ctypes.data == address  # its memory, already touched, serves again
-    assert pool.take(1024).nbytes == 1024  # small ones are never pooled
-    del second, third
+    held = pool.held_bytes
+    small = pool.take(1024)
+    assert pool.held_bytes == held  # small ones are never pooled
+    del second, third, small
 
 
 def test_the_client_pool_is_bounded_and_lets_go_when_idle():
@@ -134,3 +136,14 @@ def test_the_client_pool_is_bounded_and_lets_go_when_idle():
     while pool.held_bytes and time.monotonic() < deadline:
         time.sleep(0.05)
     assert pool.held_bytes == 0
+
+
+def test_a_buffer_over_the_cap_does_not_push_the_others_out():
+    pool = BufferPool(max_bytes=2 * MIN_BYTES)
+    pool.give_back([pool.take(MIN_BYTES)])
+    pool.give_back([pool.take(3 * MIN_BYTES)])  # alone larger than the whole pool
+    assert pool.held_bytes == MIN_BYTES
+    lending = LendingPool(max_bytes=2 * MIN_BYTES)
+    lending.take(MIN_BYTES)
+    lending.take(3 * MIN_BYTES)
+    assert lending.held_bytes == MIN_BYTES

@@ -155,3 +155,37 @@ def test_bad_limit_options_are_usage_errors(args, message):
     done = subprocess.run([*DAGEN, "serve", str(GUARDED), "--insecure", "--port", "0", *args],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_callers_are_named_only_once_their_limit_is_in_reach():
+    lookups = []
+
+    def who(name):
+        def lookup():
+            lookups.append(name)
+            return name
+        return lookup
+
+    admission = Admission(CallLimits(max_calls=10, max_calls_per_identity=2, max_memory=100))
+    first, second = admission.enter(who("a")), admission.enter(who("b"))
+    assert lookups == []  # two calls in progress cannot make any identity exceed 2
+    with pytest.raises(LimitExceeded):
+        admission.enter(who("a")) and admission.enter(who("a"))
+    assert sorted(lookups) == ["a", "a", "a", "b"]  # now every call in progress is named
+    assert admission.by_identity == {"a": 2, "b": 1}
+    first()
+    second()
+    assert admission.calls == 1 and admission.by_identity == {"a": 1}
+
+
+def test_a_caller_that_cannot_be_named_leaves_the_counts_right():
+    admission = Admission(CallLimits(max_calls=10, max_calls_per_identity=1, max_memory=100))
+
+    def broken():
+        raise RuntimeError("no auth context")
+
+    leave = admission.enter(broken)  # below the limit: not named, admitted
+    with pytest.raises(RuntimeError):
+        admission.enter("b")  # naming the calls in progress fails
+    leave()
+    assert admission.calls == 0 and admission.by_identity == {}

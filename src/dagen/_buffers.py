@@ -49,7 +49,9 @@ class BufferPool:
         kept = False
         with self._lock:
             for buffer in buffers:
-                if buffer.nbytes < MIN_BYTES or sys.getrefcount(buffer) > 3:
+                if not MIN_BYTES <= buffer.nbytes <= self.max_bytes:
+                    continue  # small, or alone over the cap: it would push out the others
+                if sys.getrefcount(buffer) > 3:
                     continue
                 if sum(b.nbytes == buffer.nbytes for b in self._free) >= PER_SIZE:
                     continue
@@ -93,7 +95,7 @@ class LendingPool(BufferPool):
     Held buffers go after ``idle_seconds`` without a call."""
 
     def take(self, nbytes: int) -> np.ndarray:
-        if nbytes < MIN_BYTES:
+        if not MIN_BYTES <= nbytes <= self.max_bytes:
             return np.empty(nbytes, np.uint8)
         with self._lock:
             self._last_use = time.monotonic()

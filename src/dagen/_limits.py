@@ -151,11 +151,13 @@ class Admission:
 
     def _name_calls_in_progress(self) -> None:
         """Count the calls admitted without a name by their caller (under the lock)."""
-        for ticket in self._unnamed:
+        while self._unnamed:  # one at a time: a failing lookup leaves the rest as they were
+            ticket = next(iter(self._unnamed))
             who = ticket.who
-            ticket.name = name = who if isinstance(who, str) else who()
+            name = who if isinstance(who, str) else who()
+            self._unnamed.discard(ticket)
+            ticket.name = name
             self.by_identity[name] = self.by_identity.get(name, 0) + 1
-        self._unnamed.clear()
 
     def _leave(self, ticket: _Ticket) -> None:
         with self._lock:

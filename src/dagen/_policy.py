@@ -88,11 +88,10 @@ class LazyIdentity:
 
     def get(self) -> Identity:
         identity = self._identity
-        if identity is None:
+        if identity is None:  # two threads may both get here: both compute the same
             context = self._context
             identity = identity_from_auth(context.auth_context() or {}, context.peer())
             self._identity = identity
-            self._context = None  # the rpc's context is not needed any more
         return identity
 
     def name(self) -> str:
