@@ -157,3 +157,26 @@ def test_unary_results(echo):
     assert echo.nothing() is None
     assert echo.positional(1, 2) == [1, 2, 3]
     assert echo.positional(1, b=2, c=4) == [1, 2, 4]
+
+
+def test_large_results_reuse_memory_only_once_the_caller_dropped_them(echo):
+    """The client receives a large result into the memory of one the caller dropped
+    (dagen._buffers.LendingPool), never into one it still holds, even through a view."""
+    n = (24 << 20) // 8 + 1237  # a size no other test uses: the pool is process-wide
+    a = np.arange(n, dtype=np.float64)
+    b = a[::-1].copy()
+    r1 = echo.echo_array(a)
+    r2 = echo.echo_array(b)
+    assert not np.shares_memory(r1, r2)
+    np.testing.assert_array_equal(r1, a)
+    address = r1.__array_interface__["data"][0]
+    del r1
+    r3 = echo.echo_array(b)
+    assert r3.__array_interface__["data"][0] == address  # touched memory, used again
+    np.testing.assert_array_equal(r3, b)
+    view = r2[::2]
+    del r2
+    r4 = echo.echo_array(a)
+    assert not np.shares_memory(view, r4) and not np.shares_memory(r3, r4)
+    np.testing.assert_array_equal(view, b[::2])  # the held view is untouched
+    np.testing.assert_array_equal(r4, a)

@@ -10,8 +10,11 @@ import pytest
 from dagen._threads import LastIdlePool
 
 
-def test_sequential_calls_run_on_the_thread_that_went_idle_last():
-    pool = LastIdlePool(8)
+def test_sequential_calls_run_on_the_thread_that_went_idle_last(monkeypatch):
+    import dagen._threads as threads_module
+
+    monkeypatch.setattr(threads_module, "LONG_CALL_SECONDS", 10.0)  # no call counts as long
+    pool = LastIdlePool(8, thread_name_prefix="test-last")
     try:
         names = [pool.submit(lambda: threading.current_thread().name).result(5) for _ in range(50)]
         assert len(set(names)) == 1, names  # one warm thread, not eight taking turns
@@ -19,12 +22,12 @@ def test_sequential_calls_run_on_the_thread_that_went_idle_last():
         gate = threading.Event()
         slow = pool.submit(gate.wait, 5)
         other = pool.submit(lambda: threading.current_thread().name).result(5)
-        assert other != names[0]  # the first thread is busy with the slow call
+        assert len({t.name for t in threading.enumerate() if t.name.startswith("test-last")}) == 2
         gate.set()
         slow.result(5)
         time.sleep(0.05)  # both idle now; the slow call's thread went idle last
         after = {pool.submit(lambda: threading.current_thread().name).result(5) for _ in range(20)}
-        assert len(after) == 1
+        assert after == {names[0]}, (after, other)
     finally:
         pool.shutdown()
 
@@ -70,6 +73,7 @@ def test_shutdown_ends_its_threads_and_refuses_new_work():
     busy = [pool.submit(gate.wait, 5) for _ in range(4)]
     queued = pool.submit(lambda: "late")
     threads = [t for t in threading.enumerate() if t.name.startswith("test-shutdown")]
+    assert len(threads) == 4
     gate.set()
     pool.shutdown(wait=True)
     assert queued.result(1) == "late"  # work accepted before shutdown still runs
@@ -93,7 +97,7 @@ def test_shutdown_can_cancel_what_waits():
 def test_a_thread_back_from_a_long_call_goes_to_the_back_of_the_line(monkeypatch):
     import dagen._threads as threads_module
 
-    monkeypatch.setattr(threads_module, "LONG_CALL_SECONDS", 0.05)
+    monkeypatch.setattr(threads_module, "LONG_CALL_SECONDS", 0.05)  # the call below takes 0.1 s
     pool = LastIdlePool(4, thread_name_prefix="test-long")
     try:
         name = lambda: threading.current_thread().name  # noqa: E731
