@@ -195,3 +195,27 @@ def test_arena_refers_to_arrays_instead_of_copying_them(tmp_path):
     sender.remove()
     assert not (tmp_path / "call").exists()
     np.testing.assert_array_equal(back[1], big[::-2, 10:] * 2)  # still mapped
+
+
+def test_a_call_that_waited_for_a_worker_past_its_deadline_never_runs(
+    progress_client_module, certs, tmp_path, logs
+):
+    """With every --workers slot taken, a unary call waits; when its caller has given up
+    by the time a slot frees, its function must not start."""
+    server = start_server(MODULE, "--certs", str(certs.folder), "--workers", "1",
+                          log=logs / "one-worker.log")
+    try:
+        with _client(progress_client_module, server, certs) as client:
+            first, late = str(tmp_path / "first"), str(tmp_path / "late")
+            busy = threading.Thread(target=client.patient, args=(1.5, first), daemon=True)
+            busy.start()
+            assert wait_until(lambda: Path(first + ".started").exists(), 10)
+            with client.options(timeout=0.5), pytest.raises(TimeoutError):
+                client.patient(5.0, late)
+            busy.join(10)
+            assert Path(first + ".stopped").exists()  # the slot is free again
+            time.sleep(0.5)
+            assert not Path(late + ".started").exists(), "the late call ran after all"
+            assert client.add(2, 3) == 5  # the server goes on
+    finally:
+        server.stop()

@@ -225,11 +225,23 @@ class Slots:
         for _ in range(n):
             self._free.put(None)
 
+    def take(self) -> bool:
+        """Take a slot, waiting for one if need be; whether it had to wait."""
+        try:
+            self._free.get_nowait()
+            return False
+        except queue.Empty:
+            self._free.get()
+            return True
+
+    def give(self) -> None:
+        self._free.put(None)
+
     def __enter__(self) -> None:
-        self._free.get()
+        self.take()
 
     def __exit__(self, *exc: object) -> None:
-        self._free.put(None)
+        self.give()
 
 
 class ThreadExecutor(Executor):

@@ -312,14 +312,23 @@ class Servicer:
         started: float,
     ) -> Any:
         """Run a unary call in grpc's handler thread; ``dagen.cancelled()`` asks the rpc
-        (only when the function checks: asking costs a lock)."""
-        with slots, cancellation_scope(lambda: stopped(context) is not None):
-            try:
-                result = fn(*args, **kwargs)
-                failure: Exception | None = None
-            except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
-                failure = e
-        gone = stopped(context) if failure is not None or not context.is_active() else None
+        (only when the function checks: asking costs a lock). A call that waited for a
+        slot runs only if its caller is still there."""
+        result: Any = None
+        failure: Exception | None = None
+        waited = slots.take()
+        try:
+            gone = stopped(context) if waited else None
+            if gone is None:
+                with cancellation_scope(lambda: stopped(context) is not None):
+                    try:
+                        result = fn(*args, **kwargs)
+                    except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
+                        failure = e
+        finally:
+            slots.give()
+        if gone is None and (failure is not None or not context.is_active()):
+            gone = stopped(context)
         if gone is not None:  # nobody waits for the result (or the error it caused)
             self._log_cancelled(method, context, None, gone, started)
             code = grpc.StatusCode.DEADLINE_EXCEEDED if gone.deadline else grpc.StatusCode.CANCELLED
