@@ -77,7 +77,8 @@ def serve(variant: str, certs: str) -> None:
             servicer.service.full_name,
             Guard.for_servicer(servicer, certs).wrap(servicer.method_handlers()))
     else:
-        handler = servicer.generic_handler()
+        handler = grpc.method_handlers_generic_handler(servicer.service.full_name,
+                                                       servicer.method_handlers())
     server.add_generic_rpc_handlers((handler,))
     port = server.add_secure_port("127.0.0.1:0", server_credentials(certs))
     server.start()

@@ -111,8 +111,7 @@ class ReportQueue:
 class CallState:
     """A call as its executor and its supervisor share it."""
 
-    def __init__(self, function: str, arena: Arena | None = None) -> None:
-        self.function = function
+    def __init__(self, arena: Arena | None = None) -> None:
         self.reports = ReportQueue()
         self.arena = arena
         self.worker_pid: int | None = None
@@ -182,9 +181,9 @@ class Executor:
 
     kind = ""
 
-    def open(self, function: str, context: grpc.ServicerContext) -> CallState:
+    def open(self, context: grpc.ServicerContext) -> CallState:
         """The state of a new call; cancelled and cleaned up when the rpc ends."""
-        call = CallState(function, self._arena())
+        call = CallState(self._arena())
 
         def ended() -> None:
             call.cancel("the rpc ended")

@@ -77,9 +77,12 @@ class Guard:
         its name: a policy, a deny-list with entries, or its call limit."""
         caller = LazyIdentity(context)
         deny_list = self.deny_list
-        if self.policy is not None or (deny_list is not None and not deny_list.empty()):
+        # empty() reads the file if it changed: one stat per call, refused() need not
+        denies = deny_list is not None and not deny_list.empty()
+        if self.policy is not None or denies:
             identity = caller.get()
-            reason = deny_list.refused(identity) if deny_list is not None else None
+            reason = (deny_list.refused(identity, refresh=False)
+                      if denies and deny_list is not None else None)
             if reason is not None:
                 log.warning("refused %s() to %s from %s: %s", function, identity,
                             identity.peer, reason)

@@ -356,9 +356,11 @@ class DenyList:
         self._refresh()
         return not self.serials and not self.names
 
-    def refused(self, identity: Identity) -> str | None:
-        """Why the deny-list refuses this caller, or None."""
-        self._refresh()
+    def refused(self, identity: Identity, *, refresh: bool = True) -> str | None:
+        """Why the deny-list refuses this caller, or None (``refresh=False``: as the
+        file was when last read, e.g. by :meth:`empty` a moment ago)."""
+        if refresh:
+            self._refresh()
         if identity.serial is not None and identity.serial in self.serials:
             return f"the certificate of {identity} (serial {identity.serial_hex}) is revoked"
         for name in identity.names:

@@ -154,19 +154,15 @@ class Servicer:
                 )
         return handlers
 
-    def generic_handler(self) -> grpc.GenericRpcHandler:
-        """The handlers for ``server.add_generic_rpc_handlers`` (without the guard)."""
-        return grpc.method_handlers_generic_handler(self.service.full_name, self.method_handlers())
-
     # -- handlers -------------------------------------------------------------------------------
 
     def _unary_handler(self, method: Method) -> Callable[[bytes, grpc.ServicerContext], Any]:
-        # Without progress reports to forward, a call under the thread executor runs right
-        # here: no call state, supervision or future. A tiny call's time is mostly Python
-        # that runs with cold caches, so this path does as little as it can.
+        # A unary function has no progress reports to forward (a Progress parameter
+        # makes an rpc streaming): under the thread executor it runs right here, with no
+        # call state, supervision or future. A tiny call's time is mostly Python that
+        # runs with cold caches, so this path does as little as it can.
         executor = self._executor
         slots = executor.inline_slots if isinstance(executor, ThreadExecutor) else None
-        fast = slots is not None and method.fn.progress is None
         fn = self._functions[method.fn.key]
 
         def handle(data: bytes, context: grpc.ServicerContext) -> Any:
@@ -174,11 +170,10 @@ class Servicer:
             request = self._parse(method, data, context)
             self._check_contract(method, context)
             args, kwargs = self._decode(method, request, NO_ARRAYS, context)
-            if fast:
-                assert slots is not None
+            if slots is not None:
                 result = self._run_here(fn, slots, method, args, kwargs, context, started)
             else:
-                call = executor.open(method.name, context)
+                call = executor.open(context)
                 result = self._invoke(method, call, args, kwargs, context, started)
             response = self._encode(method, result, EncodeContext(), context)
             if log.isEnabledFor(logging.DEBUG):
@@ -198,7 +193,7 @@ class Servicer:
             started = time.perf_counter()
             frames = map(parse, messages)  # parsed here, not in grpc's one event thread
             self._check_contract(method, context)
-            call = self._executor.open(method.name, context)
+            call = self._executor.open(context)
             alloc = self.admission.alloc(context, call.alloc)
             try:
                 request, dctx = receive(frames, "request", options.limits, alloc=alloc)
@@ -232,7 +227,7 @@ class Servicer:
             request = self._parse(method, data, context)
             self._check_contract(method, context)
             args, kwargs = self._decode(method, request, NO_ARRAYS, context)
-            call = self._executor.open(method.name, context)
+            call = self._executor.open(context)
             result = self._invoke(method, call, args, kwargs, context, started)
             for item in self._items(method, result, context):
                 yield self._encode(method, item, EncodeContext(), context)
