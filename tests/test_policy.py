@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import DAGEN, import_client
 from cryptography import x509
-from guarded import GUARDED, MiB, serve
+from guarded import GUARDED, SERVICE, MiB, raw_channel, serve
 
 import dagen
 from dagen._build import build
@@ -89,6 +89,17 @@ def status(refused: pytest.ExceptionInfo[PermissionError]) -> grpc.StatusCode:
     rpc = refused.value.__context__
     assert isinstance(rpc, grpc.RpcError), f"not raised from an rpc error: {rpc!r}"
     return rpc.code()
+
+
+def test_a_method_nobody_serves_is_unimplemented_not_refused(policed, team):
+    """The guard wraps the served functions only: an unknown path is grpc's to answer
+    (UNIMPLEMENTED, not PERMISSION_DENIED), whoever calls, and logs no refusal."""
+    for identity in ("alice", "carol"):
+        with raw_channel(policed.target, team, identity) as channel:
+            with pytest.raises(grpc.RpcError) as unknown:
+                channel.unary_unary(SERVICE + "Nope")(b"", timeout=10)
+        assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "Nope" not in policed.logged()
 
 
 # -- identity -------------------------------------------------------------------------------------
