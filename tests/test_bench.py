@@ -1,0 +1,31 @@
+"""`make bench`'s harness runs to completion and writes its results (a smoke run:
+benchmarks/run.py --quick with dagen and raw grpcio, real servers, ~10 s)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_the_benchmark_runs_and_writes_json_table_and_plot(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--systems", "dagen,grpc",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [result] = tmp_path.glob("*.json")
+    results = json.loads(result.read_text())
+    assert {n: r["status"] for n, r in results["systems"].items()} == {"dagen": "ok", "grpc": "ok"}
+    for name in ("dagen", "grpc"):
+        echoes = results["systems"][name]["echo"].values()
+        assert echoes and all(e["throughput_Bps"] > 0 for e in echoes)
+        assert results["paired"]["systems"][name]["tiny_p50_us"] > 0
+    table = result.with_suffix(".md").read_text()
+    assert "## The bars (issue 4)" in table and "| dagen |" in table
+    if importlib.util.find_spec("matplotlib") is not None:  # the plot needs `.[bench]`
+        assert result.with_suffix(".png").stat().st_size > 0
