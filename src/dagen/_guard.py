@@ -25,7 +25,7 @@ import logging
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -78,30 +78,41 @@ class Guard:
         caller = LazyIdentity(context)
         deny_list = self.deny_list
         # empty() reads the file if it changed: one stat per call, refused() need not
-        denies = deny_list is not None and not deny_list.empty()
-        if self.policy is not None or denies:
-            identity = caller.get()
-            reason = (deny_list.refused(identity, refresh=False)
-                      if denies and deny_list is not None else None)
-            if reason is not None:
-                log.warning("refused %s() to %s from %s: %s", function, identity,
-                            identity.peer, reason)
-                context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                              f"{function}(): {reason} on this server")
-            if self.policy is not None and not self.policy.allowed(identity, function):
-                log.warning("refused %s() to %s from %s: not allowed by the policy %s",
-                            function, identity, identity.peer, self.policy.source)
-                context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"{identity} may not call {function}(): the server's policy does not "
-                    "allow it",
-                )
+        if self.policy is not None or (deny_list is not None and not deny_list.empty()):
+            self._refuse_unless_allowed(function, caller, context)
         try:
             leave = self.admission.enter(caller.name)
         except LimitExceeded as e:
-            log.warning("refused %s() to %s: %s", function, caller.get(), e)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{function}(): {e}")
+            self._refuse_overload(function, caller, context, e)
         return caller, leave
+
+    def _refuse_unless_allowed(
+        self, function: str, caller: LazyIdentity, context: grpc.ServicerContext
+    ) -> None:
+        """Abort the rpc if the deny-list or the policy refuses this caller."""
+        identity = caller.get()
+        deny_list = self.deny_list
+        reason = deny_list.refused(identity, refresh=False) if deny_list is not None else None
+        if reason is not None:
+            log.warning("refused %s() to %s from %s: %s", function, identity,
+                        identity.peer, reason)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{function}(): {reason} on this server")
+        if self.policy is not None and not self.policy.allowed(identity, function):
+            log.warning("refused %s() to %s from %s: not allowed by the policy %s",
+                        function, identity, identity.peer, self.policy.source)
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{identity} may not call {function}(): the server's policy does not "
+                "allow it",
+            )
+
+    @staticmethod
+    def _refuse_overload(function: str, caller: LazyIdentity, context: grpc.ServicerContext,
+                         e: LimitExceeded) -> NoReturn:
+        log.warning("refused %s() to %s: %s", function, caller.get(), e)
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{function}(): {e}")
+        raise AssertionError("unreachable: abort raises")
 
     # -- wrapping the handlers ------------------------------------------------------------------
 
@@ -131,13 +142,22 @@ class Guard:
         raise ValueError(f"{function}(): dagen makes no client-streaming rpcs")
 
     def _unary(self, function: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        admit = self.admit
+        # admit(), inline: a tiny call's time is mostly Python run with cold caches,
+        # and the usual call (nobody to refuse, room to run) makes no Python call here
+        # but the deny-list's and the admission's.
+        enter = self.admission.enter
+        policy, deny_list = self.policy, self.deny_list
 
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            # A unary handler runs to its end in this thread: set dagen.caller() here
-            # and reset it after (cheaper than running in a copied context); the call
-            # leaves the count of calls in progress when it returns.
-            caller, leave = admit(function, context)
+            caller = LazyIdentity(context)
+            if policy is not None or (deny_list is not None and not deny_list.empty()):
+                self._refuse_unless_allowed(function, caller, context)
+            try:
+                leave = enter(caller.name)
+            except LimitExceeded as e:
+                self._refuse_overload(function, caller, context, e)
+            # The handler runs to its end in this thread: set dagen.caller() here and
+            # reset it after (cheaper than running in a copied context).
             token = set_caller(caller)
             try:
                 return behaviour(request, context)

@@ -18,6 +18,7 @@ for the next calls (at most ``max_memory`` / 4, see dagen._buffers).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -147,7 +148,7 @@ class Admission:
                 self.by_identity[name] = mine + 1
                 ticket = _Ticket(self, name, who)
             self.calls += 1
-        return ticket.leave
+        return functools.partial(self._leave, ticket)  # no Python frame but _leave's
 
     def _name_calls_in_progress(self) -> None:
         """Count the calls admitted without a name by their caller (under the lock)."""
@@ -246,9 +247,6 @@ class _Ticket:
         self.name = name
         self.who = who
         self.left = False
-
-    def leave(self) -> None:
-        self.admission._leave(self)
 
 
 def server_limits(

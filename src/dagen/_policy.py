@@ -116,14 +116,9 @@ def caller() -> Identity | None:
     return value.get() if isinstance(value, LazyIdentity) else value
 
 
-def set_caller(
-    identity: Identity | LazyIdentity | None,
-) -> contextvars.Token[Identity | LazyIdentity | None]:
-    return _caller.set(identity)
-
-
-def reset_caller(token: contextvars.Token[Identity | LazyIdentity | None]) -> None:
-    _caller.reset(token)
+# Set and reset the caller of the call this thread serves: each one call into C.
+set_caller = _caller.set
+reset_caller = _caller.reset
 
 
 _serials: dict[bytes, int] = {}
@@ -320,6 +315,11 @@ class DenyList:
         self.names: frozenset[str] = frozenset()
 
     def _refresh(self) -> None:
+        # Most servers have no deny-list: while it stays absent, ask with access(),
+        # which answers False where stat() raises (an exception per call costs more
+        # than the system call).
+        if self._stamp is None and not os.access(self._fspath, os.F_OK):
+            return
         try:
             st = os.stat(self._fspath)
             stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -353,6 +353,8 @@ class DenyList:
 
     def empty(self) -> bool:
         """Whether the list (as the file now says) refuses nobody."""
+        if self._stamp is None and not os.access(self._fspath, os.F_OK):
+            return True  # absent, and so when last looked at (see _refresh)
         self._refresh()
         return not self.serials and not self.names
 
