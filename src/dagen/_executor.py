@@ -23,6 +23,7 @@ import collections
 import contextlib
 import contextvars
 import ctypes
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -37,7 +38,7 @@ import threading
 import time
 import traceback
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,7 @@ class Executor:
         name: str,
         fn: Callable[..., Any],
         progress_param: str | None,
-        args: list[Any],
+        args: Sequence[Any],
         kwargs: dict[str, Any],
         *,
         inline: bool = False,
@@ -223,6 +224,8 @@ class Slots:
         self._free: queue.SimpleQueue[None] = queue.SimpleQueue()
         for _ in range(n):
             self._free.put(None)
+        # give(): hand a slot back (a call into C, no Python frame)
+        self.give: Callable[[], None] = functools.partial(self._free.put, None)
 
     def take(self) -> bool:
         """Take a slot, waiting for one if need be; whether it had to wait."""
@@ -232,9 +235,6 @@ class Slots:
         except queue.Empty:
             self._free.get()
             return True
-
-    def give(self) -> None:
-        self._free.put(None)
 
     def __enter__(self) -> None:
         self.take()
@@ -265,7 +265,7 @@ class ThreadExecutor(Executor):
         name: str,
         fn: Callable[..., Any],
         progress_param: str | None,
-        args: list[Any],
+        args: Sequence[Any],
         kwargs: dict[str, Any],
         *,
         inline: bool = False,
@@ -290,7 +290,7 @@ def _call_here(
     call: CallState,
     fn: Callable[..., Any],
     progress_param: str | None,
-    args: list[Any],
+    args: Sequence[Any],
     kwargs: dict[str, Any],
 ) -> Any:
     if call.is_cancelled():
@@ -344,7 +344,7 @@ class ProcessExecutor(Executor):
         name: str,
         fn: Callable[..., Any],
         progress_param: str | None,
-        args: list[Any],
+        args: Sequence[Any],
         kwargs: dict[str, Any],
         *,
         inline: bool = False,
@@ -361,7 +361,7 @@ class ProcessExecutor(Executor):
         call: CallState,
         name: str,
         progress_param: str | None,
-        args: list[Any],
+        args: Sequence[Any],
         kwargs: dict[str, Any],
     ) -> Any:
         arena = call.arena

@@ -87,6 +87,11 @@ def cancelled() -> bool:
     return bool(check is not None and check())
 
 
+# For the paths that run for every tiny call: each one call into C, no Python frame.
+set_cancellation_check = _cancelled_check.set
+reset_cancellation_check = _cancelled_check.reset
+
+
 class cancellation_scope:  # noqa: N801 - used like a function, as contextlib's are
     """Make :func:`cancelled` answer with ``check`` in this thread for a call's duration."""
 

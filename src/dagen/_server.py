@@ -12,9 +12,9 @@ import logging
 import sys
 import time
 import types
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import grpc
 
@@ -36,7 +36,12 @@ from ._introspect import introspect_module
 from ._limits import Admission, CallLimits
 from ._model import Service
 from ._policy import Policy
-from ._progress import cancellation_scope, state_to_proto
+from ._progress import (
+    cancellation_scope,
+    reset_cancellation_check,
+    set_cancellation_check,
+    state_to_proto,
+)
 from ._protocol import Method, receive, send
 from ._socket import bind_unix_socket
 from ._threads import LastIdlePool
@@ -160,22 +165,36 @@ class Servicer:
         # A unary function has no progress reports to forward (a Progress parameter
         # makes an rpc streaming): under the thread executor it runs right here, with no
         # call state, supervision or future. A tiny call's time is mostly Python that
-        # runs with cold caches, so this path does as little as it can.
+        # runs with cold caches, so this path touches as little code as it can: the
+        # usual call makes no Python call of dagen's but the checks it needs.
         executor = self._executor
         slots = executor.inline_slots if isinstance(executor, ThreadExecutor) else None
         fn = self._functions[method.fn.key]
+        parse = method.request_cls.FromString
+        plain_arguments = method.plain_arguments
+        contract = self.contract
 
         def handle(data: bytes, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            request = self._parse(method, data, context)
-            self._check_contract(method, context)
-            args, kwargs = self._decode(method, request, NO_ARRAYS, context)
-            if slots is not None:
-                result = self._run_here(fn, slots, method, args, kwargs, context, started)
+            try:
+                request = parse(data)
+            except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
+                self._refuse_malformed(method, e, context)
+            if contract is not None:
+                self._check_contract(method, context)
+            args: Any = plain_arguments(request)
+            kwargs: dict[str, Any] = {}
+            if args is None:
+                args, kwargs = self._decode(method, request, NO_ARRAYS, context)
+            if slots is None:
+                result = self._invoke(method, executor.open(context), args, kwargs, context,
+                                      started)
             else:
-                call = executor.open(context)
-                result = self._invoke(method, call, args, kwargs, context, started)
-            response = self._encode(method, result, EncodeContext(), context)
+                result = self._run_here(fn, slots, method, args, kwargs, context, started)
+            try:
+                response = method.encode_response(result)
+            except TypeError as e:
+                self._refuse_result(method, e, context)
             if log.isEnabledFor(logging.DEBUG):
                 self._log(method, context, 0, 0, started)
             return response
@@ -266,9 +285,13 @@ class Servicer:
         try:
             return method.request_cls.FromString(data)
         except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"{method.name}(): malformed request message: {e}")
-            raise  # unreachable: abort raises
+            Servicer._refuse_malformed(method, e, context)
+
+    @staticmethod
+    def _refuse_malformed(method: Method, e: Exception, context: grpc.ServicerContext) -> NoReturn:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"{method.name}(): malformed request message: {e}")
+        raise AssertionError("unreachable: abort raises")
 
     def _check_contract(self, method: Method, context: grpc.ServicerContext) -> None:
         if self.contract is None:
@@ -301,7 +324,7 @@ class Servicer:
         fn: Callable[..., Any],
         slots: Slots,
         method: Method,
-        args: list[Any],
+        args: Sequence[Any],
         kwargs: dict[str, Any],
         context: grpc.ServicerContext,
         started: float,
@@ -309,36 +332,47 @@ class Servicer:
         """Run a unary call in grpc's handler thread; ``dagen.cancelled()`` asks the rpc
         (only when the function checks: asking costs a lock). A call that waited for a
         slot runs only if its caller is still there."""
-        result: Any = None
-        failure: Exception | None = None
-        waited = slots.take()
-        try:
-            gone = stopped(context) if waited else None
-            if gone is None:
-                with cancellation_scope(lambda: stopped(context) is not None):
-                    try:
-                        result = fn(*args, **kwargs)
-                    except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
-                        failure = e
-        finally:
-            slots.give()
-        if gone is None and (failure is not None or not context.is_active()):
+        if slots.take():
             gone = stopped(context)
-        if gone is not None:  # nobody waits for the result (or the error it caused)
-            self._log_cancelled(method, context, None, gone, started)
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if gone.deadline else grpc.StatusCode.CANCELLED
-            context.abort(code, f"{method.name}() was stopped: {gone.reason}")
-        if failure is not None:
-            log.info("%s() raised %s: %s", method.name, type(failure).__name__, failure,
+            if gone is not None:
+                slots.give()
+                self._stop_gone(method, context, gone, started)
+        token = set_cancellation_check(lambda: stopped(context) is not None)
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
+            reset_cancellation_check(token)
+            slots.give()
+            gone = stopped(context)
+            if gone is not None:  # nobody waits for the error it caused
+                self._stop_gone(method, context, gone, started)
+            log.info("%s() raised %s: %s", method.name, type(e).__name__, e,
                      exc_info=self.options.debug)
-            self._abort_with(context, failure, method, grpc.StatusCode.UNKNOWN)
+            self._abort_with(context, e, method, grpc.StatusCode.UNKNOWN)
+        except BaseException:
+            reset_cancellation_check(token)
+            slots.give()
+            raise
+        reset_cancellation_check(token)
+        slots.give()
+        if not context.is_active():
+            gone = stopped(context)
+            if gone is not None:  # nobody waits for the result
+                self._stop_gone(method, context, gone, started)
         return result
+
+    def _stop_gone(self, method: Method, context: grpc.ServicerContext, gone: Cancelled,
+                   started: float) -> NoReturn:
+        self._log_cancelled(method, context, None, gone, started)
+        code = grpc.StatusCode.DEADLINE_EXCEEDED if gone.deadline else grpc.StatusCode.CANCELLED
+        context.abort(code, f"{method.name}() was stopped: {gone.reason}")
+        raise AssertionError("unreachable: abort raises")
 
     def _invoke(
         self,
         method: Method,
         call: CallState,
-        args: list[Any],
+        args: Sequence[Any],
         kwargs: dict[str, Any],
         context: grpc.ServicerContext,
         started: float,
@@ -355,7 +389,7 @@ class Servicer:
         self,
         method: Method,
         call: CallState,
-        args: list[Any],
+        args: Sequence[Any],
         kwargs: dict[str, Any],
         context: grpc.ServicerContext,
         started: float,
@@ -416,9 +450,12 @@ class Servicer:
         try:
             return method.encode_response(result, ctx)
         except TypeError as e:
-            log.warning("%s", e)
-            self._abort_with(context, e, method, grpc.StatusCode.INTERNAL)
-            raise  # unreachable: abort raises
+            self._refuse_result(method, e, context)
+
+    def _refuse_result(self, method: Method, e: TypeError, context: grpc.ServicerContext) -> NoReturn:
+        log.warning("%s", e)
+        self._abort_with(context, e, method, grpc.StatusCode.INTERNAL)
+        raise AssertionError("unreachable: abort raises")
 
     def _abort_with(
         self,

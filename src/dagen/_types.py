@@ -196,10 +196,11 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _int64(value: Any) -> int:
-    # bool is an int to Python, but passing True where a count is expected is a bug.
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-        raise _mismatch("int", value)
-    value = int(value)
+    if type(value) is not int:  # (a plain int, the usual case, needs no more questions)
+        # bool is an int to Python, but passing True where a count is expected is a bug.
+        if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+            raise _mismatch("int", value)
+        value = int(value)
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise EncodeError(f"int {value} does not fit in 64 bits")
     return value
@@ -210,8 +211,7 @@ class IntNode(ScalarNode):
     annotation: Any = int
     proto_type: str = "int64"
 
-    def check(self, value: Any) -> int:
-        return _int64(value)
+    check = staticmethod(_int64)  # one frame less per int sent
 
 
 @dataclass(frozen=True)
