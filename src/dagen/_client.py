@@ -34,7 +34,7 @@ from ._display import (
     ProgressCallback,
     UploadCounter,
     call_options,
-    has_overrides,
+    current_overrides,
     settings_for,
 )
 from ._errors import CallError, exception_from_rpc_error
@@ -285,8 +285,8 @@ class ServiceClient:
         """A call without arrays or items: one request, one response. Its path does
         little, as a tiny call's time is mostly Python that runs with cold caches."""
         name = method.name
-        timeout = self.timeout if not has_overrides() else settings_for(self).timeout
-        request = method.encode_request(arguments, EncodeContext(self.chunk_bytes))
+        timeout = self.timeout if not current_overrides() else settings_for(self).timeout
+        request = method.encode_request(arguments)  # no arrays: no EncodeContext needed
         try:
             # A blocking call: no thread per call (future() starts one). grpc checks
             # for signals while it waits, and Ctrl-C there cancels the call.

@@ -74,9 +74,9 @@ class CallSettings:
     compression: str | None = None  # a codec family of dagen._codecs
 
 
-def has_overrides() -> bool:
-    """Whether a ``with call_options(...)`` block encloses this point."""
-    return bool(_overrides.get())
+# The overrides of the enclosing ``with call_options(...)`` blocks, empty (false)
+# outside any: one call into C, for the path of tiny calls.
+current_overrides = _overrides.get
 
 
 def settings_for(client: Any) -> CallSettings:
