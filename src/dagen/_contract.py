@@ -573,10 +573,14 @@ class ContractInfo:
         """The metadata value a client sends: ``<revision>:<fingerprint>``."""
         return f"{self.revision}:{self.fingerprints.get(rpc, '')}"
 
+    def served(self, rpc: str) -> frozenset[str | None]:
+        """The fingerprints of clients this server serves the rpc to."""
+        return frozenset(self.accepted.get(rpc, (self.fingerprints.get(rpc),)))
+
     def check(self, rpc: str, header: str) -> str | None:
         """None if a client's header is compatible with this server, else why not."""
         revision, _, fingerprint = header.partition(":")
-        if fingerprint in self.accepted.get(rpc, (self.fingerprints.get(rpc),)):
+        if fingerprint in self.served(rpc):
             return None
         return (
             f"this client was built from revision {revision} of the contract, but the server "

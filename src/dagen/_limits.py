@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -111,13 +112,20 @@ class Admission:
     def __init__(self, limits: CallLimits | None = None) -> None:
         self.limits = limits or CallLimits()
         self._lock = threading.Lock()
-        self.calls = 0
+        # The calls in progress, by a number of their own: who made each (a name, or what
+        # names it) and the name it is counted under in by_identity, once named.
+        self._in_progress: dict[int, tuple[str | Callable[[], str], str | None]] = {}
+        self._numbers = itertools.count()
         self.by_identity: dict[str, int] = {}  # calls in progress of named callers
-        self._unnamed: set[_Ticket] = set()  # and of callers not named yet
         self.memory = 0
         # Buffers of completed calls, for the next ones: a quarter of the memory budget at
         # most, held outside it (so the server's peak is max_memory plus this pool).
         self.buffers = BufferPool(max_bytes=self.limits.max_memory // 4)
+
+    @property
+    def calls(self) -> int:
+        """The calls in progress."""
+        return len(self._in_progress)
 
     def enter(self, who: str | Callable[[], str]) -> Callable[[], None]:
         """Admit a call of ``who`` or raise LimitExceeded; return what ends it (idempotent).
@@ -126,15 +134,16 @@ class Admission:
         of one identity could reach ``max_calls_per_identity``, that is while at least
         that many calls are in progress (naming the calls in progress then too)."""
         lim = self.limits
+        number = next(self._numbers)
         with self._lock:
-            if self.calls >= lim.max_calls:
+            calls = len(self._in_progress)
+            if calls >= lim.max_calls:
                 raise LimitExceeded(
-                    f"the server has {self.calls} calls in progress, its limit "
+                    f"the server has {calls} calls in progress, its limit "
                     f"(max_calls={lim.max_calls}); try again later"
                 )
-            if self.calls < lim.max_calls_per_identity:
-                ticket = _Ticket(self, None, who)
-                self._unnamed.add(ticket)
+            if calls < lim.max_calls_per_identity:
+                self._in_progress[number] = (who, None)
             else:
                 self._name_calls_in_progress()
                 name = who if isinstance(who, str) else who()
@@ -146,29 +155,21 @@ class Admission:
                         "try again later"
                     )
                 self.by_identity[name] = mine + 1
-                ticket = _Ticket(self, name, who)
-            self.calls += 1
-        return functools.partial(self._leave, ticket)  # no Python frame but _leave's
+                self._in_progress[number] = (who, name)
+        return functools.partial(self._leave, number)  # no Python frame but _leave's
 
     def _name_calls_in_progress(self) -> None:
         """Count the calls admitted without a name by their caller (under the lock)."""
-        while self._unnamed:  # one at a time: a failing lookup leaves the rest as they were
-            ticket = next(iter(self._unnamed))
-            who = ticket.who
-            name = who if isinstance(who, str) else who()
-            self._unnamed.discard(ticket)
-            ticket.name = name
-            self.by_identity[name] = self.by_identity.get(name, 0) + 1
+        for number, (who, name) in list(self._in_progress.items()):
+            if name is None:  # one at a time: a failing lookup leaves the rest as they were
+                name = who if isinstance(who, str) else who()
+                self._in_progress[number] = (who, name)
+                self.by_identity[name] = self.by_identity.get(name, 0) + 1
 
-    def _leave(self, ticket: _Ticket) -> None:
+    def _leave(self, number: int) -> None:
         with self._lock:
-            if ticket.left:
-                return
-            ticket.left = True
-            self.calls -= 1
-            name = ticket.name
-            if name is None:
-                self._unnamed.discard(ticket)
+            who, name = self._in_progress.pop(number, (None, None))
+            if name is None:  # left already, or never named
                 return
             left = self.by_identity[name] - 1
             if left:
@@ -235,18 +236,6 @@ class Admission:
         if add_callback is None or not add_callback(release):
             release()  # no rpc whose end gives the bytes back, or it has ended already
         return allocate
-
-
-class _Ticket:
-    """One admitted call: who made it, and the name it is counted under once known."""
-
-    __slots__ = ("admission", "name", "who", "left")
-
-    def __init__(self, admission: Admission, name: str | None, who: str | Callable[[], str]) -> None:
-        self.admission = admission
-        self.name = name
-        self.who = who
-        self.left = False
 
 
 def server_limits(
