@@ -189,3 +189,39 @@ def test_a_caller_that_cannot_be_named_leaves_the_counts_right():
         admission.enter("b")  # naming the calls in progress fails
     leave()
     assert admission.calls == 0 and admission.by_identity == {}
+
+
+def test_a_flood_of_calls_on_one_connection_is_refused_and_others_are_served(
+    certs, tmp_path, guarded_client_module
+):
+    """More calls at once than the server has threads (2 + 8): what the guard does not
+    admit is refused, those beyond the threads once a stream is free (HTTP/2 makes them
+    wait in the caller's channel); none waits for its deadline, and another caller
+    gets in meanwhile."""
+    served = serve("--certs", str(certs.folder), "--max-calls", "2",
+                   "--max-calls-per-identity", "1", "--workers", "2", tmp=tmp_path)
+    outcomes: list[str] = []
+    try:
+        with client(guarded_client_module, served, certs, "alice") as alice, \
+             client(guarded_client_module, served, certs, "bob") as bob:
+            assert alice.add(0, 0) == 0 and bob.add(0, 0) == 0  # connected
+
+            def call() -> None:
+                try:
+                    alice.sleep(1.0)
+                    outcomes.append("ran")
+                except dagen.CallError as e:
+                    outcomes.append(e.code.name)
+
+            started = time.perf_counter()
+            flood = [background(call) for _ in range(24)]
+            time.sleep(0.3)
+            assert bob.add(2, 2) == 4  # the other identity's slot is free
+            for thread in flood:
+                thread.join(30)
+            elapsed = time.perf_counter() - started
+    finally:
+        served.stop()
+    assert sorted(set(outcomes)) == ["RESOURCE_EXHAUSTED", "ran"], outcomes
+    assert len(outcomes) == 24 and 1 <= outcomes.count("ran") <= 3
+    assert elapsed < 10  # refused as threads free, not at the 30 s deadline
