@@ -195,9 +195,10 @@ def test_a_flood_of_calls_on_one_connection_is_refused_and_others_are_served(
     certs, tmp_path, guarded_client_module
 ):
     """More calls at once than the server has threads (2 + 8): what the guard does not
-    admit is refused, those beyond the threads once a stream is free (HTTP/2 makes them
-    wait in the caller's channel); none waits for its deadline, and another caller
-    gets in meanwhile."""
+    admit is refused with RESOURCE_EXHAUSTED (those beyond the threads as soon as a
+    thread is free), none waits for its deadline or sees a broken connection, and
+    another caller gets in meanwhile. (grpc's maximum_concurrent_rpcs, which the server
+    no longer sets, would pass this too; HTTP/2's max_concurrent_streams would not.)"""
     served = serve("--certs", str(certs.folder), "--max-calls", "2",
                    "--max-calls-per-identity", "1", "--workers", "2", tmp=tmp_path)
     outcomes: list[str] = []
@@ -210,8 +211,8 @@ def test_a_flood_of_calls_on_one_connection_is_refused_and_others_are_served(
                 try:
                     alice.sleep(1.0)
                     outcomes.append("ran")
-                except dagen.CallError as e:
-                    outcomes.append(e.code.name)
+                except Exception as e:  # noqa: BLE001 - each outcome is recorded
+                    outcomes.append(getattr(getattr(e, "code", None), "name", repr(e)))
 
             started = time.perf_counter()
             flood = [background(call) for _ in range(24)]

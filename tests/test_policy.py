@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -381,6 +382,33 @@ def test_deny_list_reads_serials_names_and_comments(tmp_path):
     assert "serial ab:cd" in deny.refused(Identity("alice", serial=0xABCD))
     assert deny.refused(Identity("alice", serial=0xABCE)) is None
     assert "'mallory'" in deny.refused(Identity("x", sans=("mallory",)))
+
+
+def test_an_absent_deny_list_is_noticed_when_it_appears_in_a_settled_folder(tmp_path):
+    """While revoked.txt is absent the folder is watched (its stat, not the file's):
+    a file created later, in a folder last changed long ago, is read on the next look."""
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    old = time.time_ns() - 10**10  # the folder last changed 10 s ago: settled
+    os.utime(folder, ns=(old, old))
+    deny = DenyList(folder / "revoked.txt")
+    assert deny.empty() and deny.empty()  # the second look is the folder's stat alone
+    (folder / "revoked.txt").write_text("mallory\n")
+    assert not deny.empty()
+    assert "'mallory'" in deny.refused(Identity("mallory"))
+    (folder / "revoked.txt").unlink()
+    assert deny.empty()
+
+
+def test_a_deny_list_that_cannot_be_looked_at_refuses_rather_than_lets_in(tmp_path):
+    """A path that cannot be checked (here its folder is a file) is an error on every
+    look, never taken for an absent list."""
+    not_a_folder = tmp_path / "certs"
+    not_a_folder.write_text("")
+    deny = DenyList(not_a_folder / "revoked.txt")
+    for _ in range(2):
+        with pytest.raises(NotADirectoryError):
+            deny.empty()
 
 
 def test_calls_in_flight_are_not_cut_by_a_revocation(guarded_client_module, tmp_path, team):

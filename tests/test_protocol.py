@@ -3,10 +3,67 @@ the same messages, the same arguments, the same errors."""
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib
+import sys
+import textwrap
+
+import numpy as np
 import pytest
 
 from dagen._arrays import NO_ARRAYS, EncodeContext
+from dagen._build import build_service
+from dagen._introspect import introspect_module, load_module
+from dagen._protocol import Method
 from dagen._wire import WireError
+
+KINDS = textwrap.dedent('''
+    """Functions of every kind of argument and result the short paths must tell apart."""
+    import datetime as dt
+    import enum
+    from typing import Annotated
+
+    import pydantic
+
+
+    class Color(enum.Enum):
+        RED = "red"
+        BLUE = "blue"
+
+
+    def plain(b: bool, i: int, f: float, s: str, raw: bytes) -> str:
+        """Every plain scalar."""
+        return s
+
+
+    def defaults(a: int, b: int = 5) -> int:
+        """A default."""
+        return a + b
+
+
+    def color(c: Color) -> Color:
+        """An enum."""
+        return c
+
+
+    def maybe(x: int | None) -> int | None:
+        """Optional."""
+        return x
+
+
+    def when(t: dt.datetime) -> dt.datetime:
+        """A datetime."""
+        return t
+
+
+    def positive(x: Annotated[int, pydantic.Field(gt=0)]) -> int:
+        """A constraint, checked on the server."""
+        return x
+
+
+    def nothing() -> None:
+        """No result."""
+''')
 
 PLAIN = {  # functions of tests/services/echo_service.py whose arguments are plain scalars
     "add": {"a": 2, "b": -3},
@@ -87,3 +144,98 @@ def test_a_plain_result_is_the_message_the_general_path_makes(methods):
 def test_a_plain_result_that_does_not_match_its_annotation_is_refused(methods, value):
     with pytest.raises(TypeError, match=r"add\(\) returned a value that does not match"):
         methods["add"].encode_response(value)
+
+
+@pytest.fixture(scope="module")
+def kinds(tmp_path_factory):
+    """The Methods of KINDS, from its compiled contract."""
+    folder = tmp_path_factory.mktemp("kinds")
+    (folder / "kinds_service.py").write_text(KINDS)
+    module = load_module(str(folder / "kinds_service.py"))
+    service = introspect_module(module)
+    out = folder / "build"
+    build_service(service, out, "", client=False, lock_path=folder / "lock",
+                  write_lock_file=False)
+    sys.path.insert(0, str(out))
+    try:
+        pb2 = importlib.import_module("kinds_service_pb2")
+    finally:
+        sys.path.remove(str(out))
+    return module, {fn.key: Method(service, fn, pb2) for fn in service.rpcs}
+
+
+CASES = [  # function, arguments, whether they take the short path on the server
+    ("plain", {"b": True, "i": -7, "f": 0.5, "s": "é", "raw": b"\0\1"}, True),
+    ("plain", {"b": np.bool_(False), "i": np.int16(3), "f": np.float32(1.5), "s": "",
+               "raw": b""}, True),
+    ("defaults", {"a": 1, "b": 2}, True),
+    ("color", {"c": "Color.BLUE"}, False),
+    ("maybe", {"x": None}, False),
+    ("maybe", {"x": 3}, False),
+    ("when", {"t": dt.datetime(2026, 11, 28, 1, 2, 3)}, False),
+    ("positive", {"x": 4}, False),
+    ("nothing", {}, True),
+]
+
+
+def _arguments(module, arguments):
+    return {k: getattr(module.Color, v.split(".")[1]) if isinstance(v, str) and
+            v.startswith("Color.") else v for k, v in arguments.items()}
+
+
+@pytest.mark.parametrize("name, arguments, short", CASES)
+def test_every_kind_gives_the_same_request_and_arguments_on_either_path(
+    kinds, name, arguments, short
+):
+    module, methods = kinds
+    method = methods[name]
+    arguments = _arguments(module, arguments)
+    request = method.encode_request(arguments)
+    general = method.encode_request(arguments, EncodeContext())
+    assert request.SerializeToString(deterministic=True) == general.SerializeToString(
+        deterministic=True)
+    received = method.request_cls.FromString(request.SerializeToString())
+    args, kwargs = method.decode_request(received, NO_ARRAYS)
+    plain = method.plain_arguments(received)
+    assert (plain is not None) == short
+    if short:
+        assert plain == (*args, *kwargs.values())
+    assert getattr(module, name)(*args, **kwargs) == getattr(module, name)(**arguments)
+
+
+def test_a_missing_argument_with_a_default_gets_it(kinds):
+    _, methods = kinds
+    request = methods["defaults"].request_cls(a=1)  # built before b was added
+    assert methods["defaults"].plain_arguments(request) is None
+    assert methods["defaults"].decode_request(request, NO_ARRAYS) == ([], {"a": 1, "b": 5})
+
+
+def test_a_constraint_is_checked_though_the_argument_is_a_plain_int(kinds):
+    _, methods = kinds
+    request = methods["positive"].encode_request({"x": -1})  # the wire carries an int
+    with pytest.raises(ValueError, match="argument 'x'"):
+        methods["positive"].decode_request(request, NO_ARRAYS)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("plain", "s"), ("defaults", 3), ("color", "Color.RED"), ("maybe", None), ("maybe", 2),
+    ("when", dt.datetime(2026, 1, 1, tzinfo=dt.UTC)), ("positive", 1), ("nothing", None),
+])
+def test_every_kind_of_result_comes_back_as_the_general_path_makes_it(kinds, name, value):
+    module, methods = kinds
+    method = methods[name]
+    value = _arguments(module, {"v": value})["v"]
+    general = method.response_cls()
+    method.fn.returns.encode(value, general, "result", EncodeContext())
+    response = method.encode_response(value)
+    assert response.SerializeToString(deterministic=True) == general.SerializeToString(
+        deterministic=True)
+    received = method.response_cls.FromString(response.SerializeToString())
+    assert method.decode_response(received, NO_ARRAYS) == value
+
+
+def test_leaving_out_the_encode_context_of_a_function_with_arrays_is_an_error(methods):
+    with pytest.raises(ValueError, match=r"echo\(\) sends arrays"):
+        methods["echo"].encode_request({"da": None})
+    with pytest.raises(ValueError, match=r"echo\(\) returns arrays"):
+        methods["echo"].encode_response(None)

@@ -77,7 +77,7 @@ class Guard:
         its name: a policy, a deny-list with entries, or its call limit."""
         caller = LazyIdentity(context)
         deny_list = self.deny_list
-        # empty() reads the file if it changed: one stat per call, refused() need not
+        # empty() reads the file if it changed (one stat per call), refused() need not
         if self.policy is not None or (deny_list is not None and not deny_list.empty()):
             self._refuse_unless_allowed(function, caller, context)
         try:
@@ -142,9 +142,9 @@ class Guard:
         raise ValueError(f"{function}(): dagen makes no client-streaming rpcs")
 
     def _unary(self, function: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        # admit(), inline: a tiny call's time is mostly Python run with cold caches,
-        # and the usual call (nobody to refuse, room to run) makes no Python call here
-        # but the deny-list's and the admission's.
+        # admit(), inline (keep the two alike): a tiny call's time is mostly Python run
+        # with cold caches, and the usual call (nobody to refuse, room to run) makes no
+        # Python call here but the deny-list's and the admission's.
         enter = self.admission.enter
         policy, deny_list = self.policy, self.deny_list
 

@@ -52,9 +52,11 @@ class Method:
 
     def encode_request(self, arguments: dict[str, Any], ctx: EncodeContext | None = None) -> Any:
         """The request message; a TypeError names the argument that does not fit.
-        ``ctx`` collects its arrays (none without one)."""
+        ``ctx`` collects its arrays (it may be left out by a method without arrays)."""
         msg = self.request_cls()
         if ctx is None:
+            if self.streaming:
+                raise ValueError(f"{self.name}() sends arrays: encode it with an EncodeContext")
             checks = self._plain_checks
             if checks is not None:  # plain scalars: set each field, with no more calls
                 try:
@@ -83,12 +85,18 @@ class Method:
     # -- responses --------------------------------------------------------------------------------
 
     def encode_response(self, value: Any, ctx: EncodeContext | None = None) -> Any:
-        """The response message; ``ctx`` collects its arrays (none without one)."""
+        """The response message; ``ctx`` collects its arrays (it may be left out by a
+        method without arrays)."""
         try:
             if self._check_result is not None:  # a plain scalar: the message in one call
                 return self.response_cls(result=self._check_result(value))
+            if ctx is None:
+                if self.streaming:
+                    raise ValueError(
+                        f"{self.name}() returns arrays: encode it with an EncodeContext")
+                ctx = EncodeContext()
             msg = self.response_cls()
-            self.fn.returns.encode(value, msg, "result", EncodeContext() if ctx is None else ctx)
+            self.fn.returns.encode(value, msg, "result", ctx)
         except EncodeError as e:
             raise TypeError(
                 f"{self.name}() returned a value that does not match its annotation"
@@ -118,7 +126,8 @@ class _Arguments:
             (p, p.type.shape in ("scalar", "message"), _read_as_is(p.type)) for p in parameters
         ]
         # A tiny call's time is mostly Python run with cold caches: when every argument
-        # is its field's value, passed by position, read them all in two C calls.
+        # is its field's value, passed by position, read them with no Python call
+        # per field (HasField over map, then one attrgetter).
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         plain = not self.validators and all(
             presence and as_is and p.kind in positional for p, presence, as_is in self._plan

@@ -338,7 +338,11 @@ class Servicer:
         (only when the function checks: asking costs a lock). A call that waited for a
         slot runs only if its caller is still there."""
         if slots.take():
-            gone = stopped(context)
+            try:
+                gone = stopped(context)
+            except BaseException:
+                slots.give()
+                raise
             if gone is not None:
                 slots.give()
                 self._stop_gone(method, context, gone, started)
@@ -360,15 +364,15 @@ class Servicer:
             raise
         reset_cancellation_check(token)
         slots.give()
-        if not context.is_active():
-            gone = stopped(context)
-            if gone is not None:  # nobody waits for the result
-                self._stop_gone(method, context, gone, started)
+        gone = stopped(context)  # (its deadline may have passed before grpc ends the rpc)
+        if gone is not None:  # nobody waits for the result
+            self._stop_gone(method, context, gone, started)
         return result
 
     def _stop_gone(self, method: Method, context: grpc.ServicerContext, gone: Cancelled,
-                   started: float) -> NoReturn:
-        self._log_cancelled(method, context, None, gone, started)
+                   started: float, call: CallState | None = None) -> NoReturn:
+        """End the rpc of a call whose caller has gone (or whose deadline passed)."""
+        self._log_cancelled(method, context, call, gone, started)
         code = grpc.StatusCode.DEADLINE_EXCEEDED if gone.deadline else grpc.StatusCode.CANCELLED
         context.abort(code, f"{method.name}() was stopped: {gone.reason}")
         raise AssertionError("unreachable: abort raises")
@@ -416,9 +420,7 @@ class Servicer:
                 if method.fn.progress is not None and method.output_cls is not None:
                     yield method.output_cls(progress=state_to_proto(state, sequence))
         except Cancelled as e:
-            self._log_cancelled(method, context, call, e, started)
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if e.deadline else grpc.StatusCode.CANCELLED
-            context.abort(code, f"{method.name}() was stopped: {e.reason}")
+            self._stop_gone(method, context, e, started, call)
         except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
             log.info(
                 "%s() raised %s: %s", method.name, type(e).__name__, e, exc_info=self.options.debug
@@ -546,16 +548,16 @@ def create_server(
         raise InsecureRefused(
             "a policy needs mutual TLS (--certs): over plain text callers have no identity"
         )
-    # A handler thread for every call the guard may admit, and some to refuse the others
-    # (the guard holds a thread only for calls it admitted). No maximum_concurrent_rpcs:
-    # grpc counts it in Python, under the server's lock, ~20 us of every tiny call;
-    # instead a connection may have as many calls open as there are threads, which
-    # HTTP/2 enforces in C (more wait in the caller's channel).
+    # A handler thread for every call the guard may admit, and some to refuse the others:
+    # the guard holds a thread only for calls it admitted, so calls over the limits are
+    # refused as fast as those spare threads can. No maximum_concurrent_rpcs: grpc
+    # counts it in Python under the server's lock, ~20 us of every tiny call. (Nor
+    # HTTP/2's max_concurrent_streams: grpc resets streams over it, which callers see as
+    # a broken connection, not as a refusal.)
     max_calls = servicer.options.call_limits.max_calls
-    threads = max(workers, max_calls + 8)
     server = grpc.server(
-        LastIdlePool(max_workers=threads),
-        options=[*SERVER_OPTIONS, ("grpc.max_concurrent_streams", threads)],
+        LastIdlePool(max_workers=max(workers, max_calls + 8)),
+        options=SERVER_OPTIONS,
     )
     # Registered methods: grpc matches the rpc's path in C, and every handler is
     # guarded (once, here); paths nobody serves get UNIMPLEMENTED.
