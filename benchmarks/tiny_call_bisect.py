@@ -11,7 +11,10 @@ same server varies by tens of µs from one launch to the next on a small machine
     guarded  dagen's servicer behind the guard (identity, policy, limits), as `dagen serve`
 
 All run in a process that has imported dagen (and so numpy/xarray): the difference to a
-bare raw server is the weight of such a process.
+bare raw server is the weight of such a process. For each variant it reports the
+client's p50, the server's CPU per call (from /proc) and the handler's own time as it
+runs in the server (timed in place: cold caches and all, what a micro-benchmark of
+the same code does not show).
 
     python benchmarks/tiny_call_bisect.py [--calls 2500] [variants...]
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import statistics
 import struct
 import subprocess
@@ -79,12 +83,52 @@ def serve(variant: str, certs: str) -> None:
     else:
         handler = grpc.method_handlers_generic_handler(servicer.service.full_name,
                                                        servicer.method_handlers())
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers((_timed(handler, variant),))
     port = server.add_secure_port("127.0.0.1:0", server_credentials(certs))
     server.start()
     print(port, flush=True)
     sys.stdin.read()  # until the parent closes our stdin
     server.stop(0)
+    print(statistics.median(_HANDLER_NS) / 1e3 if _HANDLER_NS else float("nan"), flush=True)
+
+
+_HANDLER_NS: list[int] = []
+
+
+def _timed(handler, variant: str):
+    """The generic handler with its Add handler timed (perf_counter_ns around it)."""
+    import grpc
+
+    inner = handler.service(_Details("/bench.Raw/Add" if variant == "raw"
+                                     else "/echo_service.EchoService/Add"))
+
+    def add(request, context):
+        started = time.perf_counter_ns()
+        try:
+            return inner.unary_unary(request, context)
+        finally:
+            _HANDLER_NS.append(time.perf_counter_ns() - started)
+
+    timed = grpc.unary_unary_rpc_method_handler(
+        add, request_deserializer=inner.request_deserializer,
+        response_serializer=inner.response_serializer)
+
+    class Timed(grpc.GenericRpcHandler):
+        def service(self, details):
+            return timed if details.method.endswith("/Add") else None
+
+    return Timed()
+
+
+class _Details:
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -110,6 +154,8 @@ def main() -> None:
     _, pb2 = _compiled(Path(tempfile.mkdtemp()))
     credentials = channel_credentials(certs, "alice")
     results: dict[str, list[float]] = {v: [] for v in args.variants}
+    cpu: dict[str, list[float]] = {v: [] for v in args.variants}
+    handler: dict[str, list[float]] = {v: [] for v in args.variants}
     for _ in range(2):
         for variant in args.variants:
             server = subprocess.Popen(
@@ -132,18 +178,24 @@ def main() -> None:
                     for _ in range(300):
                         call(request, timeout=60)
                     times = []
+                    cpu_before = _cpu_seconds(server.pid)
                     for _ in range(args.calls):
                         started = time.perf_counter()
                         call(request, timeout=60)
                         times.append(time.perf_counter() - started)
+                    cpu[variant].append((_cpu_seconds(server.pid) - cpu_before) / args.calls * 1e6)
                 results[variant].append(statistics.median(times) * 1e6)
             finally:
                 if server.stdin is not None:
                     server.stdin.close()
+                if server.stdout is not None:
+                    handler[variant].append(float(server.stdout.readline() or "nan"))
                 server.wait(timeout=10)
     for variant, medians in results.items():
         shown = ", ".join(f"{m:.0f}" for m in medians)
-        print(f"{variant:8s} p50 {statistics.mean(medians):6.0f} µs  (launches: {shown})")
+        print(f"{variant:8s} p50 {statistics.mean(medians):6.0f} µs  (launches: {shown}); "
+              f"server CPU {statistics.mean(cpu[variant]):4.0f} µs/call; "
+              f"handler in place {statistics.mean(handler[variant]):5.1f} µs")
 
 
 if __name__ == "__main__":
