@@ -116,13 +116,20 @@ def _issue_node(folder: Path) -> None:
 # -- subprocesses ------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the benchmark process dies (even by SIGKILL)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+# Run in the child instead of the command, which it then becomes (same pid): SIGTERM
+# when the benchmark process dies (even by SIGKILL). Not a preexec_fn: Python code
+# between fork and exec, in a process whose grpc threads are running, crashed the child
+# now and then (SIGSEGV); without one, subprocess uses vfork and runs nothing there.
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except OSError:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the benchmark process is gone")
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 @dataclass
@@ -137,8 +144,9 @@ class Processes:
         log = self.log_dir / f"{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent,
+                [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=cwd, start_new_session=True,
             )
         self.procs.append((name, proc))
         return proc, log
