@@ -97,6 +97,7 @@ class Servicer:
     service: ClassVar[Service]
     methods: ClassVar[dict[str, Method]]  # by function key: "anomaly", "Model.predict"
     contract: ClassVar[ContractInfo | None]
+    _served: ClassVar[dict[str, frozenset[str | None]]]  # by rpc: fingerprints served
 
     def __init_subclass__(
         cls,
@@ -112,6 +113,8 @@ class Servicer:
         cls.service = introspect_module(module)
         cls.contract = contract
         cls.methods = {fn.key: Method(cls.service, fn, pb2) for fn in cls.service.rpcs}
+        cls._served = {m.rpc: contract.served(m.rpc) for m in cls.methods.values()} if (
+            contract is not None) else {}  # (empty without a contract: nothing checked)
 
     def __init__(self, options: ServerOptions | None = None) -> None:
         self.options = options or ServerOptions()
@@ -172,8 +175,7 @@ class Servicer:
         fn = self._functions[method.fn.key]
         parse = method.request_cls.FromString
         plain_arguments = method.plain_arguments
-        # what _check_contract asks, inline: the fingerprints of the clients served
-        served = self.contract.served(method.rpc) if self.contract is not None else None
+        checks_contract = self.contract is not None
 
         def handle(data: bytes, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -181,12 +183,8 @@ class Servicer:
                 request = parse(data)
             except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
                 self._refuse_malformed(method, e, context)
-            if served is not None:
-                for key, value in context.invocation_metadata():
-                    if key == CONTRACT_METADATA_KEY:
-                        if value.partition(":")[2] not in served:
-                            self._check_contract(method, context)  # refuses, saying why
-                        break
+            if checks_contract:
+                self._check_contract(method, context)
             args: Any = plain_arguments(request)
             kwargs: dict[str, Any] = {}
             if args is None:
@@ -299,14 +297,17 @@ class Servicer:
         raise AssertionError("unreachable: abort raises")
 
     def _check_contract(self, method: Method, context: grpc.ServicerContext) -> None:
-        if self.contract is None:
+        """Refuse a caller whose contract header names a fingerprint not served (set
+        lookups on every call; ContractInfo.check words the refusal)."""
+        served = self._served.get(method.rpc)
+        if served is None:
             return
         for key, value in context.invocation_metadata():
             if key == CONTRACT_METADATA_KEY:
-                problem = self.contract.check(method.rpc, value)
-                if problem is not None:
+                if value.partition(":")[2] not in served:
+                    assert self.contract is not None
                     context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                  f"{method.fn.key}(): {problem}")
+                                  f"{method.fn.key}(): {self.contract.check(method.rpc, value)}")
                 return
 
     def _decode(
