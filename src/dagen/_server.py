@@ -348,26 +348,23 @@ class Servicer:
                 slots.give()
                 self._stop_gone(method, context, gone, started)
         token = set_cancellation_check(lambda: stopped(context) is not None)
+        result: Any = None
+        failure: Exception | None = None
         try:
             result = fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
+            failure = e
+        finally:
             reset_cancellation_check(token)
             slots.give()
-            gone = stopped(context)
-            if gone is not None:  # nobody waits for the error it caused
-                self._stop_gone(method, context, gone, started)
-            log.info("%s() raised %s: %s", method.name, type(e).__name__, e,
-                     exc_info=self.options.debug)
-            self._abort_with(context, e, method, grpc.StatusCode.UNKNOWN)
-        except BaseException:
-            reset_cancellation_check(token)
-            slots.give()
-            raise
-        reset_cancellation_check(token)
-        slots.give()
-        gone = stopped(context)  # (its deadline may have passed before grpc ends the rpc)
-        if gone is not None:  # nobody waits for the result
+        # Asked after every call: its deadline may have passed before grpc ends the rpc.
+        gone = stopped(context)
+        if gone is not None:  # nobody waits for the result (or the error it caused)
             self._stop_gone(method, context, gone, started)
+        if failure is not None:
+            log.info("%s() raised %s: %s", method.name, type(failure).__name__, failure,
+                     exc_info=failure if self.options.debug else None)  # (outside the except)
+            self._abort_with(context, failure, method, grpc.StatusCode.UNKNOWN)
         return result
 
     def _stop_gone(self, method: Method, context: grpc.ServicerContext, gone: Cancelled,
