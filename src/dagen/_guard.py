@@ -77,8 +77,9 @@ class Guard:
         its name: a policy, a deny-list with entries, or its call limit."""
         caller = LazyIdentity(context)
         deny_list = self.deny_list
-        # empty() reads the file if it changed (one stat per call), refused() need not
-        if self.policy is not None or (deny_list is not None and not deny_list.empty()):
+        # empty() reads the file if it changed (one stat per call), refused() need not:
+        # it goes first, so that a policy does not keep the list from being read
+        if (deny_list is not None and not deny_list.empty()) or self.policy is not None:
             self._refuse_unless_allowed(function, caller, context)
         try:
             leave = self.admission.enter(caller.name)
@@ -150,7 +151,7 @@ class Guard:
 
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             caller = LazyIdentity(context)
-            if policy is not None or (deny_list is not None and not deny_list.empty()):
+            if (deny_list is not None and not deny_list.empty()) or policy is not None:
                 self._refuse_unless_allowed(function, caller, context)
             try:
                 leave = enter(caller.name)
