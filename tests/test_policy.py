@@ -384,15 +384,42 @@ def test_deny_list_reads_serials_names_and_comments(tmp_path):
     assert "'mallory'" in deny.refused(Identity("x", sans=("mallory",)))
 
 
+def test_a_revocation_is_honoured_on_a_server_with_a_policy_too(
+    guarded_client_module, tmp_path, team, policy_file
+):
+    """The policy lets alice call add(); revoking her certificate refuses her from
+    the next call, unary or streaming, all the same."""
+    folder = tmp_path / "certs"
+    shutil.copytree(team, folder)
+    served = serve("--certs", str(folder), "--policy", str(policy_file), tmp=tmp_path)
+    try:
+        with guarded_client_module.Client(served.target, certs=folder, identity="alice",
+                                          timeout=30) as alice:
+            assert alice.add(1, 2) == 3
+            revoke(folder, "alice")
+            for call in (lambda: alice.add(1, 2), lambda: alice.total(np.ones(3))):
+                with pytest.raises(PermissionError, match="is revoked") as refused:
+                    call()
+                assert status(refused) == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        served.stop()
+
+
 def test_an_absent_deny_list_is_noticed_when_it_appears_in_a_settled_folder(tmp_path):
     """While revoked.txt is absent the folder is watched (its stat, not the file's):
     a file created later, in a folder last changed long ago, is read on the next look."""
     folder = tmp_path / "certs"
     folder.mkdir()
-    old = time.time_ns() - 10**10  # the folder last changed 10 s ago: settled
-    os.utime(folder, ns=(old, old))
+    time.sleep(1.1)  # settled: a folder changed within the last second is not trusted
     deny = DenyList(folder / "revoked.txt")
-    assert deny.empty() and deny.empty()  # the second look is the folder's stat alone
+    assert deny.empty()
+    looked_at: list[str] = []
+    real_stat = os.stat
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "stat", lambda path, *a, **k: looked_at.append(str(path))
+                   or real_stat(path, *a, **k))
+        assert deny.empty()
+    assert looked_at == [str(folder)]  # the second look: the folder's stat alone
     (folder / "revoked.txt").write_text("mallory\n")
     assert not deny.empty()
     assert "'mallory'" in deny.refused(Identity("mallory"))
