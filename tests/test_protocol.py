@@ -127,7 +127,6 @@ def test_an_argument_that_does_not_fit_is_named(methods, value, problem):
 
 
 def test_numpy_integers_go_as_ints(methods):
-    np = pytest.importorskip("numpy")
     request = methods["add"].encode_request({"a": np.int32(7), "b": np.uint8(3)})
     assert (request.a, request.b) == (7, 3)
 
@@ -213,6 +212,7 @@ def test_a_missing_argument_with_a_default_gets_it(kinds):
 def test_a_constraint_is_checked_though_the_argument_is_a_plain_int(kinds):
     _, methods = kinds
     request = methods["positive"].encode_request({"x": -1})  # the wire carries an int
+    assert methods["positive"].plain_arguments(request) is None  # not the short path
     with pytest.raises(ValueError, match="argument 'x'"):
         methods["positive"].decode_request(request, NO_ARRAYS)
 
