@@ -333,7 +333,9 @@ class DenyList:
             else:
                 if (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == absent_in:
                     return
-        folder = _settled_stamp(self._folder)  # before the file: a change after shows
+        # the folder before the file (a change after shows), and only while the file
+        # was absent: with it present, its own stat is the one per call
+        folder = _settled_stamp(self._folder) if self._stamp is None else None
         try:
             st = os.stat(self._fspath)
             stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
