@@ -115,6 +115,7 @@ class Admission:
         # The calls in progress, by a number of their own: who made each (a name, or what
         # names it) and the name it is counted under in by_identity, once named.
         self._in_progress: dict[int, tuple[str | Callable[[], str], str | None]] = {}
+        self._unnamed: set[int] = set()  # the numbers of those not named yet
         self._numbers = itertools.count()
         self.by_identity: dict[str, int] = {}  # calls in progress of named callers
         self.memory = 0
@@ -144,6 +145,7 @@ class Admission:
                 )
             if calls < lim.max_calls_per_identity:
                 self._in_progress[number] = (who, None)
+                self._unnamed.add(number)
             else:
                 self._name_calls_in_progress()
                 name = who if isinstance(who, str) else who()
@@ -160,16 +162,19 @@ class Admission:
 
     def _name_calls_in_progress(self) -> None:
         """Count the calls admitted without a name by their caller (under the lock)."""
-        for number, (who, name) in list(self._in_progress.items()):
-            if name is None:  # one at a time: a failing lookup leaves the rest as they were
-                name = who if isinstance(who, str) else who()
-                self._in_progress[number] = (who, name)
-                self.by_identity[name] = self.by_identity.get(name, 0) + 1
+        while self._unnamed:  # one at a time: a failing lookup leaves the rest as they were
+            number = next(iter(self._unnamed))
+            who, _ = self._in_progress[number]
+            name = who if isinstance(who, str) else who()
+            self._in_progress[number] = (who, name)
+            self._unnamed.discard(number)
+            self.by_identity[name] = self.by_identity.get(name, 0) + 1
 
     def _leave(self, number: int) -> None:
         with self._lock:
-            who, name = self._in_progress.pop(number, (None, None))
+            _, name = self._in_progress.pop(number, (None, None))
             if name is None:  # left already, or never named
+                self._unnamed.discard(number)
                 return
             left = self.by_identity[name] - 1
             if left:
