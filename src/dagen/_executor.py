@@ -224,16 +224,19 @@ class Slots:
         self._free: queue.SimpleQueue[None] = queue.SimpleQueue()
         for _ in range(n):
             self._free.put(None)
-        # give(): hand a slot back (a call into C, no Python frame)
+        # Calls into C, no Python frame: give() hands a slot back; take_now() takes
+        # one or raises queue.Empty, and then wait() takes the next one given back.
         self.give: Callable[[], None] = functools.partial(self._free.put, None)
+        self.take_now: Callable[[], None] = self._free.get_nowait
+        self.wait: Callable[[], None] = self._free.get
 
     def take(self) -> bool:
         """Take a slot, waiting for one if need be; whether it had to wait."""
         try:
-            self._free.get_nowait()
+            self.take_now()
             return False
         except queue.Empty:
-            self._free.get()
+            self.wait()
             return True
 
     def __enter__(self) -> None:

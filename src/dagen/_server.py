@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import queue
 import sys
 import time
 import types
@@ -56,6 +57,10 @@ from ._wire import (
 )
 
 log = logging.getLogger("dagen.server")
+
+# A unary call that ran longer than this is asked, once done, whether its caller is
+# still there (to log and end it as cancelled rather than as done).
+_ASK_IF_GONE_AFTER = 0.001
 
 
 
@@ -338,7 +343,10 @@ class Servicer:
         """Run a unary call in grpc's handler thread; ``dagen.cancelled()`` asks the rpc
         (only when the function checks: asking costs a lock). A call that waited for a
         slot runs only if its caller is still there."""
-        if slots.take():
+        try:
+            slots.take_now()
+        except queue.Empty:  # it waits for a slot; then, it runs only if still wanted
+            slots.wait()
             try:
                 gone = stopped(context)
             except BaseException:
@@ -357,10 +365,13 @@ class Servicer:
         finally:
             reset_cancellation_check(token)
             slots.give()
-        # Asked after every call: its deadline may have passed before grpc ends the rpc.
-        gone = stopped(context)
-        if gone is not None:  # nobody waits for the result (or the error it caused)
-            self._stop_gone(method, context, gone, started)
+        # Its deadline may have passed before grpc ends the rpc: asked after a failure
+        # or a call long enough for that to be likely. (Asking costs a tiny call a lock
+        # and a clock; a result for a caller who has gone is dropped by grpc anyway.)
+        if failure is not None or time.perf_counter() - started > _ASK_IF_GONE_AFTER:
+            gone = stopped(context)
+            if gone is not None:  # nobody waits for the result (or the error it caused)
+                self._stop_gone(method, context, gone, started)
         if failure is not None:
             log.info("%s() raised %s: %s", method.name, type(failure).__name__, failure,
                      exc_info=failure if self.options.debug else None)  # (outside the except)
