@@ -90,7 +90,17 @@ def compute_bars(results: dict[str, Any]) -> dict[str, Any]:
         else:
             bars[f"memory_{side}"] = {"value": None, "target": "<= 1.0", "met": False}
 
+    # Tiny calls: from the tiny rounds (servers launched several times) when the run
+    # has them; else the paired rounds; else each system's own runs.
+    tiny = (results.get("tiny_rounds") or {}).get("systems") or {}
+    launches = (results.get("tiny_rounds") or {}).get("launches", 0)
+    bars["tiny_source"] = (
+        f"tiny rounds ({launches} launch{'es' if launches != 1 else ''})" if tiny.get("dagen")
+        else "paired rounds" if paired.get("dagen") else "each system's own runs")
+
     def p50(name: str) -> float | None:
+        if tiny.get("dagen"):
+            return (tiny.get(name) or {}).get("p50_us")
         if paired.get("dagen"):
             return (paired.get(name) or {}).get("tiny_p50_us")
         t = (results["systems"].get(name) or {}).get("tiny") or {}
@@ -110,6 +120,12 @@ def compute_bars(results: dict[str, Any]) -> dict[str, Any]:
     bars["tiny_p50_vs_raw_grpc"] = {
         "value": d / g if d and g else None, "target": "<= 1.15",
         "met": bool(d and g and d / g <= 1.15),
+    }
+    # For information: the tiny calls of the paired rounds, each block right after the
+    # same system's large echo.
+    d, g = ((paired.get(n) or {}).get("tiny_p50_us") for n in ("dagen", "grpc"))
+    bars["tiny_p50_after_echo_vs_raw_grpc"] = {
+        "value": d / g if d and g else None, "target": "informational", "met": None,
     }
 
     # Linearity: throughput at every size from the base (64 MiB, or the smallest size
@@ -244,9 +260,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         *_paired_table(results),
+        *_tiny_rounds_table(results),
         "## The bars (issue 4), as ratios from this run",
         "",
-        f"Throughput and tiny-call ratios from {bars['source']}.",
+        f"Throughput ratios from {bars['source']}; tiny-call ratio from {bars['tiny_source']}.",
         "",
         "| bar | value | target | met |",
         "|---|---:|---|---|",
@@ -270,6 +287,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"| tiny call p50: dagen / raw grpcio unary | "
         f"{_f(bars['tiny_p50_vs_raw_grpc']['value'])} | ≤ 1.15 | "
         f"{_mark(bars['tiny_p50_vs_raw_grpc'])} |",
+        f"| (informational) tiny call p50 right after a {fmt_size(ref)} echo (paired rounds): "
+        f"dagen / raw grpcio | {_f(bars['tiny_p50_after_echo_vs_raw_grpc']['value'])} | – | – |",
         f"| linearity: dagen throughput / at {fmt_size(lin['base_size'])}, worst larger size "
         f"({lin_detail or '–'}) | {_f(lin['value'])} | ≥ 0.9 | {_mark(lin)} |",
     ]
@@ -320,21 +339,45 @@ def _paired_table(results: dict[str, Any]) -> list[str]:
         f"{'s' if paired['rounds'] != 1 else ''})",
         "",
         "The servers of these systems all up, each round one "
-        f"{fmt_size(paired['size'])} echo and a block of tiny calls per system, the order "
-        "reversed every round: a change in the machine's load hits them alike.",
+        f"{fmt_size(paired['size'])} echo and a block of tiny calls per system (right after "
+        "its echo), the order reversed every round: a change in the machine's load hits "
+        "them alike.",
         "",
     ]
     if paired.get("error"):
         return [*lines, f"Failed: {paired['error']}", ""]
     lines += [
         f"| system | {fmt_size(paired['size'])} echo MiB/s (median) | each round | "
-        "tiny call p50 µs | tiny calls |",
+        "tiny call p50 µs after the echo | tiny calls |",
         "|---|---:|---|---:|---:|",
     ]
     for name, r in paired["systems"].items():
         rounds = ", ".join(f"{2 * paired['size'] / t / MiB:.0f}" for t in r["times_s"])
         lines.append(f"| {name} | {r['throughput_Bps'] / MiB:.0f} | {rounds} | "
                      f"{_f(r['tiny_p50_us'], '{:.0f}')} | {r['tiny_calls']} |")
+    return [*lines, ""]
+
+
+def _tiny_rounds_table(results: dict[str, Any]) -> list[str]:
+    tiny = results.get("tiny_rounds")
+    if not tiny:
+        return []
+    lines = [
+        f"## Tiny rounds: the servers launched {tiny['launches']} time"
+        f"{'s' if tiny['launches'] != 1 else ''}",
+        "",
+        f"Each launch, after {results['config'].get('tiny_warmup_calls', '?')} calls each, "
+        f"{tiny['rounds']} rounds of a block of sequential tiny calls per system, the order "
+        "reversed every round. p50 and p99 over all calls of all launches.",
+        "",
+    ]
+    if tiny.get("error"):
+        return [*lines, f"Failed: {tiny['error']}", ""]
+    lines += ["| system | calls | p50 µs | p99 µs | p50 µs of each launch |",
+              "|---|---:|---:|---:|---|"]
+    for name, r in tiny["systems"].items():
+        each = ", ".join(f"{v:.0f}" for v in r["launch_p50_us"])
+        lines.append(f"| {name} | {r['calls']} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {each} |")
     return [*lines, ""]
 
 

@@ -13,9 +13,15 @@ process is the client. Measured, one system after the other:
    and calls/s with --concurrency callers (threads);
 4. paired rounds (--paired-rounds): dagen, raw grpcio and Flight all up, taking turns
    (the order reversed every round), each round one echo at --memory-size and a block
-   of tiny calls per system. The bars' throughput and tiny-call ratios come from
-   these: measured one after the other, a change in the machine's load would pass
-   for a difference between systems.
+   of tiny calls per system (calls right after a large echo). The bars' throughput
+   ratios come from these: measured one after the other, a change in the machine's
+   load would pass for a difference between systems;
+5. tiny rounds (--tiny-launches, --tiny-rounds): the same systems' servers launched
+   afresh --tiny-launches times; each time, after a warm-up, they take turns in
+   blocks of tiny calls, --tiny-calls per system in all. The bar's tiny-call ratio
+   comes from these: a server's latency varies by tens of µs from one launch to
+   the next (where its memory and threads land), as much as the bar's margin, so one
+   launch per system would measure the launch as much as the system.
 
 Writes benchmarks/results/<timestamp>.json, .md (table and the issue's bars as
 ratios) and .png (throughput vs payload, log axes).
@@ -322,6 +328,56 @@ def paired_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
         drop_free_memory()
 
 
+TINY_WARMUP = 300  # calls each server answers after its launch before any is timed
+
+
+def tiny_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
+                launches: int, rounds: int, calls: int, rec: dict[str, Any]) -> None:
+    """Tiny-call latency with the systems' servers launched ``launches`` times; each
+    launch, ``rounds`` rounds in which every system answers a block of sequential calls
+    (the order reversed every round). ``calls`` per system in all."""
+    latencies: dict[str, list[int]] = {n: [] for n in names}
+    per_launch: dict[str, list[float]] = {n: [] for n in names}
+    block = max(1, calls // (launches * rounds))
+    for launch in range(launches):
+        systems: list[System] = []
+        try:
+            for name in names:
+                system = SYSTEMS[name](certs, work, procs)
+                systems.append(system)
+                system.start()
+                for i in range(TINY_WARMUP):
+                    if system.add(i, 1) != i + 1:
+                        raise AssertionError(f"{name}: add returned a wrong sum")
+            mine: dict[str, list[int]] = {n: [] for n in names}
+            for r in range(rounds):
+                for system in systems if r % 2 == 0 else systems[::-1]:
+                    lat = mine[system.name]
+                    for i in range(block):
+                        t0 = time.perf_counter_ns()
+                        system.add(i, 1)
+                        lat.append(time.perf_counter_ns() - t0)
+        finally:
+            for system in systems:
+                try:
+                    system.close()
+                except Exception as e:  # noqa: BLE001
+                    log(f"{system.name}: closing failed: {e}")
+        for name, lat in mine.items():
+            latencies[name] += lat
+            per_launch[name].append(float(np.percentile(lat, 50)) / 1e3)
+        log(f"tiny rounds, launch {launch + 1}/{launches}: p50 " + ", ".join(
+            f"{n} {v[-1]:.0f} µs" for n, v in per_launch.items()))
+    for name in names:
+        lat = np.array(latencies[name], dtype=np.float64) / 1e3
+        rec[name] = {
+            "calls": len(lat),
+            "p50_us": float(np.percentile(lat, 50)),
+            "p99_us": float(np.percentile(lat, 99)),
+            "launch_p50_us": per_launch[name],
+        }
+
+
 def memory_factor(echo: dict[str, Any]) -> float:
     """Bytes of RAM one byte of payload has needed so far (client + server, with the
     arrays themselves), from the largest size measured; 6.0 before anything is known."""
@@ -447,6 +503,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--paired-rounds", type=int, default=None,
                    help="rounds in which dagen, grpc and flight take turns, for the bars "
                         "(default 3, 1 with --quick; 0: none)")
+    p.add_argument("--tiny-launches", type=int, default=None,
+                   help="launches of dagen's, grpc's and flight's servers for the tiny-call "
+                        "bar (default 3, 1 with --quick; 0: none)")
+    p.add_argument("--tiny-rounds", type=int, default=None,
+                   help="rounds of tiny-call blocks per launch (default 4, 2 with --quick)")
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help=f"which systems, comma-separated (default {','.join(SYSTEMS)})")
     p.add_argument("--max-size-seconds", type=float, default=240.0,
@@ -463,6 +524,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.tiny_calls = args.tiny_calls if args.tiny_calls is not None else (200 if quick else 2000)
     if args.paired_rounds is None:
         args.paired_rounds = 1 if quick else 3
+    if args.tiny_launches is None:
+        args.tiny_launches = 1 if quick else 3
+    if args.tiny_rounds is None:
+        args.tiny_rounds = 2 if quick else 4
+    if args.tiny_rounds < 1:
+        p.error("--tiny-rounds must be at least 1")
     if args.concurrent_seconds is None:
         args.concurrent_seconds = 1.0 if quick else 5.0
     if quick:
@@ -499,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
             "concurrent_seconds": args.concurrent_seconds, "chunk_bytes": CHUNK_BYTES,
             "quick": args.quick, "systems": args.systems.split(","),
             "paired_rounds": args.paired_rounds,
+            "tiny_launches": args.tiny_launches, "tiny_rounds": args.tiny_rounds,
+            "tiny_warmup_calls": TINY_WARMUP,
             "transport": "127.0.0.1, mutual TLS (ECDSA P-256 certificates from dagen._certs)",
         },
         "machine": machine_info(),
@@ -542,6 +611,19 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # noqa: BLE001 - the per-system results still stand
                 log(f"paired rounds FAILED {type(e).__name__}: {e}")
                 paired["error"] = f"{type(e).__name__}: {e}"
+        names = [n for n in PAIRED if results["systems"].get(n, {}).get("status") == "ok"]
+        if args.tiny_launches > 0 and args.tiny_calls > 0 and "dagen" in names and len(names) > 1:
+            log(f"tiny rounds: {', '.join(names)} launched {args.tiny_launches} times, "
+                f"{args.tiny_rounds} rounds each, {args.tiny_calls} calls per system in all")
+            tiny = results["tiny_rounds"] = {"launches": args.tiny_launches,
+                                             "rounds": args.tiny_rounds, "systems": {}}
+            try:
+                tiny_rounds(names, certs, work, procs, args.tiny_launches, args.tiny_rounds,
+                            args.tiny_calls, tiny["systems"])
+            except Exception as e:  # noqa: BLE001 - the per-system results still stand
+                log(f"tiny rounds FAILED {type(e).__name__}: {e}")
+                tiny["error"] = f"{type(e).__name__}: {e}"
+                tiny["systems"] = {}
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping the servers, writing what was measured")

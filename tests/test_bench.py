@@ -25,7 +25,10 @@ def test_the_benchmark_runs_and_writes_json_table_and_plot(tmp_path):
         echoes = results["systems"][name]["echo"].values()
         assert echoes and all(e["throughput_Bps"] > 0 for e in echoes)
         assert results["paired"]["systems"][name]["tiny_p50_us"] > 0
+        tiny = results["tiny_rounds"]["systems"][name]
+        assert tiny["calls"] == 200 and len(tiny["launch_p50_us"]) == 1 and tiny["p50_us"] > 0
     table = result.with_suffix(".md").read_text()
     assert "## The bars (issue 4)" in table and "| dagen |" in table
+    assert "tiny-call ratio from tiny rounds (1 launch)" in table
     if importlib.util.find_spec("matplotlib") is not None:  # the plot needs `.[bench]`
         assert result.with_suffix(".png").stat().st_size > 0
