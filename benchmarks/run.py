@@ -328,7 +328,7 @@ def paired_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
         drop_free_memory()
 
 
-TINY_WARMUP = 300  # calls each server answers after its launch before any is timed
+TINY_WARMUP = 1000  # calls each server answers after its launch before any is timed
 
 
 def tiny_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
@@ -505,7 +505,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default 3, 1 with --quick; 0: none)")
     p.add_argument("--tiny-launches", type=int, default=None,
                    help="launches of dagen's, grpc's and flight's servers for the tiny-call "
-                        "bar (default 3, 1 with --quick; 0: none)")
+                        "bar (default 5, 1 with --quick; 0: none)")
     p.add_argument("--tiny-rounds", type=int, default=None,
                    help="rounds of tiny-call blocks per launch (default 4, 2 with --quick)")
     p.add_argument("--systems", default=",".join(SYSTEMS),
@@ -525,7 +525,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.paired_rounds is None:
         args.paired_rounds = 1 if quick else 3
     if args.tiny_launches is None:
-        args.tiny_launches = 1 if quick else 3
+        args.tiny_launches = 1 if quick else 5
     if args.tiny_rounds is None:
         args.tiny_rounds = 2 if quick else 4
     if args.tiny_rounds < 1:
