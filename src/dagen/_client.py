@@ -201,12 +201,8 @@ class ServiceClient:
             for name, m in self.methods.items()
             if self.contract is not None
         }
-        # functions called with one request and one response: their metadata, made once
-        self._unary = {
-            name: self._metadata(method)
-            for name, method in self.methods.items()
-            if not method.streaming and not method.fn.generator
-        }
+        # functions called with one request and one response: (method, stub, metadata)
+        self._unary: dict[str, tuple[Method, Any, Any]] = {}
         self._stubs: dict[str, Any] = {}
         for name, method in self.methods.items():
             if method.streaming:
@@ -227,6 +223,7 @@ class ServiceClient:
                     request_serializer=method.request_cls.SerializeToString,
                     response_deserializer=method.response_cls.FromString,
                 )
+                self._unary[name] = (method, self._stubs[name], self._metadata(method))
 
     @contextmanager
     def options(self, **options: Any) -> Iterator[None]:
@@ -237,9 +234,29 @@ class ServiceClient:
             yield
 
     def _call(self, name: str, **arguments: Any) -> Any:
-        method = self.methods[name]
         if name in self._unary:
-            return self._call_unary(method, arguments)
+            # One request, one response, no arrays: a path that does little, inline, as
+            # a tiny call's time is mostly Python that runs with cold caches.
+            method, stub, metadata = self._unary[name]
+            timeout = self.timeout if not current_overrides() else settings_for(self).timeout
+            request = method.encode_request(arguments)  # no arrays: no EncodeContext needed
+            try:
+                # A blocking call: no thread per call (future() starts one). grpc checks
+                # for signals while it waits, and Ctrl-C there cancels the call.
+                response = stub(request, timeout=timeout, metadata=metadata)
+            except grpc.RpcError as e:
+                raise exception_from_rpc_error(
+                    e, function=name, target=self.target, timeout=timeout, tls=self._tls
+                ) from None
+            if method.result_as_is:
+                return response.result
+            try:
+                return method.decode_response(response, NO_ARRAYS)
+            except WireError as e:
+                raise CallError(
+                    f"{name}(): the server at {self.target} sent a malformed response: {e}"
+                ) from None
+        method = self.methods[name]
         settings = settings_for(self)
         # ValueError or CodecUnavailable before anything is sent:
         codecs = require(normalize_compression(settings.compression)) if method.streaming else ()
@@ -276,27 +293,6 @@ class ServiceClient:
             raise exception_from_rpc_error(
                 e, function=name, target=self.target, timeout=settings.timeout, tls=self._tls
             ) from None
-        except WireError as e:
-            raise CallError(
-                f"{name}(): the server at {self.target} sent a malformed response: {e}"
-            ) from None
-
-    def _call_unary(self, method: Method, arguments: dict[str, Any]) -> Any:
-        """A call without arrays or items: one request, one response. Its path does
-        little, as a tiny call's time is mostly Python that runs with cold caches."""
-        name = method.name
-        timeout = self.timeout if not current_overrides() else settings_for(self).timeout
-        request = method.encode_request(arguments)  # no arrays: no EncodeContext needed
-        try:
-            # A blocking call: no thread per call (future() starts one). grpc checks
-            # for signals while it waits, and Ctrl-C there cancels the call.
-            response = self._stubs[name](request, timeout=timeout, metadata=self._unary[name])
-        except grpc.RpcError as e:
-            raise exception_from_rpc_error(
-                e, function=name, target=self.target, timeout=timeout, tls=self._tls
-            ) from None
-        try:
-            return method.decode_response(response, NO_ARRAYS)
         except WireError as e:
             raise CallError(
                 f"{name}(): the server at {self.target} sent a malformed response: {e}"

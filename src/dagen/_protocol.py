@@ -46,7 +46,9 @@ class Method:
         self._plain_checks = self.arguments.plain_checks if self.init is None else None
         returns = fn.returns
         self._check_result = returns.check if _set_as_is(returns) else None
-        self._result_as_is = _read_as_is(returns)
+        self._result_exact = returns.exact if _set_as_is(returns) else None
+        # the result is the response's field as it is (a plain scalar): read it in place
+        self.result_as_is = _read_as_is(returns)
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -60,8 +62,9 @@ class Method:
             checks = self._plain_checks
             if checks is not None:  # plain scalars: set each field, with no more calls
                 try:
-                    for name, check in checks:
-                        setattr(msg, name, check(arguments[name]))
+                    for name, check, exact in checks:
+                        value = arguments[name]
+                        setattr(msg, name, value if type(value) is exact else check(value))
                     return msg
                 except Exception:  # noqa: BLE001,S110 - encode() below names what is wrong
                     pass
@@ -89,6 +92,11 @@ class Method:
         method without arrays)."""
         try:
             if self._check_result is not None:  # a plain scalar: the message in one call
+                if type(value) is self._result_exact:
+                    try:
+                        return self.response_cls(result=value)
+                    except ValueError:
+                        pass  # it does not fit the field: check() says why
                 return self.response_cls(result=self._check_result(value))
             if ctx is None:
                 if self.streaming:
@@ -105,7 +113,7 @@ class Method:
         return msg
 
     def decode_response(self, msg: Any, ctx: DecodeContext) -> Any:
-        if self._result_as_is:
+        if self.result_as_is:
             return msg.result
         return self.fn.returns.decode(msg, "result", ctx)
 
@@ -135,7 +143,8 @@ class _Arguments:
         names = tuple(p.name for p in parameters)
         self._plain_names = names if plain else None
         self._read_fields = _fields_reader(names)
-        checks = tuple((p.name, p.type.check) for p in parameters if _set_as_is(p.type))
+        checks = tuple((p.name, p.type.check, p.type.exact) for p in parameters
+                       if _set_as_is(p.type))
         self.plain_checks = checks if len(checks) == len(parameters) else None
 
     def read_plain(self, msg: Any) -> tuple[Any, ...] | None:

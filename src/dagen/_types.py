@@ -141,6 +141,11 @@ class ScalarNode(TypeNode):
     annotation: Any
     proto_type: str
     shape: ClassVar[str] = "scalar"
+    # Values of exactly this type are their field's value as they are (check() would
+    # return them unchanged), so a short path may skip check() for them: protobuf
+    # itself refuses one that does not fit the field (an int over 64 bits), and then
+    # check() says why. (A subclass that changes check() must say again.)
+    exact: ClassVar[type | None] = None
 
     @property
     def name(self) -> str:
@@ -185,6 +190,7 @@ _PLAIN: dict[type, bool] = {}
 class BoolNode(ScalarNode):
     annotation: Any = bool
     proto_type: str = "bool"
+    exact: ClassVar[type | None] = bool
 
     def check(self, value: Any) -> bool:
         if isinstance(value, bool | np.bool_):
@@ -210,6 +216,7 @@ def _int64(value: Any) -> int:
 class IntNode(ScalarNode):
     annotation: Any = int
     proto_type: str = "int64"
+    exact: ClassVar[type | None] = int
 
     check = staticmethod(_int64)  # one frame less per int sent
 
@@ -218,6 +225,7 @@ class IntNode(ScalarNode):
 class FloatNode(ScalarNode):
     annotation: Any = float
     proto_type: str = "double"
+    exact: ClassVar[type | None] = float
 
     def check(self, value: Any) -> float:
         if isinstance(value, bool | np.bool_) or not isinstance(
@@ -234,6 +242,7 @@ class FloatNode(ScalarNode):
 class StrNode(ScalarNode):
     annotation: Any = str
     proto_type: str = "string"
+    exact: ClassVar[type | None] = str
 
     def check(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -245,6 +254,7 @@ class StrNode(ScalarNode):
 class BytesNode(ScalarNode):
     annotation: Any = bytes
     proto_type: str = "bytes"
+    exact: ClassVar[type | None] = bytes
 
     def check(self, value: Any) -> bytes:
         if not isinstance(value, bytes | bytearray):
