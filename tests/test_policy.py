@@ -26,7 +26,7 @@ from dagen._build import build
 from dagen._certinfo import parse_san
 from dagen._certs import init_ca, issue_client, issue_server
 from dagen._cli import main
-from dagen._policy import DenyList, Identity, Policy, PolicyError, format_serial
+from dagen._policy import LOOK_EVERY, DenyList, Identity, Policy, PolicyError, format_serial
 
 POLICY = """\
 [groups]
@@ -326,13 +326,18 @@ def test_policy_matching_by_name_group_and_class():
 # -- the deny-list --------------------------------------------------------------------------------
 
 
+def until_looked_at() -> None:
+    """Wait until a server has looked at revoked.txt again (every LOOK_EVERY s)."""
+    time.sleep(LOOK_EVERY + 0.05)
+
+
 def revoke(folder: Path, *names: str) -> str:
     result = CliRunner().invoke(main, ["certs", "revoke", str(folder), *names])
     assert result.exit_code == 0, result.output
     return result.output
 
 
-def test_a_revoked_certificate_is_refused_from_the_next_call(
+def test_a_revoked_certificate_is_refused_from_its_next_call_after_a_look(
     guarded_client_module, tmp_path, team
 ):
     folder = tmp_path / "certs"
@@ -347,6 +352,7 @@ def test_a_revoked_certificate_is_refused_from_the_next_call(
             serial = format_serial(
                 x509.load_pem_x509_certificate((folder / "alice.crt").read_bytes()).serial_number)
             assert f"serial {serial}" in revoke(folder, "alice")
+            until_looked_at()
             # the same connection, the next call: refused, naming the certificate
             with pytest.raises(PermissionError) as refused:
                 alice.add(1, 2)
@@ -363,11 +369,13 @@ def test_a_revoked_certificate_is_refused_from_the_next_call(
             # an identity by name, whatever its certificate
             with (folder / "revoked.txt").open("a") as f:
                 f.write("bob  # left the project\n")
+            until_looked_at()
             with pytest.raises(PermissionError, match="the identity 'bob' is revoked") as refused:
                 bob.add(2, 2)
             assert status(refused) == grpc.StatusCode.PERMISSION_DENIED
             # lifting it: the file is read again when it changes
             (folder / "revoked.txt").write_text("# nobody\n")
+            until_looked_at()
             assert alice.add(1, 2) == 3 and bob.add(2, 2) == 4
         assert "is revoked" in served.logged()
     finally:
@@ -397,6 +405,7 @@ def test_a_revocation_is_honoured_on_a_server_with_a_policy_too(
                                           timeout=30) as alice:
             assert alice.add(1, 2) == 3
             revoke(folder, "alice")
+            until_looked_at()
             for call in (lambda: alice.add(1, 2), lambda: alice.total(np.ones(3))):
                 with pytest.raises(PermissionError, match="is revoked") as refused:
                     call()
@@ -411,7 +420,7 @@ def test_an_absent_deny_list_is_noticed_when_it_appears_in_a_settled_folder(tmp_
     folder = tmp_path / "certs"
     folder.mkdir()
     time.sleep(1.1)  # settled: a folder changed within the last second is not trusted
-    deny = DenyList(folder / "revoked.txt")
+    deny = DenyList(folder / "revoked.txt", look_every=0)  # a look on every call
     assert deny.empty()
     looked_at: list[str] = []
     real_stat = os.stat
@@ -427,9 +436,28 @@ def test_an_absent_deny_list_is_noticed_when_it_appears_in_a_settled_folder(tmp_
     assert deny.empty()
 
 
+def test_the_deny_list_is_looked_at_every_look_every_seconds_at_most(tmp_path):
+    """A server looks whether revoked.txt changed at most every ``look_every`` seconds
+    (a look costs a tiny call ~2.5 % of its time); a change shows at the next look."""
+    path = tmp_path / "revoked.txt"
+    deny = DenyList(path, look_every=0.5)
+    assert deny.empty()  # the first look
+    path.write_text("mallory\n")
+    looked_at: list[str] = []
+    real_stat = os.stat
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "stat", lambda p, *a, **k: looked_at.append(str(p)) or real_stat(p, *a, **k))
+        assert deny.empty()  # not looked at again yet: as it was
+    assert looked_at == []
+    time.sleep(0.55)
+    assert not deny.empty()
+    assert "'mallory'" in deny.refused(Identity("mallory"), refresh=False)
+    assert LOOK_EVERY <= 0.1  # what the README promises of a revocation
+
+
 def test_a_deny_list_that_cannot_be_looked_at_refuses_rather_than_lets_in(tmp_path):
     """A path that cannot be checked (here its folder is a file) is an error on every
-    look, never taken for an absent list."""
+    call, never taken for an absent list, however soon the calls follow each other."""
     not_a_folder = tmp_path / "certs"
     not_a_folder.write_text("")
     deny = DenyList(not_a_folder / "revoked.txt")

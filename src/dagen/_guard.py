@@ -77,7 +77,7 @@ class Guard:
         its name: a policy, a deny-list with entries, or its call limit."""
         caller = LazyIdentity(context)
         deny_list = self.deny_list
-        # empty() reads the file if it changed (one stat per call), refused() need not:
+        # empty() reads the file if it changed (looking every 0.1 s), refused() need not:
         # it goes first, so that a policy does not keep the list from being read
         if (deny_list is not None and not deny_list.empty()) or self.policy is not None:
             self._refuse_unless_allowed(function, caller, context)
