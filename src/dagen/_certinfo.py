@@ -5,7 +5,8 @@
 names, signed by the folder's CA (keeping the key unless ``--new-key``), and writes it
 in place atomically, so that a running server picks it up at its next handshake
 (see :mod:`dagen._reload`); ``dagen certs revoke DIR NAME`` adds the certificate's
-serial to ``revoked.txt``, which a running server honours from its next call.
+serial to ``revoked.txt``, which a running server honours from its next look at it
+(every 0.1 s).
 """
 
 from __future__ import annotations

@@ -422,8 +422,8 @@ def certs_revoke(folder: str, names: tuple[str, ...]) -> None:
     """Revoke the current certificates of identities (or .crt files) in FOLDER.
 
     Their serials go to FOLDER/revoked.txt, which a server serving with --certs FOLDER
-    reads again when it changes: from the next call, those certificates are refused
-    (PERMISSION_DENIED). Issue a new one with 'dagen certs client --force'. To refuse
+    reads again when it changes (it looks every 0.1 s): from then on, those
+    certificates are refused (PERMISSION_DENIED). Issue a new one with 'dagen certs client --force'. To refuse
     an identity whatever its certificate, add its name on a line of revoked.txt.
     """
     from ._certinfo import serial_of

@@ -323,7 +323,7 @@ class DenyList:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         # While the file is absent: its folder as it was when the file was found absent
-        # (None: look at the file itself on the next call)
+        # (None: look at the file itself the next time)
         self._absent_in: tuple[int, int, int] | None = None
         self.serials: frozenset[int] = frozenset()
         self.names: frozenset[str] = frozenset()
@@ -362,7 +362,7 @@ class DenyList:
                 try:
                     text = self.path.read_text()
                 except OSError:
-                    return  # replaced while we looked: the next call reads it
+                    return  # replaced while we looked: the next look reads it
                 for line in text.splitlines():
                     entry = line.split("#", 1)[0].strip()
                     if not entry:
