@@ -466,6 +466,16 @@ def test_a_deny_list_that_cannot_be_looked_at_refuses_rather_than_lets_in(tmp_pa
             deny.empty()
 
 
+def test_a_deny_list_that_cannot_be_read_refuses_rather_than_lets_in(tmp_path):
+    """revoked.txt that can be looked at but not read (here a folder of that name) is
+    an error on every call, never taken for an empty list."""
+    (tmp_path / "revoked.txt").mkdir()
+    deny = DenyList(tmp_path / "revoked.txt")
+    for _ in range(2):
+        with pytest.raises(IsADirectoryError):
+            deny.empty()
+
+
 def test_calls_in_flight_are_not_cut_by_a_revocation(guarded_client_module, tmp_path, team):
     """The deny-list is checked when a call starts; one running finishes."""
     folder = tmp_path / "certs"

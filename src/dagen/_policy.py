@@ -331,7 +331,7 @@ class DenyList:
     def _refresh(self) -> None:
         # Most servers have no deny-list. While it stays absent, stat its folder, which
         # changes when a file is created, renamed or removed in it (or its permissions
-        # change): stat() on the missing file would raise on every call, and an
+        # change): stat() on the missing file would raise on every look, and an
         # exception costs more than the system call.
         absent_in = self._absent_in
         if self._stamp is None and absent_in is not None:
@@ -343,7 +343,7 @@ class DenyList:
                 if (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == absent_in:
                     return
         # the folder before the file (a change after shows), and only while the file
-        # was absent: with it present, its own stat is the one per call
+        # was absent: with it present, its own stat is the one per look
         folder = _settled_stamp(self._folder) if self._stamp is None else None
         try:
             st = os.stat(self._fspath)
@@ -361,8 +361,10 @@ class DenyList:
             if stamp is not None:
                 try:
                     text = self.path.read_text()
-                except OSError:
+                except FileNotFoundError:
                     return  # replaced while we looked: the next look reads it
+                # any other error (a folder of that name, no permission) raises: a list
+                # that cannot be read refuses every call rather than lets anyone in
                 for line in text.splitlines():
                     entry = line.split("#", 1)[0].strip()
                     if not entry:
