@@ -239,3 +239,18 @@ def test_leaving_out_the_encode_context_of_a_function_with_arrays_is_an_error(me
         methods["echo"].encode_request({"da": None})
     with pytest.raises(ValueError, match=r"echo\(\) returns arrays"):
         methods["echo"].encode_response(None)
+
+
+def test_a_node_with_its_own_check_lets_no_value_skip_it():
+    """A value of exactly its field's type skips check() (protobuf refuses what does not
+    fit); a subclass with a check() of its own gets no such short cut unless it says so."""
+    from dagen._types import IntNode
+
+    class EvenNode(IntNode):
+        def check(self, value):
+            if value % 2:
+                raise ValueError("odd")
+            return value
+
+    assert IntNode.exact is int
+    assert EvenNode.exact is None

@@ -144,8 +144,13 @@ class ScalarNode(TypeNode):
     # Values of exactly this type are their field's value as they are (check() would
     # return them unchanged), so a short path may skip check() for them: protobuf
     # itself refuses one that does not fit the field (an int over 64 bits), and then
-    # check() says why. (A subclass that changes check() must say again.)
+    # check() says why. (A subclass that changes check() says again, or has none.)
     exact: ClassVar[type | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "check" in cls.__dict__ and "exact" not in cls.__dict__:
+            cls.exact = None  # its own check(): no value may skip it
 
     @property
     def name(self) -> str:
