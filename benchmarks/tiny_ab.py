@@ -168,6 +168,8 @@ def main() -> None:
                    help="this process on CPU 0, every server on CPU 1: for A/B of variants "
                         "(launch-to-launch differences vanish), not for the bar")
     args = p.parse_args()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        p.error("--pin needs two CPUs (this process may use fewer)")
     work = Path(tempfile.mkdtemp(prefix="dagen-tiny-"))
     procs = Processes(work)
     certs = make_certs(work / "certs")

@@ -202,6 +202,11 @@ class Servicer:
             try:
                 response = method.encode_response(result)
             except TypeError as e:
+                # a quick function that returned early for a caller who had gone (it is
+                # asked only after long calls) ends as stopped, not as a bad result
+                gone = stopped(context)
+                if gone is not None:
+                    self._stop_gone(method, context, gone, started)
                 self._refuse_result(method, e, context)
             if log.isEnabledFor(logging.DEBUG):
                 self._log(method, context, 0, 0, started)
