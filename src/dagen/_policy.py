@@ -319,38 +319,17 @@ class DenyList:
         self.look_every = look_every
         self._next_look = 0.0  # (monotonic clock)
         self._fspath = str(self.path)  # stat'ed often: no Path conversion each time
-        self._folder = str(self.path.parent)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
-        # While the file is absent: its folder as it was when the file was found absent
-        # (None: look at the file itself the next time)
-        self._absent_in: tuple[int, int, int] | None = None
         self.serials: frozenset[int] = frozenset()
         self.names: frozenset[str] = frozenset()
 
     def _refresh(self) -> None:
-        # Most servers have no deny-list. While it stays absent, stat its folder, which
-        # changes when a file is created, renamed or removed in it (or its permissions
-        # change): stat() on the missing file would raise on every look, and an
-        # exception costs more than the system call.
-        absent_in = self._absent_in
-        if self._stamp is None and absent_in is not None:
-            try:
-                st = os.stat(self._folder)
-            except OSError:
-                pass  # the file's own stat, below, says what that means
-            else:
-                if (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == absent_in:
-                    return
-        # the folder before the file (a change after shows), and only while the file
-        # was absent: with it present, its own stat is the one per look
-        folder = _settled_stamp(self._folder) if self._stamp is None else None
         try:
             st = os.stat(self._fspath)
             stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
             stamp = None
-        self._absent_in = folder if stamp is None else None
         if stamp == self._stamp:
             return
         with self._lock:
@@ -399,19 +378,6 @@ class DenyList:
             if name in self.names:
                 return f"the identity {name!r} is revoked"
         return None
-
-
-def _settled_stamp(folder: str) -> tuple[int, int, int] | None:
-    """A folder's (mtime, ctime, inode), or None while it changed within the last
-    second: timestamps are coarse (a clock tick), and a change in the tick it was
-    looked at could leave them equal (git calls this "racy")."""
-    try:
-        st = os.stat(folder)
-    except OSError:
-        return None  # the file's own stat says what is wrong
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < 1_000_000_000:
-        return None
-    return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def revoke(folder: str | Path, serial: int, note: str) -> Path:
