@@ -143,20 +143,10 @@ class Guard:
         raise ValueError(f"{function}(): dagen makes no client-streaming rpcs")
 
     def _unary(self, function: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        # admit(), inline (keep the two alike): a tiny call's time is mostly Python run
-        # with cold caches, and the usual call (nobody to refuse, room to run) makes no
-        # Python call here but the deny-list's and the admission's.
-        enter = self.admission.enter
-        policy, deny_list = self.policy, self.deny_list
+        admit = self.admit
 
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            caller = LazyIdentity(context)
-            if (deny_list is not None and not deny_list.empty()) or policy is not None:
-                self._refuse_unless_allowed(function, caller, context)
-            try:
-                leave = enter(caller.name)
-            except LimitExceeded as e:
-                self._refuse_overload(function, caller, context, e)
+            caller, leave = admit(function, context)
             # The handler runs to its end in this thread: set dagen.caller() here and
             # reset it after (cheaper than running in a copied context).
             token = set_caller(caller)
