@@ -173,21 +173,16 @@ class Servicer:
         # A unary function has no progress reports to forward (a Progress parameter
         # makes an rpc streaming): under the thread executor it runs right here, with no
         # call state, supervision or future. A tiny call's time is mostly Python that
-        # runs with cold caches, so this path touches as little code as it can: the
-        # usual call makes no Python call of dagen's but the checks it needs.
+        # runs with cold caches, so this path touches as little code as it can.
         executor = self._executor
         slots = executor.inline_slots if isinstance(executor, ThreadExecutor) else None
         fn = self._functions[method.fn.key]
-        parse = method.request_cls.FromString
         plain_arguments = method.plain_arguments
         checks_contract = self.contract is not None
 
         def handle(data: bytes, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            try:
-                request = parse(data)
-            except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
-                self._refuse_malformed(method, e, context)
+            request = self._parse(method, data, context)
             if checks_contract:
                 self._check_contract(method, context)
             args: Any = plain_arguments(request)
@@ -298,13 +293,9 @@ class Servicer:
         try:
             return method.request_cls.FromString(data)
         except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
-            Servicer._refuse_malformed(method, e, context)
-
-    @staticmethod
-    def _refuse_malformed(method: Method, e: Exception, context: grpc.ServicerContext) -> NoReturn:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"{method.name}(): malformed request message: {e}")
-        raise AssertionError("unreachable: abort raises")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{method.name}(): malformed request message: {e}")
+            raise AssertionError("unreachable: abort raises") from None
 
     def _check_contract(self, method: Method, context: grpc.ServicerContext) -> None:
         """Refuse a caller whose contract header names a fingerprint not served (set
