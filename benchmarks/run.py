@@ -34,6 +34,7 @@ ratios) and .png (throughput vs payload, log axes).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import os
@@ -46,6 +47,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,11 +216,35 @@ def _server_cpu(system: System) -> float | None:
         return None
 
 
+def warm_up(system: System, calls: int) -> None:
+    """Tiny calls before any is timed, each checked."""
+    for i in range(calls):
+        if system.add(i, 1) != i + 1:
+            raise AssertionError(f"{system.name}: add returned a wrong sum")
+
+
+@contextlib.contextmanager
+def running(names: list[str], certs: Path, work: Path, procs: Processes) -> Iterator[list[System]]:
+    """The systems' servers started, in order; closed (each by its pid) on the way out."""
+    classes = {**SYSTEMS, **{c.name: c for c in REUSING.values()}}
+    systems: list[System] = []
+    try:
+        for name in names:
+            system = classes[name](certs, work, procs)
+            systems.append(system)
+            system.start()
+        yield systems
+    finally:
+        for system in systems:
+            try:
+                system.close()
+            except Exception as e:  # noqa: BLE001
+                log(f"{system.name}: closing failed: {e}")
+
+
 def tiny_calls(system: System, calls: int, concurrency: int, seconds: float,
                max_seconds: float) -> dict[str, Any]:
-    for i in range(min(50, calls)):  # warm-up
-        if system.add(i, 1) != i + 1:
-            raise AssertionError("add returned a wrong sum")
+    warm_up(system, min(50, calls))
     latencies = []
     started = time.perf_counter()
     for i in range(calls):
@@ -282,34 +308,29 @@ def paired_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
     turns (the order reversed every round): on a shared machine, measuring one system
     after the other lets a change in the machine's load pass for a difference between
     systems. Each round: one echo of ``size`` and a block of tiny calls per system."""
-    systems: list[System] = []
     da = payload(size)
     try:
-        for name in names:
-            system = {**SYSTEMS, **{c.name: c for c in REUSING.values()}}[name](
-                certs, work, procs)
-            systems.append(system)
-            system.start()
-            check_echo(da, system.echo(da))  # warm-up
-            for i in range(50):
-                system.add(i, 1)
-        times: dict[str, list[float]] = {s.name: [] for s in systems}
-        latencies: dict[str, list[int]] = {s.name: [] for s in systems}
-        block = max(1, tiny // rounds)
-        for r in range(rounds):
-            for system in systems if r % 2 == 0 else systems[::-1]:
-                drop_free_memory()
-                t0 = time.perf_counter()
-                out = system.echo(da)
-                times[system.name].append(time.perf_counter() - t0)
-                check_echo(da, out)
-                del out
-                for i in range(block if tiny else 0):
-                    t1 = time.perf_counter_ns()
-                    system.add(i, 1)
-                    latencies[system.name].append(time.perf_counter_ns() - t1)
-            log(f"paired round {r + 1}/{rounds}: " + ", ".join(
-                f"{n} {2 * da.nbytes / t[-1] / 2**20:.0f} MiB/s" for n, t in times.items()))
+        with running(names, certs, work, procs) as systems:
+            for system in systems:
+                check_echo(da, system.echo(da))  # warm-up
+                warm_up(system, 50)
+            times: dict[str, list[float]] = {s.name: [] for s in systems}
+            latencies: dict[str, list[int]] = {s.name: [] for s in systems}
+            block = max(1, tiny // rounds)
+            for r in range(rounds):
+                for system in systems if r % 2 == 0 else systems[::-1]:
+                    drop_free_memory()
+                    t0 = time.perf_counter()
+                    out = system.echo(da)
+                    times[system.name].append(time.perf_counter() - t0)
+                    check_echo(da, out)
+                    del out
+                    for i in range(block if tiny else 0):
+                        t1 = time.perf_counter_ns()
+                        system.add(i, 1)
+                        latencies[system.name].append(time.perf_counter_ns() - t1)
+                log(f"paired round {r + 1}/{rounds}: " + ", ".join(
+                    f"{n} {2 * da.nbytes / t[-1] / 2**20:.0f} MiB/s" for n, t in times.items()))
         for name in times:
             lat = np.array(latencies[name], dtype=np.float64) / 1e3
             rec[name] = {
@@ -319,11 +340,6 @@ def paired_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
                 "tiny_p50_us": float(np.percentile(lat, 50)) if len(lat) else None,
             }
     finally:
-        for system in systems:
-            try:
-                system.close()
-            except Exception as e:  # noqa: BLE001
-                log(f"{system.name}: closing failed: {e}")
         del da
         drop_free_memory()
 
@@ -340,16 +356,10 @@ def tiny_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
     per_launch: dict[str, list[float]] = {n: [] for n in names}
     block = max(1, calls // (launches * rounds))
     for launch in range(launches):
-        systems: list[System] = []
-        try:
-            for name in names:
-                system = SYSTEMS[name](certs, work, procs)
-                systems.append(system)
-                system.start()
-                for i in range(TINY_WARMUP):
-                    if system.add(i, 1) != i + 1:
-                        raise AssertionError(f"{name}: add returned a wrong sum")
-            mine: dict[str, list[int]] = {n: [] for n in names}
+        mine: dict[str, list[int]] = {n: [] for n in names}
+        with running(names, certs, work, procs) as systems:
+            for system in systems:
+                warm_up(system, TINY_WARMUP)
             for r in range(rounds):
                 for system in systems if r % 2 == 0 else systems[::-1]:
                     lat = mine[system.name]
@@ -357,12 +367,6 @@ def tiny_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
                         t0 = time.perf_counter_ns()
                         system.add(i, 1)
                         lat.append(time.perf_counter_ns() - t0)
-        finally:
-            for system in systems:
-                try:
-                    system.close()
-                except Exception as e:  # noqa: BLE001
-                    log(f"{system.name}: closing failed: {e}")
         for name, lat in mine.items():
             latencies[name] += lat
             per_launch[name].append(float(np.percentile(lat, 50)) / 1e3)
