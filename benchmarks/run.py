@@ -60,6 +60,7 @@ from common import (  # noqa: E402
     CHUNK_BYTES,
     PeakRSS,
     Processes,
+    cpu_seconds,
     drop_free_memory,
     fmt_size,
     make_certs,
@@ -200,13 +201,6 @@ def echo_size(system: System, size: int, runs: int, memory: bool) -> dict[str, A
     finally:
         del da
         drop_free_memory()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (clock ticks: ~10 ms)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _server_cpu(system: System) -> float | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import statistics
 import struct
 import subprocess
@@ -126,11 +125,6 @@ class _Details:
         self.invocation_metadata = ()
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variants", nargs="*", default=["raw", "trivial", "dagen", "guarded"])
@@ -143,6 +137,7 @@ def main() -> None:
         return
 
     import grpc
+    from common import cpu_seconds
 
     from dagen._certs import init_ca, issue_client, issue_server
     from dagen._tls import CHANNEL_OPTIONS, channel_credentials
@@ -178,12 +173,12 @@ def main() -> None:
                     for _ in range(300):
                         call(request, timeout=60)
                     times = []
-                    cpu_before = _cpu_seconds(server.pid)
+                    cpu_before = cpu_seconds(server.pid)
                     for _ in range(args.calls):
                         started = time.perf_counter()
                         call(request, timeout=60)
                         times.append(time.perf_counter() - started)
-                    cpu[variant].append((_cpu_seconds(server.pid) - cpu_before) / args.calls * 1e6)
+                    cpu[variant].append((cpu_seconds(server.pid) - cpu_before) / args.calls * 1e6)
                 results[variant].append(statistics.median(times) * 1e6)
             finally:
                 if server.stdin is not None:
