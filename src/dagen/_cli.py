@@ -423,8 +423,9 @@ def certs_revoke(folder: str, names: tuple[str, ...]) -> None:
 
     Their serials go to FOLDER/revoked.txt, which a server serving with --certs FOLDER
     reads again when it changes (it looks every 0.1 s): from then on, those
-    certificates are refused (PERMISSION_DENIED). Issue a new one with 'dagen certs client --force'. To refuse
-    an identity whatever its certificate, add its name on a line of revoked.txt.
+    certificates are refused (PERMISSION_DENIED). Issue a new one with 'dagen certs
+    client --force'. To refuse an identity whatever its certificate, add its name on a
+    line of revoked.txt.
     """
     from ._certinfo import serial_of
     from ._policy import format_serial, revoke
