@@ -32,3 +32,17 @@ def test_the_benchmark_runs_and_writes_json_table_and_plot(tmp_path):
     assert "tiny-call ratio from tiny rounds (1 launch)" in table
     if importlib.util.find_spec("matplotlib") is not None:  # the plot needs `.[bench]`
         assert result.with_suffix(".png").stat().st_size > 0
+
+
+def test_the_transport_ideas_script_echoes_every_layout_it_compares():
+    """benchmarks/transport_ideas.py (parallel streams, read-ahead, channel options):
+    every variant's echo is compared with what was sent, inside the script."""
+    variants = "one,two-streams,two-connections,read-ahead,max-frame"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "transport_ideas.py"), "--size", "8MiB",
+         "--rounds", "1", "--variants", variants],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0].lstrip("| ") for row in rows] == variants.split(",")
