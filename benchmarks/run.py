@@ -500,7 +500,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="how long the concurrent callers run (default 5)")
     p.add_argument("--paired-rounds", type=int, default=None,
                    help="rounds in which dagen, grpc and flight take turns, for the bars "
-                        "(default 3, 1 with --quick; 0: none)")
+                        "(default 5, 1 with --quick; 0: none)")
     p.add_argument("--tiny-launches", type=int, default=None,
                    help="launches of dagen's, grpc's and flight's servers for the tiny-call "
                         "bar (default 5, 1 with --quick; 0: none)")
@@ -521,7 +521,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.runs = args.runs if args.runs is not None else (1 if quick else 3)
     args.tiny_calls = args.tiny_calls if args.tiny_calls is not None else (200 if quick else 2000)
     if args.paired_rounds is None:
-        args.paired_rounds = 1 if quick else 3
+        args.paired_rounds = 1 if quick else 5
     if args.tiny_launches is None:
         args.tiny_launches = 1 if quick else 5
     if args.tiny_rounds is None:
