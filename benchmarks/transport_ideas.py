@@ -177,7 +177,7 @@ def serve(certs: str, options: list[tuple[str, int]]) -> None:
 class Echo:
     """One variant's client: its channels to a server started with its options."""
 
-    _transfers = itertools.count()
+    _transfers = itertools.count()  # one for all: variants of the same options share a server
 
     def __init__(self, variant: Variant, port: int, certs: Path, server_pid: int) -> None:
         self.variant = variant
