@@ -195,8 +195,8 @@ def markdown(results: dict[str, Any]) -> str:
                 cells.append("failed")
             else:
                 cells.append("skipped")
-        if rec.get("status") == "skipped":
-            cells = ["skipped"] * len(sizes)
+        if rec.get("status") != "ok" and not rec.get("echo"):  # never started
+            cells = [rec.get("status", "skipped")] * len(sizes)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     lines += [

@@ -24,7 +24,8 @@ process is the client. Measured, one system after the other:
    launch per system would measure the launch as much as the system.
 
 Writes benchmarks/results/<timestamp>.json, .md (table and the issue's bars as
-ratios) and .png (throughput vs payload, log axes).
+ratios) and .png (throughput vs payload, log axes); then exits with status 1 if a
+system or a stage failed (a missing package is a skip, not a failure).
 
     python benchmarks/run.py                 # the full suite (make bench)
     python benchmarks/run.py --quick         # a smoke test: 1 MiB and 8 MiB, 1 run
@@ -404,9 +405,9 @@ def run_system(system: System, args: argparse.Namespace, sizes: list[int],
         log(f"{system.name}: skipped: {e}")
         rec.update(status="skipped", reason=str(e))
         return rec
-    except Exception as e:  # noqa: BLE001 - skip the system, run the others
-        log(f"{system.name}: skipped, it failed to start: {e}")
-        rec.update(status="skipped", reason=f"failed to start: {type(e).__name__}: {e}",
+    except Exception as e:  # noqa: BLE001 - record it, run the others
+        log(f"{system.name}: FAILED to start: {e}")
+        rec.update(status="failed", reason=f"failed to start: {type(e).__name__}: {e}",
                    traceback=traceback.format_exc())
         return rec
     last_tp = None
@@ -630,10 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     results["load_after"] = load()
     results["seconds"] = time.perf_counter() - t0
     results["interrupted"] = interrupted
-    problems = interrupted or any(
-        r.get("status") != "ok" or any("error" in e for e in r.get("echo", {}).values())
-        for r in results["systems"].values()
-    )
+    failed = failures(results)
+    problems = interrupted or failed or any(
+        r.get("status") != "ok" for r in results["systems"].values())
     if args.keep_work or problems:
         results["work_dir"] = str(work)
         log(f"server logs and certificates kept in {work}")
@@ -646,7 +646,26 @@ def main(argv: list[str] | None = None) -> int:
         log(f"wrote {path}")
     print()
     print(Path(paths[1]).read_text())
-    return 130 if interrupted else 0
+    if interrupted:
+        return 130
+    for failure in failed:
+        log(f"FAILED {failure}")
+    return 1 if failed else 0
+
+
+def failures(results: dict[str, Any]) -> list[str]:
+    """What went wrong in a run: a system that failed (to start, or its server exited), an
+    echo that raised, paired or tiny rounds that raised. A system skipped because its
+    package is missing, or a size skipped for time or memory, is not a failure."""
+    found = []
+    for name, rec in results["systems"].items():
+        if rec.get("status") == "failed":
+            found.append(f"{name}: {rec.get('reason', 'failed')}")
+        found += [f"{name} {fmt_size(int(size))} echo: {r['error']}"
+                  for size, r in rec.get("echo", {}).items() if "error" in r]
+    found += [f"{stage}: {results[stage]['error']}" for stage in ("paired", "tiny_rounds")
+              if "error" in results.get(stage, {})]
+    return found
 
 
 if __name__ == "__main__":

@@ -46,3 +46,24 @@ def test_the_transport_ideas_script_echoes_every_layout_it_compares():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]
     assert [row.split(" | ")[0].lstrip("| ") for row in rows] == variants.split(",")
+
+
+def test_a_run_with_a_failure_says_so_in_its_exit_status():
+    """run.py exits 1 after writing its results when anything failed; a package that is
+    missing, or a size skipped for time or memory, is not a failure."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import failures
+
+    fine = {"systems": {
+        "dagen": {"status": "ok", "echo": {"1048576": {"throughput_Bps": 1.0},
+                                           "3221225472": {"skipped": "needs 28 GiB"}}},
+        "flight": {"status": "skipped", "reason": "pyarrow is not installed"},
+    }, "paired": {"systems": {}}}
+    assert failures(fine) == []
+    broken = {"systems": {
+        "dagen": {"status": "ok", "echo": {"1048576": {"error": "AssertionError: differs"}}},
+        "grpc": {"status": "failed", "reason": "failed to start: RuntimeError: port"},
+    }, "tiny_rounds": {"error": "RuntimeError: gone"}}
+    assert failures(broken) == ["dagen 1 MiB echo: AssertionError: differs",
+                                "grpc: failed to start: RuntimeError: port",
+                                "tiny_rounds: RuntimeError: gone"]
