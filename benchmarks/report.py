@@ -95,7 +95,7 @@ def compute_bars(results: dict[str, Any]) -> dict[str, Any]:
     tiny = (results.get("tiny_rounds") or {}).get("systems") or {}
     launches = (results.get("tiny_rounds") or {}).get("launches", 0)
     bars["tiny_source"] = (
-        f"tiny rounds ({launches} launch{'es' if launches != 1 else ''})" if tiny.get("dagen")
+        f"tiny rounds ({_count(launches, 'launch', 'launches')})" if tiny.get("dagen")
         else "paired rounds" if paired.get("dagen") else "each system's own runs")
 
     def p50(name: str) -> float | None:
@@ -149,6 +149,10 @@ def compute_bars(results: dict[str, Any]) -> dict[str, Any]:
 
 def _f(v: float | None, fmt: str = "{:.2f}") -> str:
     return "–" if v is None else fmt.format(v)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _mark(bar: dict[str, Any]) -> str:
@@ -327,16 +331,13 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# -- plot ------------------------------------------------------------------------------------------
-
-
 def _paired_table(results: dict[str, Any]) -> list[str]:
     paired = results.get("paired")
     if not paired:
         return []
     lines = [
-        f"## Paired rounds: the systems taking turns ({paired['rounds']} round"
-        f"{'s' if paired['rounds'] != 1 else ''})",
+        f"## Paired rounds: the systems taking turns "
+        f"({_count(paired['rounds'], 'round', 'rounds')})",
         "",
         "The servers of these systems all up, each round one "
         f"{fmt_size(paired['size'])} echo and a block of tiny calls per system (right after "
@@ -363,8 +364,7 @@ def _tiny_rounds_table(results: dict[str, Any]) -> list[str]:
     if not tiny:
         return []
     lines = [
-        f"## Tiny rounds: the servers launched {tiny['launches']} time"
-        f"{'s' if tiny['launches'] != 1 else ''}",
+        f"## Tiny rounds: the servers launched {_count(tiny['launches'], 'time', 'times')}",
         "",
         f"Each launch, after {results['config'].get('tiny_warmup_calls', '?')} calls each, "
         f"{tiny['rounds']} rounds of a block of sequential tiny calls per system, the order "
@@ -379,6 +379,9 @@ def _tiny_rounds_table(results: dict[str, Any]) -> list[str]:
         each = ", ".join(f"{v:.0f}" for v in r["launch_p50_us"])
         lines.append(f"| {name} | {r['calls']} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {each} |")
     return [*lines, ""]
+
+
+# -- plot ------------------------------------------------------------------------------------------
 
 
 def plot(results: dict[str, Any], path: Path) -> Path | None:
