@@ -224,19 +224,16 @@ class Slots:
         self._free: queue.SimpleQueue[None] = queue.SimpleQueue()
         for _ in range(n):
             self._free.put(None)
-        # Calls into C, no Python frame: give() hands a slot back; take_now() takes
-        # one or raises queue.Empty, and then wait() takes the next one given back.
+        # give(): hand a slot back (a call into C, no Python frame)
         self.give: Callable[[], None] = functools.partial(self._free.put, None)
-        self.take_now: Callable[[], None] = self._free.get_nowait
-        self.wait: Callable[[], None] = self._free.get
 
     def take(self) -> bool:
         """Take a slot, waiting for one if need be; whether it had to wait."""
         try:
-            self.take_now()
+            self._free.get_nowait()
             return False
         except queue.Empty:
-            self.wait()
+            self._free.get()
             return True
 
     def __enter__(self) -> None:

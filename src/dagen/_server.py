@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-import queue
 import sys
 import time
 import types
@@ -339,10 +338,7 @@ class Servicer:
         """Run a unary call in grpc's handler thread; ``dagen.cancelled()`` asks the rpc
         (only when the function checks: asking costs a lock). A call that waited for a
         slot runs only if its caller is still there."""
-        try:
-            slots.take_now()
-        except queue.Empty:  # it waits for a slot; then, it runs only if still wanted
-            slots.wait()
+        if slots.take():  # it waited for a slot: it runs only if still wanted
             try:
                 gone = stopped(context)
             except BaseException:
