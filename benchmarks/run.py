@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -596,33 +596,24 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as e:  # noqa: BLE001
                     log(f"{name}: closing failed: {e}")
                 gc.collect()
-        names = [n for n in PAIRED if results["systems"].get(n, {}).get("status") == "ok"]
-        if args.paired_rounds > 0 and "dagen" in names and len(names) > 1:
-            names += [REUSING[n].name for n in names if n in REUSING]
+        ok = [n for n in PAIRED if results["systems"].get(n, {}).get("status") == "ok"]
+        together = "dagen" in ok and len(ok) > 1  # what the stages below compare
+        if args.paired_rounds > 0 and together:
+            names = ok + [REUSING[n].name for n in ok if n in REUSING]
             log(f"paired rounds: {', '.join(names)} taking turns, {args.paired_rounds} rounds "
                 f"of a {fmt_size(memory_size)} echo and {args.tiny_calls // args.paired_rounds} "
                 "tiny calls each")
-            paired = results["paired"] = {"size": memory_size, "rounds": args.paired_rounds,
-                                          "systems": {}}
-            try:
-                paired_rounds(names, certs, work, procs, memory_size, args.paired_rounds,
-                              args.tiny_calls, paired["systems"])
-            except Exception as e:  # noqa: BLE001 - the per-system results still stand
-                log(f"paired rounds FAILED {type(e).__name__}: {e}")
-                paired["error"] = f"{type(e).__name__}: {e}"
-        names = [n for n in PAIRED if results["systems"].get(n, {}).get("status") == "ok"]
-        if args.tiny_launches > 0 and args.tiny_calls > 0 and "dagen" in names and len(names) > 1:
-            log(f"tiny rounds: {', '.join(names)} launched {args.tiny_launches} times, "
+            results["paired"] = {"size": memory_size, "rounds": args.paired_rounds}
+            run_stage("paired rounds", results["paired"], lambda rec: paired_rounds(
+                names, certs, work, procs, memory_size, args.paired_rounds, args.tiny_calls,
+                rec))
+        if args.tiny_launches > 0 and args.tiny_calls > 0 and together:
+            log(f"tiny rounds: {', '.join(ok)} launched {args.tiny_launches} times, "
                 f"{args.tiny_rounds} rounds each, {args.tiny_calls} calls per system in all")
-            tiny = results["tiny_rounds"] = {"launches": args.tiny_launches,
-                                             "rounds": args.tiny_rounds, "systems": {}}
-            try:
-                tiny_rounds(names, certs, work, procs, args.tiny_launches, args.tiny_rounds,
-                            args.tiny_calls, tiny["systems"])
-            except Exception as e:  # noqa: BLE001 - the per-system results still stand
-                log(f"tiny rounds FAILED {type(e).__name__}: {e}")
-                tiny["error"] = f"{type(e).__name__}: {e}"
-                tiny["systems"] = {}
+            results["tiny_rounds"] = {"launches": args.tiny_launches, "rounds": args.tiny_rounds}
+            run_stage("tiny rounds", results["tiny_rounds"], lambda rec: tiny_rounds(
+                ok, certs, work, procs, args.tiny_launches, args.tiny_rounds, args.tiny_calls,
+                rec))
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping the servers, writing what was measured")
@@ -651,6 +642,20 @@ def main(argv: list[str] | None = None) -> int:
     for failure in failed:
         log(f"FAILED {failure}")
     return 1 if failed else 0
+
+
+def run_stage(name: str, record: dict[str, Any],
+              measure: Callable[[dict[str, Any]], None]) -> None:
+    """A stage that measures the systems together, into ``record["systems"]``. A failure
+    leaves that empty and is recorded in ``record``; the run goes on, as the per-system
+    results still stand."""
+    record["systems"] = {}
+    try:
+        measure(record["systems"])
+    except Exception as e:  # noqa: BLE001
+        log(f"{name} FAILED {type(e).__name__}: {e}")
+        record["error"] = f"{type(e).__name__}: {e}"
+        record["systems"] = {}
 
 
 def failures(results: dict[str, Any]) -> list[str]:
