@@ -67,3 +67,18 @@ def test_a_run_with_a_failure_says_so_in_its_exit_status():
     assert failures(broken) == ["dagen 1 MiB echo: AssertionError: differs",
                                 "grpc: failed to start: RuntimeError: port",
                                 "tiny_rounds: RuntimeError: gone"]
+
+
+def test_a_stage_that_fails_midway_keeps_no_partial_results_and_is_named():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import failures, run_stage
+
+    def measure(systems):
+        systems["dagen"] = {"p50_us": 1.0}  # measured one, then the next failed
+        raise RuntimeError("its server exited")
+
+    record = {"launches": 1}
+    run_stage("tiny rounds", record, measure)
+    assert record == {"launches": 1, "systems": {}, "error": "RuntimeError: its server exited"}
+    assert failures({"systems": {}, "tiny_rounds": record}) == [
+        "tiny_rounds: RuntimeError: its server exited"]
