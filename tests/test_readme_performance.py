@@ -21,6 +21,9 @@ SECTION = (ROOT / "README.md").read_text().split("## Performance", 1)[1].split("
 @pytest.fixture(scope="module")
 def run():
     [stamp] = set(re.findall(r"benchmarks/results/(\d{8}-\d{6})\.md", SECTION))
+    # ... with the command that reproduces it (the issue's must-show), beside its name
+    assert re.search(rf"{stamp}\.md`, reproduced with\s+`\.venv/bin/python benchmarks/run\.py`",
+                     SECTION)
     path = ROOT / "benchmarks" / "results" / f"{stamp}.json"
     assert path.with_suffix(".md").exists() and path.exists()
     results = json.loads(path.read_text())
