@@ -98,5 +98,9 @@ def test_dagen_cancelled_answers_inside_a_generator(streams):
     client, marks = streams
     it = client.patient("patient")
     assert next(it) == 0
-    it.close()  # while the generator works towards its next item
+    # closed while the generator works towards its next item: wait until it does (a
+    # close that reaches the server before it resumed the generator ends it at its
+    # yield, where no dagen.cancelled() is asked)
+    assert wait_for(marks / "patient.working", 5)
+    it.close()
     assert wait_for(marks / "patient.cancelled", 5), "dagen.cancelled() never said so"

@@ -40,9 +40,11 @@ def patient(tag: str) -> Iterator[int]:
     import dagen
 
     yield 0
+    marks = os.environ["DAGEN_TEST_MARKS"]
+    Path(marks, f"{tag}.working").write_text("")  # resumed: working towards item 1
     for step in range(1000):
         if dagen.cancelled():
-            Path(os.environ["DAGEN_TEST_MARKS"], f"{tag}.cancelled").write_text(str(step))
+            Path(marks, f"{tag}.cancelled").write_text(str(step))
             return
         time.sleep(0.01)
     yield 1
