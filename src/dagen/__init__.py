@@ -9,7 +9,18 @@ the client certificate that called it.
 """
 
 from ._display import call_options
-from ._errors import CallError, ContractMismatch, DagenError, RemoteError, ServerUnavailable
+from ._errors import CallError, ContractMismatch, RemoteError, ServerUnavailable
+from ._exceptions import (
+    BuildError,
+    CertificateError,
+    CertificateExpiryWarning,
+    CodecUnavailable,
+    ContractError,
+    DagenError,
+    DagenWarning,
+    InsecureRefused,
+    PolicyError,
+)
 from ._policy import Identity, caller
 from ._progress import NO_PROGRESS, Progress, ProgressReport, ProgressStep, cancelled
 from ._version import __version__
@@ -21,6 +32,14 @@ __all__ = [
     "CallError",
     "ContractMismatch",
     "ServerUnavailable",
+    "BuildError",
+    "ContractError",
+    "CertificateError",
+    "PolicyError",
+    "InsecureRefused",
+    "CodecUnavailable",
+    "DagenWarning",
+    "CertificateExpiryWarning",
     "Progress",
     "NO_PROGRESS",
     "ProgressReport",

@@ -24,14 +24,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ._exceptions import CertificateError
+
 DEFAULT_DAYS = 365
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SERVER_CERT, SERVER_KEY = "server.crt", "server.key"
 _IDENTITY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
-
-class CertificateError(Exception):
-    """A certificate folder that lacks something, or a request that makes no sense."""
 
 
 def _write(path: Path, data: bytes, private: bool, force: bool) -> None:

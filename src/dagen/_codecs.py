@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 
+from ._exceptions import CodecUnavailable
 from ._wire import MAX_CHUNK_BYTES, ChunkOut, WireError, iter_chunks
 
 log = logging.getLogger("dagen.codecs")
@@ -98,9 +99,6 @@ CODECS: dict[str, Codec] = {
 }
 FAMILIES: dict[str, tuple[str, ...]] = {"zstd": ("zstd-shuffle", "zstd"), "lz4": ("lz4-shuffle", "lz4")}
 
-
-class CodecUnavailable(ImportError):
-    """The library a codec needs is not installed here."""
 
 
 def _load(codec: Codec) -> Any:

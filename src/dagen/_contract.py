@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._exceptions import ContractError
 from ._model import INSTANCE_FIELD, Function, Parameter, Service
 from ._types import (
     DataArrayNode,
@@ -40,9 +41,6 @@ from ._types import (
 
 LOCK_VERSION = 1
 
-
-class ContractError(Exception):
-    """A rebuild that would break existing clients."""
 
 
 @dataclass(frozen=True)

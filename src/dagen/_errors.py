@@ -15,13 +15,10 @@ from typing import Any
 
 import grpc
 
+from ._exceptions import DagenError
 from .v1 import errors_pb2
 
 ERROR_METADATA_KEY = "dagen-error-bin"
-
-
-class DagenError(Exception):
-    """Base of the errors dagen itself raises."""
 
 
 class RemoteError(DagenError):

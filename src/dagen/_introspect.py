@@ -23,13 +23,10 @@ from typing import Any
 
 import docstring_parser
 
+from ._exceptions import BuildError
 from ._model import INSTANCE_FIELD, Function, Parameter, RemoteClass, Service, camel
 from ._progress import is_progress_annotation
 from ._types import OptionalNode, UnsupportedType, _show, type_node
-
-
-class BuildError(Exception):
-    """A module that dagen cannot turn into a service; the message says where and why."""
 
 
 def load_module(spec: str) -> types.ModuleType:

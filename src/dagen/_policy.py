@@ -37,6 +37,8 @@ from typing import Any
 
 from cryptography import x509
 
+from ._exceptions import PolicyError
+
 EVERYONE = "*"
 DENY_LIST = "revoked.txt"
 
@@ -178,9 +180,6 @@ def parse_serial(text: str) -> int:
 
 # -- the policy -----------------------------------------------------------------------------------
 
-
-class PolicyError(Exception):
-    """A policy file that cannot be used; the message says where and why."""
 
 
 @dataclass(frozen=True)

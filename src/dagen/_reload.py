@@ -23,14 +23,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ._certs import CA_CERT, SERVER_CERT, SERVER_KEY
+from ._exceptions import CertificateExpiryWarning
 
 log = logging.getLogger("dagen.server")
 
 EXPIRY_WARNING_DAYS = 14
 
-
-class CertificateExpiryWarning(UserWarning):
-    """A certificate in use expires soon (or has expired)."""
 
 
 def expiry_problem(path: Path, now: dt.datetime | None = None,

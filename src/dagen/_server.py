@@ -22,6 +22,7 @@ from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
 from ._codecs import accepted_codecs
 from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
+from ._exceptions import InsecureRefused
 from ._executor import (
     CallState,
     Cancelled,
@@ -514,9 +515,6 @@ def _construct_and_call(owner: type, name: str, init_args: list[Any], init_kwarg
     """Call a method as DASF does: on an object made with the caller's arguments."""
     return getattr(owner(*init_args, **init_kwargs), name)(*args, **kwargs)
 
-
-class InsecureRefused(Exception):
-    """Plain text was asked for on an address other than loopback."""
 
 
 def create_server(

@@ -1,0 +1,45 @@
+"""Every exception and warning dagen raises, in one hierarchy.
+
+``DagenError`` is the base of all of them, so ``except dagen.DagenError`` catches any
+failure of dagen itself (never an exception of a served function, which arrives as
+itself or as its mirror). Call failures derive from :class:`CallError`; the others are
+raised before a call: while building, serving, or reading certificates and policies.
+"""
+
+from __future__ import annotations
+
+
+class DagenError(Exception):
+    """Base of the errors dagen itself raises."""
+
+
+class BuildError(DagenError):
+    """A module that dagen cannot turn into a service; the message says where and why."""
+
+
+class ContractError(DagenError):
+    """A rebuild that would break existing clients."""
+
+
+class CertificateError(DagenError):
+    """A certificate folder that lacks something, or a request that makes no sense."""
+
+
+class PolicyError(DagenError):
+    """A policy file that cannot be used; the message says where and why."""
+
+
+class InsecureRefused(DagenError):
+    """Plain text was asked for on an address other than loopback."""
+
+
+class CodecUnavailable(DagenError, ImportError):
+    """The library a codec needs is not installed here."""
+
+
+class DagenWarning(UserWarning):
+    """Base of the warnings dagen gives."""
+
+
+class CertificateExpiryWarning(DagenWarning):
+    """A certificate in use expires soon (or has expired)."""
