@@ -60,7 +60,7 @@ def make_certs(folder: Path) -> Path:
     """A CA, a server certificate for 127.0.0.1/localhost and the client "alice", made
     with dagen's own API; plus "node" (server+client usage) for dask's scheduler and
     worker, which both listen and connect."""
-    from dagen._certs import init_ca, issue_client, issue_server
+    from dagen._security import init_ca, issue_client, issue_server
 
     folder.mkdir(parents=True, exist_ok=True)
     init_ca(folder, name="dagen benchmark CA")
@@ -84,7 +84,7 @@ def _issue_node(folder: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    from dagen import _certs
+    from dagen._security import _certs
 
     ca_cert, ca_key = _certs._load_ca(folder)
     key = ec.generate_private_key(ec.SECP256R1())

@@ -52,7 +52,7 @@ def client_main(system: str, target_port: int, certs: Path, work: Path, size: in
     else:
         import grpc
 
-        from dagen._tls import CHANNEL_OPTIONS, channel_credentials
+        from dagen._security import CHANNEL_OPTIONS, channel_credentials
 
         s.channel = grpc.secure_channel(f"127.0.0.1:{target_port}",
                                         channel_credentials(certs, "alice"),

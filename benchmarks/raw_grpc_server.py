@@ -20,7 +20,7 @@ from concurrent import futures
 
 import grpc
 
-from dagen._tls import SERVER_OPTIONS, server_credentials
+from dagen._security import SERVER_OPTIONS, server_credentials
 
 SERVICE = "bench.Raw"
 _ADD_IN = struct.Struct("<qq")

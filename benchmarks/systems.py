@@ -52,7 +52,7 @@ class System:
             return np.empty(n, dtype)
         if self._lending is None:
             from dagen._buffers import LendingPool
-            from dagen._limits import physical_memory
+            from dagen._security import physical_memory
 
             self._lending = LendingPool(max_bytes=physical_memory() // 4)
         return self._lending.take(n * dtype.itemsize).view(dtype)
@@ -156,7 +156,7 @@ class RawGrpc(System):
     def start(self) -> None:
         import grpc
 
-        from dagen._tls import CHANNEL_OPTIONS, channel_credentials
+        from dagen._security import CHANNEL_OPTIONS, channel_credentials
 
         m = self._spawn("raw-grpc-server", [
             sys.executable, str(HERE / "raw_grpc_server.py"), "--certs", str(self.certs),

@@ -54,7 +54,7 @@ class Bisect(SYSTEMS["grpc"]):
 
         import grpc
 
-        from dagen._tls import CHANNEL_OPTIONS, channel_credentials
+        from dagen._security import CHANNEL_OPTIONS, channel_credentials
 
         here = Path(__file__).resolve().parent
         self._proc = subprocess.Popen(
@@ -95,7 +95,7 @@ class DagenOwnChannel(DagenStub):
         super().start()
         import grpc
 
-        from dagen._tls import CHANNEL_OPTIONS, channel_credentials
+        from dagen._security import CHANNEL_OPTIONS, channel_credentials
 
         client = self.client
         method = client.methods["add"]

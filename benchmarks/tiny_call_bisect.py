@@ -50,9 +50,8 @@ def _compiled(folder: Path):
 def serve(variant: str, certs: str) -> None:
     import grpc
 
-    from dagen._guard import Guard
+    from dagen._security import SERVER_OPTIONS, Guard, server_credentials
     from dagen._server import ServerOptions, Servicer
-    from dagen._tls import SERVER_OPTIONS, server_credentials
 
     module, pb2 = _compiled(Path(tempfile.mkdtemp()))
     servicer = type("S", (Servicer,), {}, module=module, pb2=pb2)(ServerOptions())
@@ -139,8 +138,13 @@ def main() -> None:
     import grpc
     from common import cpu_seconds
 
-    from dagen._certs import init_ca, issue_client, issue_server
-    from dagen._tls import CHANNEL_OPTIONS, channel_credentials
+    from dagen._security import (
+        CHANNEL_OPTIONS,
+        channel_credentials,
+        init_ca,
+        issue_client,
+        issue_server,
+    )
 
     certs = Path(tempfile.mkdtemp())
     init_ca(certs)

@@ -50,7 +50,7 @@ from common import (  # noqa: E402
     wait_for_line,
 )
 
-from dagen._tls import (  # noqa: E402
+from dagen._security import (  # noqa: E402
     CHANNEL_OPTIONS,
     SERVER_OPTIONS,
     channel_credentials,

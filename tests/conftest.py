@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dagen._build import build
-from dagen._certs import init_ca, issue_client, issue_server
+from dagen._security import init_ca, issue_client, issue_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = Path(__file__).resolve().parent / "services"

@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from dagen._buffers import MIN_BYTES, BufferPool, LendingPool
-from dagen._limits import Admission
+from dagen._security import Admission
 
 
 def test_a_buffer_nobody_refers_to_is_reused():

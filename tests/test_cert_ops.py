@@ -19,10 +19,9 @@ from cryptography import x509
 from guarded import serve, wait_until
 
 import dagen
-from dagen._certs import init_ca, issue_client, issue_server
+from dagen import CertificateExpiryWarning
 from dagen._cli import main
-from dagen._policy import format_serial
-from dagen._reload import CertificateExpiryWarning, CertificateReloader
+from dagen._security import CertificateReloader, format_serial, init_ca, issue_client, issue_server
 
 
 def run(*args: str | Path) -> str:

@@ -125,7 +125,7 @@ def test_missing_argument_is_a_usage_error() -> None:
 
 def test_the_servers_default_chunk_size_is_the_wire_default():
     from dagen._cli import DEFAULT_CHUNK_SIZE
-    from dagen._settings import parse_size
+    from dagen._security import parse_size
     from dagen._wire import DEFAULT_CHUNK_BYTES
 
     assert parse_size(DEFAULT_CHUNK_SIZE) == DEFAULT_CHUNK_BYTES

@@ -20,7 +20,8 @@ def test_top_level_exports():
 def test_one_exception_hierarchy():
     """Every error dagen raises derives from DagenError, every warning from DagenWarning,
     and they are the classes the modules raising them use."""
-    from dagen import _certs, _codecs, _contract, _introspect, _policy, _reload, _server
+    from dagen import _codecs, _contract, _introspect, _server
+    from dagen._security import _certs, _policy, _reload
 
     errors = [dagen.RemoteError, dagen.CallError, dagen.ContractMismatch, dagen.ServerUnavailable,
               dagen.BuildError, dagen.ContractError, dagen.CertificateError, dagen.PolicyError,

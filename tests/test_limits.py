@@ -13,7 +13,7 @@ import pytest
 from guarded import SERVICE, MiB, raw_channel, serve
 
 import dagen
-from dagen._limits import Admission, CallLimits
+from dagen._security import Admission, CallLimits
 from dagen._wire import LimitExceeded
 from dagen.v1 import array_pb2
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from guarded import MiB, serve
 
-from dagen._certs import init_ca, issue_client, issue_server
+from dagen._security import init_ca, issue_client, issue_server
 
 CLIENTS, CALLS = 50, 200
 TRANSFERS, TRANSFER_BYTES = 8, 64 * MiB

@@ -23,10 +23,16 @@ from guarded import GUARDED, SERVICE, MiB, raw_channel, serve
 
 import dagen
 from dagen._build import build
-from dagen._certinfo import parse_san
-from dagen._certs import init_ca, issue_client, issue_server
 from dagen._cli import main
-from dagen._policy import LOOK_EVERY, DenyList, Identity, Policy, PolicyError, format_serial
+from dagen._security import init_ca, issue_client, issue_server, parse_san
+from dagen._security._policy import (
+    LOOK_EVERY,
+    DenyList,
+    Identity,
+    Policy,
+    PolicyError,
+    format_serial,
+)
 
 POLICY = """\
 [groups]

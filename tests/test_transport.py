@@ -22,17 +22,17 @@ from conftest import DAGEN
 from guarded import GUARDED, serve
 
 import dagen
+import dagen._security._tls
 import dagen._server
-import dagen._tls
-from dagen._certs import init_ca, issue_client, issue_server
 from dagen._introspect import load_module
-from dagen._server import Servicer, create_server
-from dagen._tls import (
+from dagen._security import init_ca, issue_client, issue_server
+from dagen._security._tls import (
     CHANNEL_OPTIONS,
     KEEPALIVE_TIME_MS,
     MIN_PING_INTERVAL_MS,
     SERVER_OPTIONS,
 )
+from dagen._server import Servicer, create_server
 
 # -- a stand-in for `ssh -L`: bytes in, bytes out ---------------------------------------------
 
@@ -253,7 +253,7 @@ def test_keepalive_scaled_down_never_draws_too_many_pings(
         return list({**dict(options), **values}.items())
 
     client_ms = 1000  # the production ratio: the server accepts twice as often
-    monkeypatch.setattr(dagen._tls, "CHANNEL_OPTIONS", scaled(
+    monkeypatch.setattr(dagen._security._tls, "CHANNEL_OPTIONS", scaled(
         CHANNEL_OPTIONS, **{"grpc.keepalive_time_ms": client_ms}))
     monkeypatch.setattr(dagen._server, "SERVER_OPTIONS", scaled(
         SERVER_OPTIONS, **{"grpc.http2.min_ping_interval_without_data_ms": server_interval_ms,

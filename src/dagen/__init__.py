@@ -21,8 +21,8 @@ from ._exceptions import (
     InsecureRefused,
     PolicyError,
 )
-from ._policy import Identity, caller
 from ._progress import NO_PROGRESS, Progress, ProgressReport, ProgressStep, cancelled
+from ._security import Identity, caller
 from ._version import __version__
 
 __all__ = [

@@ -21,7 +21,7 @@ DEFAULT_CHUNK_SIZE = "4032KiB"  # dagen._wire.DEFAULT_CHUNK_BYTES (not imported:
 
 
 def _chunk_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
-    from ._settings import parse_size
+    from ._security import parse_size
     from ._wire import MAX_CHUNK_BYTES
 
     size = parse_size(value)
@@ -153,7 +153,7 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         f = option(f)
-    from ._settings import security_options  # --policy, --socket, the limits
+    from ._security import security_options  # --policy, --socket, the limits
 
     return security_options(f)
 
@@ -172,9 +172,9 @@ def _run(
     debug: bool,
     **access: Any,  # --policy, --socket and the limits: dagen._settings
 ) -> None:
-    from ._certs import CertificateError
+    from ._exceptions import CertificateError
+    from ._security import security_settings
     from ._server import InsecureRefused, ServerOptions, create_server
-    from ._settings import security_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = security_settings(servicer_cls, insecure=insecure, **access)
@@ -200,12 +200,12 @@ def _run(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
-    from ._tls import join_host_port
+    from ._security import join_host_port
 
     security = "plain text (INSECURE)" if insecure else f"mutual TLS with {certs}"
     address = join_host_port(host, bound)
     if settings.socket is not None:
-        from ._socket import unix_target
+        from ._security import unix_target
 
         address = unix_target(settings.socket)
     click.echo(
@@ -290,7 +290,7 @@ def certs() -> None:
 def _certs_errors(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ._certs import CertificateError
+        from ._exceptions import CertificateError
 
         try:
             return f(*args, **kwargs)
@@ -318,7 +318,7 @@ _force = click.option("--force", is_flag=True, help="Replace existing files.")
 @_certs_errors
 def certs_init(folder: str, name: str, days: int, force: bool) -> None:
     """Create a certificate authority in FOLDER."""
-    from ._certs import init_ca
+    from ._security import init_ca
 
     path = init_ca(folder, name=name, days=days, force=force)
     click.echo(f"created CA {path} (key {Path(folder) / 'ca.key'}, mode 0600)")
@@ -335,7 +335,7 @@ def certs_server(
     folder: str, hosts: tuple[str, ...], ips: tuple[str, ...], days: int, force: bool
 ) -> None:
     """Issue the server certificate (server.crt, server.key) from the CA in FOLDER."""
-    from ._certs import issue_server
+    from ._security import issue_server
 
     path = issue_server(folder, hosts=list(hosts), ips=list(ips), days=days, force=force)
     click.echo(f"created server certificate {path} for {', '.join([*hosts, *ips])}")
@@ -352,8 +352,7 @@ def certs_server(
 @_certs_errors
 def certs_client(folder: str, identity: str, days: int, force: bool, sans: tuple[str, ...]) -> None:
     """Issue a client certificate for IDENTITY (IDENTITY.crt, IDENTITY.key)."""
-    from ._certinfo import parse_san
-    from ._certs import issue_client
+    from ._security import issue_client, parse_san
 
     path = issue_client(folder, identity, days=days, force=force,
                         sans=[parse_san(s) for s in sans])
@@ -366,8 +365,7 @@ def certs_client(folder: str, identity: str, days: int, force: bool, sans: tuple
 def certs_list(folder: str) -> None:
     """List the certificates of FOLDER: name, kind, expiry and status (valid,
     expires in N days, EXPIRED, REVOKED by revoked.txt)."""
-    from ._certinfo import list_folder
-    from ._policy import format_serial
+    from ._security import format_serial, list_folder
 
     rows = list_folder(folder)
     if not rows:
@@ -386,7 +384,7 @@ def certs_list(folder: str) -> None:
 @_certs_errors
 def certs_show(file: str) -> None:
     """Show a certificate: subject, alternative names, issuer, serial, validity, key."""
-    from ._certinfo import describe, show_lines
+    from ._security import describe, show_lines
 
     for line in show_lines(describe(file)):
         click.echo(line)
@@ -406,7 +404,7 @@ def certs_renew(folder: str, names: tuple[str, ...], days: int, new_key: bool) -
     renewed ca.crt) for new connections without dropping the others. A renewed CA
     keeps its key, so the certificates it signed stay valid.
     """
-    from ._certinfo import describe, renew
+    from ._security import describe, renew
 
     for name in names:
         path = renew(folder, name, days=days, new_key=new_key)
@@ -427,8 +425,7 @@ def certs_revoke(folder: str, names: tuple[str, ...]) -> None:
     client --force'. To refuse an identity whatever its certificate, add its name on a
     line of revoked.txt.
     """
-    from ._certinfo import serial_of
-    from ._policy import format_serial, revoke
+    from ._security import format_serial, revoke, serial_of
 
     for name in names:
         serial, common_name = serial_of(folder, name)

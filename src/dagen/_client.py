@@ -39,10 +39,9 @@ from ._display import (
 )
 from ._errors import CallError, exception_from_rpc_error
 from ._introspect import introspect_class, introspect_function, make_service
-from ._limits import physical_memory
 from ._model import INSTANCE_FIELD, Service
 from ._protocol import Method, receive, receive_each, send
-from ._tls import CHANNEL_OPTIONS, channel_credentials, channel_options
+from ._security import CHANNEL_OPTIONS, channel_credentials, channel_options, physical_memory
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
     MAX_CHUNK_BYTES,

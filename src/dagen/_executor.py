@@ -46,8 +46,8 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ._policy import caller, set_caller
 from ._progress import Progress, ProgressState, cancellation_scope
+from ._security import caller, set_caller
 from ._shm import Arena, default_roots
 
 log = logging.getLogger("dagen.server")

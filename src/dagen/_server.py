@@ -32,11 +32,8 @@ from ._executor import (
     stopped,
     supervise,
 )
-from ._guard import Guard
 from ._introspect import introspect_module
-from ._limits import Admission, CallLimits
 from ._model import Service
-from ._policy import Policy
 from ._progress import (
     cancellation_scope,
     reset_cancellation_check,
@@ -44,9 +41,18 @@ from ._progress import (
     state_to_proto,
 )
 from ._protocol import Method, receive, send
-from ._socket import bind_unix_socket
+from ._security import (
+    SERVER_OPTIONS,
+    Admission,
+    CallLimits,
+    Guard,
+    Policy,
+    bind_unix_socket,
+    is_loopback,
+    join_host_port,
+    server_credentials,
+)
 from ._threads import LastIdlePool
-from ._tls import SERVER_OPTIONS, is_loopback, join_host_port, server_credentials
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
     LimitExceeded,

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from .._wire import LimitExceeded
 from ._limits import Admission
 from ._policy import (
     DENY_LIST,
@@ -38,7 +39,6 @@ from ._policy import (
     reset_caller,
     set_caller,
 )
-from ._wire import LimitExceeded
 
 log = logging.getLogger("dagen.server")
 

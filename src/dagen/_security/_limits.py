@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._buffers import BufferPool
-from ._wire import LimitExceeded, Limits
+from .._buffers import BufferPool
+from .._wire import LimitExceeded, Limits
 
 
 def physical_memory() -> int:

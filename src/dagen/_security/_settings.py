@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from .._exceptions import PolicyError
+from .._wire import Limits
 from ._limits import (
     DEFAULT_MAX_CALLS,
     DEFAULT_MAX_CALLS_PER_IDENTITY,
@@ -19,8 +21,7 @@ from ._limits import (
     format_bytes,
     server_limits,
 )
-from ._policy import Policy, PolicyError, find_pyproject_policy
-from ._wire import Limits
+from ._policy import Policy, find_pyproject_policy
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
           "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40}

@@ -37,7 +37,7 @@ from typing import Any
 
 from cryptography import x509
 
-from ._exceptions import PolicyError
+from .._exceptions import PolicyError
 
 EVERYONE = "*"
 DENY_LIST = "revoked.txt"

@@ -22,8 +22,8 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from .._exceptions import CertificateError, CertificateExpiryWarning
 from ._certs import CA_CERT, SERVER_CERT, SERVER_KEY
-from ._exceptions import CertificateExpiryWarning
 
 log = logging.getLogger("dagen.server")
 
@@ -91,8 +91,6 @@ class CertificateReloader:
         ca, cert, key = (p.read_bytes() for p in self.paths)
         problem = _check_set(ca, cert, key)  # as for a reload: grpc would only say "bind failed"
         if problem is not None:
-            from ._certs import CertificateError
-
             raise CertificateError(f"the certificates in {self.folder} cannot be served: {problem}")
         self.initial = self._configuration(ca, cert, key)
 

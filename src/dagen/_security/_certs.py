@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ._exceptions import CertificateError
+from .._exceptions import CertificateError
 
 DEFAULT_DAYS = 365
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
