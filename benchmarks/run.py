@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             "paired_rounds": args.paired_rounds,
             "tiny_launches": args.tiny_launches, "tiny_rounds": args.tiny_rounds,
             "tiny_warmup_calls": TINY_WARMUP,
-            "transport": "127.0.0.1, mutual TLS (ECDSA P-256 certificates from dagen._certs)",
+            "transport": "127.0.0.1, mutual TLS (ECDSA P-256 certificates from dagen._security)",
         },
         "machine": machine_info(),
         "versions": versions(),

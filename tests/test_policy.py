@@ -22,17 +22,20 @@ from cryptography import x509
 from guarded import GUARDED, SERVICE, MiB, raw_channel, serve
 
 import dagen
+from dagen import PolicyError
 from dagen._build import build
 from dagen._cli import main
-from dagen._security import init_ca, issue_client, issue_server, parse_san
-from dagen._security._policy import (
-    LOOK_EVERY,
+from dagen._security import (
     DenyList,
     Identity,
     Policy,
-    PolicyError,
     format_serial,
+    init_ca,
+    issue_client,
+    issue_server,
+    parse_san,
 )
+from dagen._security._denylist import LOOK_EVERY
 
 POLICY = """\
 [groups]

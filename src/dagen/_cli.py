@@ -170,7 +170,7 @@ def _run(
     executor: str,
     chunk_size: int,
     debug: bool,
-    **access: Any,  # --policy, --socket and the limits: dagen._settings
+    **access: Any,  # --policy, --socket and the limits: dagen._security._settings
 ) -> None:
     from ._exceptions import CertificateError
     from ._security import security_settings

@@ -142,7 +142,7 @@ class Servicer:
             else:
                 self._functions[key] = getattr(owner, fn.name)
         self._executor = make_executor(self.options.executor, self.module, self.options.workers)
-        self.admission = Admission(self.options.call_limits)  # see dagen._guard
+        self.admission = Admission(self.options.call_limits)  # see dagen._security._guard
 
     def close(self) -> None:
         """Stop the executor (its worker processes, if any)."""

@@ -30,21 +30,19 @@ from ._certs import (
     issue_client,
     issue_server,
 )
+from ._denylist import DENY_LIST, DenyList, revoke
 from ._guard import Guard
-from ._limits import Admission, CallLimits, physical_memory
-from ._policy import (
-    DENY_LIST,
-    DenyList,
+from ._identity import (
     Identity,
     LazyIdentity,
-    Policy,
     caller,
     format_serial,
     parse_serial,
     reset_caller,
-    revoke,
     set_caller,
 )
+from ._limits import Admission, CallLimits, physical_memory
+from ._policy import Policy
 from ._reload import CertificateReloader, warn_if_expiring
 from ._socket import bind_unix_socket, unix_target
 from ._tls import (

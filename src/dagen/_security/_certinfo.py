@@ -4,7 +4,7 @@
 ``dagen certs renew DIR NAME`` issues a new certificate for the same subject and
 names, signed by the folder's CA (keeping the key unless ``--new-key``), and writes it
 in place atomically, so that a running server picks it up at its next handshake
-(see :mod:`dagen._reload`); ``dagen certs revoke DIR NAME`` adds the certificate's
+(see :mod:`dagen._security._reload`); ``dagen certs revoke DIR NAME`` adds the certificate's
 serial to ``revoked.txt``, which a running server honours from its next look at it
 (every 0.1 s).
 """
@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ._certs import CA_CERT, CertificateError, _builder, _key_bytes, _load_ca
-from ._policy import DENY_LIST, DenyList, Identity, format_serial
+from ._denylist import DENY_LIST, DenyList
+from ._identity import Identity, format_serial
 from ._reload import EXPIRY_WARNING_DAYS
 
 

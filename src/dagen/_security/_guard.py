@@ -4,13 +4,13 @@ allocated or run.
 :class:`Guard` wraps each handler of the served module once, when the server is made
 (:meth:`Guard.wrap`). For each call it
 
-1. reads the caller's :class:`~dagen._policy.Identity` from the TLS auth context,
+1. reads the caller's :class:`~dagen._security._identity.Identity` from the TLS auth context,
    when anything needs it (a policy, a deny-list with entries, the calls per identity
    limit, or :func:`dagen.caller`);
 2. refuses it with PERMISSION_DENIED when the deny-list (``revoked.txt``) names its
    certificate or identity, or the policy does not let it call the function;
 3. refuses it with RESOURCE_EXHAUSTED when the server, or that identity, has as many
-   calls in progress as it may (:class:`~dagen._limits.Admission`);
+   calls in progress as it may (:class:`~dagen._security._limits.Admission`);
 4. runs the call with :func:`dagen.caller` set to the identity (the executor carries
    it on to the thread or worker process that runs the function).
 
@@ -30,15 +30,10 @@ from typing import Any, NoReturn
 import grpc
 
 from .._wire import LimitExceeded
+from ._denylist import DENY_LIST, DenyList
+from ._identity import LazyIdentity, reset_caller, set_caller
 from ._limits import Admission
-from ._policy import (
-    DENY_LIST,
-    DenyList,
-    LazyIdentity,
-    Policy,
-    reset_caller,
-    set_caller,
-)
+from ._policy import Policy
 
 log = logging.getLogger("dagen.server")
 

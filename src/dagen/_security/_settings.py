@@ -1,6 +1,6 @@
 """The options of ``dagen serve`` that say who may call and how much a call may take:
-``--policy``, ``--socket`` and the limits. See :mod:`dagen._policy` and
-:mod:`dagen._limits`."""
+``--policy``, ``--socket`` and the limits. See :mod:`dagen._security._policy` and
+:mod:`dagen._security._limits`."""
 
 from __future__ import annotations
 

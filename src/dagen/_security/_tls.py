@@ -67,7 +67,7 @@ def server_credentials(folder: str | Path) -> grpc.ServerCredentials:
     _read(folder, SERVER_CERT, hint)
     _read(folder, SERVER_KEY, hint)
     warn_if_expiring([folder / CA_CERT, folder / SERVER_CERT], server=True)
-    # Read again whenever the files change, for new connections (see dagen._reload).
+    # Read again whenever the files change, for new connections (see dagen._security._reload).
     return CertificateReloader(folder).credentials()
 
 
