@@ -84,9 +84,9 @@ def _issue_node(folder: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    from dagen._security import _certs
+    from dagen._security._certs import load_ca
 
-    ca_cert, ca_key = _certs._load_ca(folder)
+    ca_cert, ca_key = load_ca(folder)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ._certs import CA_CERT, CertificateError, _builder, _key_bytes, _load_ca
+from .._exceptions import CertificateError
+from ._certs import CA_CERT, certificate_builder, load_ca, private_key_pem
 from ._denylist import DENY_LIST, DenyList
 from ._identity import Identity, format_serial
 from ._reload import EXPIRY_WARNING_DAYS
@@ -189,7 +190,7 @@ def renew(folder: str | Path, name: str, *, days: int, new_key: bool = False) ->
     if not cert_path.is_file():
         raise CertificateError(f"{cert_path} is missing: nothing to renew")
     old = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    ca_cert, ca_key = _load_ca(folder)
+    ca_cert, ca_key = load_ca(folder)
     is_ca = stem == Path(CA_CERT).stem
     if is_ca:
         if new_key:
@@ -208,8 +209,8 @@ def renew(folder: str | Path, name: str, *, days: int, new_key: bool = False) ->
         key = loaded
     if not is_ca and old.issuer != ca_cert.subject:
         raise CertificateError(f"{cert_path} was not issued by the CA of {folder}")
-    builder = _builder(old.subject, old.subject if is_ca else ca_cert.subject,
-                       key.public_key(), days)
+    builder = certificate_builder(old.subject, old.subject if is_ca else ca_cert.subject,
+                                  key.public_key(), days)
     for ext in old.extensions:
         if isinstance(ext.value, x509.AuthorityKeyIdentifier):
             value: x509.ExtensionType = x509.AuthorityKeyIdentifier.from_issuer_public_key(
@@ -221,7 +222,7 @@ def renew(folder: str | Path, name: str, *, days: int, new_key: bool = False) ->
         builder = builder.add_extension(value, critical=ext.critical)
     cert = builder.sign(ca_key, hashes.SHA256())
     if new_key:
-        _atomic_write(key_path, _key_bytes(key), private=True)
+        _atomic_write(key_path, private_key_pem(key), private=True)
     _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), private=False)
     return cert_path
 

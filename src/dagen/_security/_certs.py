@@ -45,7 +45,8 @@ def _write(path: Path, data: bytes, private: bool, force: bool) -> None:
         path.write_bytes(data)
 
 
-def _key_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
+def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM (the file is what protects it: mode 0600)."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -57,7 +58,8 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The certificate and key of the folder's CA, which sign the others."""
     cert_path, key_path = folder / CA_CERT, folder / CA_KEY
     for path in (cert_path, key_path):
         if not path.is_file():
@@ -68,9 +70,11 @@ def _load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
     return cert, key
 
 
-def _builder(
+def certificate_builder(
     subject: x509.Name, issuer: x509.Name, public_key: object, days: int
 ) -> x509.CertificateBuilder:
+    """A certificate valid from 5 minutes ago for ``days``, with a random serial:
+    add its extensions and sign it."""
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -91,7 +95,7 @@ def init_ca(
     folder.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        _builder(_name(name), _name(name), key.public_key(), days)
+        certificate_builder(_name(name), _name(name), key.public_key(), days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -110,7 +114,7 @@ def init_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write(folder / CA_KEY, _key_bytes(key), private=True, force=force)
+    _write(folder / CA_KEY, private_key_pem(key), private=True, force=force)
     _write(
         folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), private=False, force=True
     )
@@ -126,10 +130,10 @@ def _issue(
     days: int,
     force: bool,
 ) -> Path:
-    ca_cert, ca_key = _load_ca(folder)
+    ca_cert, ca_key = load_ca(folder)
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
-        _builder(_name(common_name), ca_cert.subject, key.public_key(), days)
+        certificate_builder(_name(common_name), ca_cert.subject, key.public_key(), days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
@@ -139,7 +143,7 @@ def _issue(
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
-    _write(folder / f"{stem}.key", _key_bytes(key), private=True, force=force)
+    _write(folder / f"{stem}.key", private_key_pem(key), private=True, force=force)
     _write(
         folder / f"{stem}.crt",
         cert.public_bytes(serialization.Encoding.PEM),
