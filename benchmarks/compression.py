@@ -51,7 +51,8 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from dagen import _codecs  # noqa: E402
-from dagen._wire import ArraySink, ChunkIn, iter_chunks  # noqa: E402
+from dagen._sink import ArraySink  # noqa: E402
+from dagen._wire import ChunkIn, iter_chunks  # noqa: E402
 from dagen.v1 import array_pb2  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "eraint_uvz.nc"

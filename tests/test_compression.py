@@ -27,8 +27,8 @@ from dagen._codecs import (
     normalize_compression,
 )
 from dagen._errors import CallError
+from dagen._sink import ArraySink
 from dagen._wire import (
-    ArraySink,
     ChunkIn,
     WireError,
     encode_chunk_frame,

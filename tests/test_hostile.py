@@ -28,9 +28,9 @@ from hypothesis.extra import numpy as hnp
 from dagen._arrays import EncodeContext, attach_array, read_array
 from dagen._coverage import Coverage
 from dagen._protocol import receive, send
+from dagen._sink import ArraySink
 from dagen._wire import (
     DEFAULT_CHUNK_BYTES,
-    ArraySink,
     BadFrame,
     ChunkIn,
     ChunkOut,

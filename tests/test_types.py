@@ -18,6 +18,7 @@ from xarray.testing import assert_identical
 from dagen._arrays import DecodeContext, EncodeContext, allocate_arrays
 from dagen._build import compile_proto
 from dagen._protocol import receive, send
+from dagen._sink import ArraySink
 from dagen._types import (
     EncodeError,
     IntNode,
@@ -29,7 +30,6 @@ from dagen._types import (
     walk,
 )
 from dagen._wire import (
-    ArraySink,
     ChunkIn,
     Limits,
     WireError,

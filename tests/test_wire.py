@@ -13,8 +13,8 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from dagen._build import compile_proto
+from dagen._sink import ArraySink
 from dagen._wire import (
-    ArraySink,
     BadFrame,
     ChunkIn,
     ChunkOut,

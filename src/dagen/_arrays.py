@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from ._sink import ArraySink
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
     WIRE_KINDS,
-    ArraySink,
     ChunkOut,
     WireError,
     iter_chunks,

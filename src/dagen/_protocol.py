@@ -10,8 +10,9 @@ from typing import Any
 
 from ._arrays import DecodeContext, EncodeContext, allocate_arrays
 from ._model import INSTANCE_FIELD, Function, Parameter, Service
+from ._sink import ArraySink
 from ._types import EncodeError, ScalarNode
-from ._wire import ArraySink, BadFrame, ChunkIn, Limits, WireError
+from ._wire import BadFrame, ChunkIn, Limits, WireError
 
 
 class Method:

@@ -1,8 +1,8 @@
 """What a server takes on at once: calls in progress, calls per identity, and memory.
 
 The sizes one call may declare (bytes per array, per call, arrays per call,
-dimensions) are :class:`dagen._wire.Limits`, checked by the receiving sink before it
-allocates. :class:`CallLimits` bounds the server as a whole:
+dimensions) are :class:`dagen._wire.Limits`, checked by the receiving sink
+(dagen._sink) before it allocates. :class:`CallLimits` bounds the server as a whole:
 
 * ``max_calls``: calls in progress at once (receiving, running or sending);
 * ``max_calls_per_identity``: of those, how many one identity may have;
