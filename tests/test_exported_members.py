@@ -1,5 +1,10 @@
 """The public API is pinned: changing it is a deliberate act."""
 
+import subprocess
+import sys
+
+import pytest
+
 import dagen
 import dagen.client
 import dagen.server
@@ -49,3 +54,40 @@ def test_runtime_modules_used_by_generated_code():
         ["ContractInfo", "Servicer", "ServerOptions", "create_server", "import_served_module",
          "caller_of", "main"]
     )
+
+
+def test_the_security_package_exports_each_name_from_its_module():
+    """dagen._security's names are imported on first use; the names its type-checking
+    imports list are the ones it resolves at run time, each from the module it says."""
+    import ast
+    import importlib
+    import inspect
+
+    import dagen._security as security
+
+    checked = {}
+    tree = ast.parse(inspect.getsource(security))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.level == 1
+                checked[imp.module] = tuple(sorted(a.name for a in imp.names))
+    assert checked == {m: tuple(sorted(names)) for m, names in security._EXPORTS.items()}
+    for module, names in security._EXPORTS.items():
+        for name in names:
+            expected = getattr(importlib.import_module(f"dagen._security.{module}"), name)
+            assert getattr(security, name) is expected
+    assert sorted(security.__all__) == sorted(n for ns in checked.values() for n in ns)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_of_that_name'"):
+        security.nothing_of_that_name  # noqa: B018
+
+
+def test_import_dagen_loads_neither_click_nor_the_certificate_tools():
+    """What a served module and a client pay for `import dagen` (for dagen.caller):
+    the identity, not the command line's options or the certificate folder's tools."""
+    code = (
+        "import sys, dagen\n"
+        "print(sorted(m for m in sys.modules if m == 'click' or m.startswith('dagen._security.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['dagen._security._identity']"

@@ -10,9 +10,12 @@
   and :func:`revoke`);
 * the server's door: :mod:`._guard` (every call passes there first) and
   :mod:`._limits` (calls in progress, per identity, memory);
-* :mod:`._settings`: the options of ``dagen serve`` that set all this. It needs
-  click, which a served module's runtime must not: its names are imported on first
-  use.
+* :mod:`._settings`: the options of ``dagen serve`` that set all this.
+
+What the rest of dagen uses is exported here and imported on first use (PEP 562), so
+that importing one name costs what importing its module does: ``import dagen`` (for
+``dagen.caller``) does not load the certificate tools, and a served module's runtime
+does not load click, which ``._settings`` needs.
 """
 
 from __future__ import annotations
@@ -20,96 +23,60 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._certinfo import CertInfo, describe, list_folder, parse_san, renew, serial_of, show_lines
-from ._certs import (
-    CA_CERT,
-    CA_KEY,
-    SERVER_CERT,
-    SERVER_KEY,
-    init_ca,
-    issue_client,
-    issue_server,
-)
-from ._denylist import DENY_LIST, DenyList, revoke
-from ._guard import Guard
-from ._identity import (
-    Identity,
-    LazyIdentity,
-    caller,
-    format_serial,
-    parse_serial,
-    reset_caller,
-    set_caller,
-)
-from ._limits import Admission, CallLimits, physical_memory
-from ._policy import Policy
-from ._reload import CertificateReloader, warn_if_expiring
-from ._socket import bind_unix_socket, unix_target
-from ._tls import (
-    CHANNEL_OPTIONS,
-    SERVER_OPTIONS,
-    channel_credentials,
-    channel_options,
-    is_loopback,
-    join_host_port,
-    server_credentials,
-)
+if TYPE_CHECKING:  # the names of _EXPORTS, for type checkers (a test checks they agree)
+    from ._certinfo import describe, list_folder, parse_san, renew, serial_of, show_lines
+    from ._certs import init_ca, issue_client, issue_server
+    from ._denylist import DenyList, revoke
+    from ._guard import Guard
+    from ._identity import Identity, caller, format_serial, set_caller
+    from ._limits import Admission, CallLimits, physical_memory
+    from ._policy import Policy
+    from ._reload import CertificateReloader
+    from ._settings import parse_size, security_options, security_settings
+    from ._socket import bind_unix_socket, unix_target
+    from ._tls import (
+        CHANNEL_OPTIONS,
+        SERVER_OPTIONS,
+        channel_credentials,
+        channel_options,
+        is_loopback,
+        join_host_port,
+        server_credentials,
+    )
 
-if TYPE_CHECKING:
-    from ._settings import SecuritySettings, parse_size, security_options, security_settings
-
-_NEED_CLICK = {"SecuritySettings", "parse_size", "security_options", "security_settings"}
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "_certinfo": ("describe", "list_folder", "parse_san", "renew", "serial_of", "show_lines"),
+    "_certs": ("init_ca", "issue_client", "issue_server"),
+    "_denylist": ("DenyList", "revoke"),
+    "_guard": ("Guard",),
+    "_identity": ("Identity", "caller", "format_serial", "set_caller"),
+    "_limits": ("Admission", "CallLimits", "physical_memory"),
+    "_policy": ("Policy",),
+    "_reload": ("CertificateReloader",),
+    "_settings": ("parse_size", "security_options", "security_settings"),
+    "_socket": ("bind_unix_socket", "unix_target"),
+    "_tls": (
+        "CHANNEL_OPTIONS",
+        "SERVER_OPTIONS",
+        "channel_credentials",
+        "channel_options",
+        "is_loopback",
+        "join_host_port",
+        "server_credentials",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _NEED_CLICK:
-        return getattr(importlib.import_module("._settings", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # asked once
+    return value
 
 
-__all__ = [
-    "CA_CERT",
-    "CA_KEY",
-    "CHANNEL_OPTIONS",
-    "DENY_LIST",
-    "SERVER_CERT",
-    "SERVER_KEY",
-    "SERVER_OPTIONS",
-    "Admission",
-    "CallLimits",
-    "CertInfo",
-    "CertificateReloader",
-    "DenyList",
-    "Guard",
-    "Identity",
-    "LazyIdentity",
-    "Policy",
-    "SecuritySettings",
-    "bind_unix_socket",
-    "caller",
-    "channel_credentials",
-    "channel_options",
-    "describe",
-    "format_serial",
-    "init_ca",
-    "is_loopback",
-    "issue_client",
-    "issue_server",
-    "join_host_port",
-    "list_folder",
-    "parse_san",
-    "parse_serial",
-    "parse_size",
-    "physical_memory",
-    "renew",
-    "reset_caller",
-    "revoke",
-    "security_options",
-    "security_settings",
-    "serial_of",
-    "server_credentials",
-    "set_caller",
-    "show_lines",
-    "unix_target",
-    "warn_if_expiring",
-]
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
