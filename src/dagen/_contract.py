@@ -25,19 +25,7 @@ from typing import Any
 
 from ._exceptions import ContractError
 from ._model import INSTANCE_FIELD, Function, Parameter, Service
-from ._types import (
-    DataArrayNode,
-    DatasetNode,
-    DateNode,
-    Datetime64Node,
-    DateTimeNode,
-    ModelField,
-    ModelNode,
-    ProtoField,
-    TimeDeltaNode,
-    TypeNode,
-    walk,
-)
+from ._types import ModelField, ModelNode, ProtoField, TypeNode, show_annotation, walk
 
 LOCK_VERSION = 1
 
@@ -190,15 +178,9 @@ def _spec(
 def _imports(service: Service) -> tuple[str, ...]:
     nodes = [n for fn in service.rpcs for root in fn.type_roots() for n in walk(root)]
     nodes += [n for c in service.classes for p in c.init.parameters for n in walk(p.type)]
-    wanted = set()
-    if any(fn.streaming for fn in service.rpcs):
+    wanted = {path for n in nodes for path in n.proto_imports}
+    if any(fn.streaming for fn in service.rpcs):  # the frames carry dagen.v1.Chunk
         wanted.add("dagen/v1/array.proto")
-    if any(isinstance(n, DataArrayNode | DatasetNode) for n in nodes):
-        wanted.add("dagen/v1/xarray.proto")
-    if any(isinstance(n, DateTimeNode | DateNode | Datetime64Node) for n in nodes):
-        wanted.add("dagen/v1/time.proto")
-    if any(isinstance(n, TimeDeltaNode) for n in nodes):
-        wanted.add("google/protobuf/duration.proto")
     if any(fn.progress for fn in service.rpcs):
         wanted.add("dagen/v1/progress.proto")
     return tuple(sorted(wanted))
@@ -348,9 +330,7 @@ def _required(node: TypeNode, definition: Any, name: str) -> bool:
 
 
 def _annotation_text(definition: Any) -> str:
-    from ._types import _show
-
-    return _show(getattr(definition, "annotation", definition.definition_name))
+    return show_annotation(getattr(definition, "annotation", definition.definition_name))
 
 
 # -- fingerprints -----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import docstring_parser
 from ._exceptions import BuildError
 from ._model import INSTANCE_FIELD, Function, Parameter, RemoteClass, Service, camel
 from ._progress import is_progress_annotation
-from ._types import OptionalNode, UnsupportedType, _show, type_node
+from ._types import OptionalNode, UnsupportedType, show_annotation, type_node
 
 
 def load_module(spec: str) -> types.ModuleType:
@@ -183,11 +183,11 @@ def introspect_function(
         try:
             node = type_node(p.annotation)
         except UnsupportedType as e:
-            raise BuildError(f"{where}: annotation {_show(p.annotation)}: {e}") from None
+            raise BuildError(f"{where}: annotation {show_annotation(p.annotation)}: {e}") from None
         if p.default is None and not isinstance(node, OptionalNode):
             raise BuildError(
                 f"{where}: the default is None, so the annotation must allow it: "
-                f"{_show(p.annotation)} | None"
+                f"{show_annotation(p.annotation)} | None"
             )
         parameters.append(
             Parameter(
@@ -218,7 +218,7 @@ def introspect_function(
         returns = type_node(item, is_return=not generator)
     except (UnsupportedType, IndexError) as e:
         raise BuildError(
-            f"{_where(fn, line)}: in {qualname}, return annotation {_show(return_annotation)}: {e}"
+            f"{_where(fn, line)}: in {qualname}, return annotation {show_annotation(return_annotation)}: {e}"
         ) from None
     return Function(
         name=fn.__name__,
