@@ -21,8 +21,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import docstring_parser
-
 from ._exceptions import BuildError
 from ._model import INSTANCE_FIELD, Function, Parameter, RemoteClass, Service, camel
 from ._progress import is_progress_annotation
@@ -156,8 +154,6 @@ def introspect_function(
         raise BuildError(
             f"{_where(fn, line)}: {qualname}: cannot resolve its annotations: {e}"
         ) from None
-    doc = docstring_parser.parse(fn.__doc__ or "", style=docstring_parser.DocstringStyle.NUMPYDOC)
-    param_docs = {p.arg_name: p.description or "" for p in doc.params}
     arg_lines = _arg_lines(fn)
     params = list(sig.parameters.values())[1 if skip_first else 0 :]
 
@@ -190,9 +186,7 @@ def introspect_function(
                 f"{show_annotation(p.annotation)} | None"
             )
         parameters.append(
-            Parameter(
-                p.name, p.kind, p.annotation, node, p.default, param_docs.get(p.name, ""), pline
-            )
+            Parameter(p.name, p.kind, p.annotation, node, p.default, pline)
         )
     return_annotation = sig.return_annotation
     if fn.__name__ == "__init__" and return_annotation is sig.empty:
@@ -226,8 +220,6 @@ def introspect_function(
         returns=returns,
         return_annotation=return_annotation,
         doc=fn.__doc__,
-        summary=doc.short_description or "",
-        returns_doc=(doc.returns.description or "") if doc.returns else "",
         line=line,
         generator=generator,
         owner=cls,
@@ -252,8 +244,6 @@ def introspect_class(cls: type, owner: str) -> RemoteClass:
             type_node(None, is_return=True),
             None,
             None,
-            "",
-            "",
             0,
             owner=cls.__name__,
             kind="init",

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._docstrings import Docs, parse_docs
 from ._model import INSTANCE_FIELD, Function, Parameter, Service
 from ._types import ModelField, ModelNode, ProtoField, TypeNode, show_annotation, walk
 
@@ -167,7 +168,7 @@ def _imports(service: Service) -> tuple[str, ...]:
     return tuple(sorted(wanted))
 
 
-def _function_messages(fn: Function, numbering: _Numbering) -> list[Message]:
+def _function_messages(fn: Function, docs: Docs, numbering: _Numbering) -> list[Message]:
     label = f"{fn.key}()"
     specs = []
     if fn.has_instance:
@@ -185,7 +186,7 @@ def _function_messages(fn: Function, numbering: _Numbering) -> list[Message]:
             _spec(
                 p.name,
                 parameter_field(p),
-                p.doc,
+                docs.parameters.get(p.name, ""),
                 not p.has_default,
                 f"parameter {p.name!r} of {label}",
             )
@@ -197,7 +198,7 @@ def _function_messages(fn: Function, numbering: _Numbering) -> list[Message]:
         if fn.returns.shape == "none"
         else [
             _spec(
-                "result", fn.returns.proto_field(), fn.returns_doc, False, f"the result of {label}"
+                "result", fn.returns.proto_field(), docs.returns, False, f"the result of {label}"
             )
         ]
     )
@@ -240,12 +241,13 @@ def lay_out(service: Service, lock: dict[str, Any] | None = None) -> Contract:
     enums: list[Enum] = []
     rpcs = []
     for fn in service.rpcs:
-        messages += _function_messages(fn, numbering)
+        docs = parse_docs(fn.doc)
+        messages += _function_messages(fn, docs, numbering)
         rpcs.append(
             Rpc(
                 fn.rpc,
                 fn.key,
-                fn.summary,
+                docs.summary,
                 fn.input_frame if fn.streaming else fn.request_message,
                 fn.output_frame if fn.streaming else fn.response_message,
                 fn.streaming,
@@ -253,11 +255,12 @@ def lay_out(service: Service, lock: dict[str, Any] | None = None) -> Contract:
             )
         )
     for cls in service.classes:
+        init_docs = parse_docs(cls.init.doc).parameters
         specs = [
             _spec(
                 p.name,
                 parameter_field(p),
-                p.doc,
+                init_docs.get(p.name, ""),
                 not p.has_default,
                 f"constructor parameter {p.name!r} of {cls.name}",
             )
