@@ -25,7 +25,7 @@ def test_top_level_exports():
 def test_one_exception_hierarchy():
     """Every error dagen raises derives from DagenError, every warning from DagenWarning,
     and they are the classes the modules raising them use."""
-    from dagen import _codecs, _contract, _introspect, _server
+    from dagen import _codecs, _introspect, _lock, _server
     from dagen._security import _certs, _policy, _reload
 
     errors = [dagen.RemoteError, dagen.CallError, dagen.ContractMismatch, dagen.ServerUnavailable,
@@ -38,7 +38,7 @@ def test_one_exception_hierarchy():
     assert issubclass(dagen.DagenWarning, UserWarning)
     assert _certs.CertificateError is dagen.CertificateError
     assert _codecs.CodecUnavailable is dagen.CodecUnavailable
-    assert _contract.ContractError is dagen.ContractError
+    assert _lock.ContractError is dagen.ContractError
     assert _introspect.BuildError is dagen.BuildError
     assert _policy.PolicyError is dagen.PolicyError
     assert _reload.CertificateExpiryWarning is dagen.CertificateExpiryWarning

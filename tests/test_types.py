@@ -7,6 +7,7 @@ import math
 import re
 import sys
 import typing
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -287,6 +288,28 @@ def test_has_arrays():
 )
 def test_proto_field(annotation, expected):
     assert type_node(annotation).proto_field() == expected
+
+
+def test_each_known_message_imports_the_file_that_declares_it():
+    """A node names the .proto files its field needs (the contract imports those): each
+    known message's file declares that message, and nodes of the user's types need none."""
+    import grpc_tools
+
+    from dagen._resources import data_dir
+    from dagen._types import KNOWN
+
+    roots = [data_dir("protos"), Path(grpc_tools.__file__).parent / "_proto"]
+    for python_type, make in KNOWN.items():
+        node = make()
+        package, _, message = node.proto_field().type.rpartition(".")
+        declared = [
+            path for path in node.proto_imports for root in roots if (root / path).is_file()
+            and f"package {package};" in (text := (root / path).read_text())
+            and re.search(rf"^message {message} {{", text, re.M)
+        ]
+        assert declared, f"{python_type}: no file in {node.proto_imports} declares {message}"
+    assert type_node(dict[str, list[int] | None]).proto_imports == ()
+    assert type_node(typing.Literal["a", "b"]).proto_imports == ()
 
 
 def test_wrapper_messages_hold_their_node():

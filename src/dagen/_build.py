@@ -13,16 +13,11 @@ import grpc
 import grpc_tools
 from google.protobuf import __version__ as protobuf_version
 
-from ._contract import (
-    Contract,
-    ContractError,
-    build_contract,
-    lock_path_for,
-    read_lock,
-    settle,
-    write_lock,
-)
-from ._introspect import BuildError, introspect_module, load_module
+from ._exceptions import BuildError, ContractError
+from ._fingerprint import with_fingerprints
+from ._introspect import introspect_module, load_module
+from ._layout import Contract, lay_out
+from ._lock import lock_path_for, read_lock, settle, write_lock
 from ._model import Service
 from ._render import render_client, render_client_pyproject, render_proto, render_server, write
 from ._resources import data_dir
@@ -77,7 +72,7 @@ def build_service(
 ) -> BuildResult:
     """Write everything for ``service`` into ``out``; number fields from the lock."""
     lock = read_lock(lock_path) if lock_path else None
-    contract = settle(build_contract(service, lock), lock, allow_breaking=allow_breaking)
+    contract = settle(with_fingerprints(lay_out(service, lock)), lock, allow_breaking=allow_breaking)
     out.mkdir(parents=True, exist_ok=True)
     package = service.package
     proto = out / f"{package}.proto"

@@ -236,8 +236,10 @@ def serve(module: str, lock: str | None, **options: Any) -> None:
     need a certificate signed by the CA in --certs.
     """
     from ._build import build_service
-    from ._contract import ContractError, ContractInfo, lock_path_for
+    from ._exceptions import ContractError
+    from ._handshake import ContractInfo
     from ._introspect import BuildError, introspect_module, load_module
+    from ._lock import lock_path_for
     from ._server import Servicer
 
     try:

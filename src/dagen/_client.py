@@ -27,7 +27,6 @@ from ._codecs import (
     normalize_compression,
     require,
 )
-from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._display import (
     TRANSFER_THRESHOLD,
     CallProgress,
@@ -38,6 +37,7 @@ from ._display import (
     settings_for,
 )
 from ._errors import CallError, exception_from_rpc_error
+from ._handshake import CONTRACT_METADATA_KEY, ContractInfo
 from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
 from ._protocol import Method, receive, receive_each, send

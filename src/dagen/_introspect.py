@@ -21,12 +21,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import docstring_parser
-
 from ._exceptions import BuildError
 from ._model import INSTANCE_FIELD, Function, Parameter, RemoteClass, Service, camel
 from ._progress import is_progress_annotation
-from ._types import OptionalNode, UnsupportedType, _show, type_node
+from ._types import OptionalNode, UnsupportedType, show_annotation, type_node
 
 
 def load_module(spec: str) -> types.ModuleType:
@@ -156,8 +154,6 @@ def introspect_function(
         raise BuildError(
             f"{_where(fn, line)}: {qualname}: cannot resolve its annotations: {e}"
         ) from None
-    doc = docstring_parser.parse(fn.__doc__ or "", style=docstring_parser.DocstringStyle.NUMPYDOC)
-    param_docs = {p.arg_name: p.description or "" for p in doc.params}
     arg_lines = _arg_lines(fn)
     params = list(sig.parameters.values())[1 if skip_first else 0 :]
 
@@ -183,16 +179,14 @@ def introspect_function(
         try:
             node = type_node(p.annotation)
         except UnsupportedType as e:
-            raise BuildError(f"{where}: annotation {_show(p.annotation)}: {e}") from None
+            raise BuildError(f"{where}: annotation {show_annotation(p.annotation)}: {e}") from None
         if p.default is None and not isinstance(node, OptionalNode):
             raise BuildError(
                 f"{where}: the default is None, so the annotation must allow it: "
-                f"{_show(p.annotation)} | None"
+                f"{show_annotation(p.annotation)} | None"
             )
         parameters.append(
-            Parameter(
-                p.name, p.kind, p.annotation, node, p.default, param_docs.get(p.name, ""), pline
-            )
+            Parameter(p.name, p.kind, p.annotation, node, p.default, pline)
         )
     return_annotation = sig.return_annotation
     if fn.__name__ == "__init__" and return_annotation is sig.empty:
@@ -218,7 +212,7 @@ def introspect_function(
         returns = type_node(item, is_return=not generator)
     except (UnsupportedType, IndexError) as e:
         raise BuildError(
-            f"{_where(fn, line)}: in {qualname}, return annotation {_show(return_annotation)}: {e}"
+            f"{_where(fn, line)}: in {qualname}, return annotation {show_annotation(return_annotation)}: {e}"
         ) from None
     return Function(
         name=fn.__name__,
@@ -226,8 +220,6 @@ def introspect_function(
         returns=returns,
         return_annotation=return_annotation,
         doc=fn.__doc__,
-        summary=doc.short_description or "",
-        returns_doc=(doc.returns.description or "") if doc.returns else "",
         line=line,
         generator=generator,
         owner=cls,
@@ -252,8 +244,6 @@ def introspect_class(cls: type, owner: str) -> RemoteClass:
             type_node(None, is_return=True),
             None,
             None,
-            "",
-            "",
             0,
             owner=cls.__name__,
             kind="init",

@@ -28,7 +28,6 @@ class Parameter:
     annotation: Any
     type: TypeNode
     default: Any  # inspect.Parameter.empty when there is none
-    doc: str
     line: int
 
     @property
@@ -44,9 +43,7 @@ class Function:
     parameters: tuple[Parameter, ...]
     returns: TypeNode  # for a generator: the type of each item
     return_annotation: Any
-    doc: str | None  # the docstring exactly as written
-    summary: str
-    returns_doc: str
+    doc: str | None  # the docstring exactly as written (_docstrings reads it at build time)
     line: int
     generator: bool = False  # yields its results one by one
     owner: str | None = None  # the class of a method

@@ -26,8 +26,8 @@ from typing import Any
 
 import jinja2
 
-from ._contract import Contract
 from ._introspect import BuildError
+from ._layout import Contract
 from ._model import Function, RemoteClass, Service
 from ._resources import data_dir
 from ._types import NOTHING, EnumNode, ModelField, ModelNode, own_doc

@@ -20,7 +20,6 @@ import grpc
 
 from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
 from ._codecs import accepted_codecs
-from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
 from ._exceptions import InsecureRefused
 from ._executor import (
@@ -32,6 +31,7 @@ from ._executor import (
     stopped,
     supervise,
 )
+from ._handshake import CONTRACT_METADATA_KEY, ContractInfo
 from ._introspect import introspect_module
 from ._model import Service
 from ._progress import (

@@ -8,7 +8,7 @@ from ._client import (
     call_method,
     default_client,
 )
-from ._contract import ContractInfo
+from ._handshake import ContractInfo
 
 __all__ = [
     "ServiceClient",

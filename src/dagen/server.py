@@ -1,7 +1,7 @@
 """The server runtime that generated server modules use."""
 
 from ._cli import run_servicer as main
-from ._contract import ContractInfo
+from ._handshake import ContractInfo
 from ._server import ServerOptions, Servicer, caller_of, create_server, import_served_module
 
 __all__ = [

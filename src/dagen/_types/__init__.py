@@ -1,0 +1,208 @@
+"""The type mapping: for each supported Python type, its proto rendering and its codec.
+
+Every annotation becomes a tree of small frozen nodes (as msgspec's ``type_info``
+does). A node knows
+
+* how it is declared as a field in a ``.proto`` file (:meth:`TypeNode.proto_field`)
+  and which ``.proto`` files that declaration imports (:attr:`TypeNode.proto_imports`),
+* which messages or enums it needs generated (:class:`Definition` nodes), and
+* how a Python value goes into a protobuf message field and back
+  (:meth:`TypeNode.encode` / :meth:`TypeNode.decode`).
+
+Nodes come in three shapes, because protobuf fields do:
+
+* *scalar* nodes map to a scalar or enum field (``int64``, ``string``, ``Color``...):
+  ``_scalars``;
+* *message* nodes map to a message field and fill or read that sub-message: the
+  toolkit's own messages for arrays, xarray objects and times (``_known``), and
+  messages generated for the user's dataclasses, pydantic models and TypedDicts
+  (``_generated``);
+* *container* nodes (list, tuple[X, ...], set, dict) map to ``repeated`` and ``map``
+  (``_containers``, with optionals, fixed tuples and unions).
+
+A container or optional where protobuf cannot nest it (a list in a list, an optional
+in a map...) is wrapped into a small generated message (:class:`WrapperNode`).
+
+Adding a type means adding one node class to the module of its shape; a scalar or a
+known message also goes into that module's table (``SCALARS``, ``KNOWN``), which
+:func:`type_node` reads.
+
+The runtime addresses fields and enum values by *name*, never by number: numbers
+live only in the ``.proto`` (and the lock file that pins them), so the same nodes
+serve every revision of a contract.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from typing import Any
+
+import numpy as np
+
+from ._base import (
+    Definition,
+    EncodeError,
+    MessageNode,
+    ProtoField,
+    TypeNode,
+    UnsupportedType,
+    definitions,
+    mismatch,
+    own_doc,
+    show_annotation,
+    snake,
+    type_name,
+    walk,
+)
+from ._containers import (
+    DictNode,
+    ListNode,
+    OptionalNode,
+    TupleNode,
+    UnionNode,
+    WrapperNode,
+    nestable,
+    optional_of,
+)
+from ._generated import NOTHING, ModelField, ModelNode, model_node
+from ._known import (
+    KNOWN,
+    DataArrayNode,
+    DatasetNode,
+    DateNode,
+    Datetime64Node,
+    DateTimeNode,
+    NDArrayNode,
+    Timedelta64Node,
+    TimeDeltaNode,
+)
+from ._scalars import (
+    SCALARS,
+    BoolNode,
+    BytesNode,
+    EnumNode,
+    FloatNode,
+    IntNode,
+    NoneNode,
+    ScalarNode,
+    StrNode,
+    enum_node,
+    literal_node,
+)
+
+__all__ = [
+    "NOTHING",
+    "SUPPORTED",
+    "BoolNode",
+    "BytesNode",
+    "DataArrayNode",
+    "DatasetNode",
+    "DateNode",
+    "Datetime64Node",
+    "DateTimeNode",
+    "Definition",
+    "DictNode",
+    "EncodeError",
+    "EnumNode",
+    "FloatNode",
+    "IntNode",
+    "ListNode",
+    "MessageNode",
+    "ModelField",
+    "ModelNode",
+    "NDArrayNode",
+    "NoneNode",
+    "OptionalNode",
+    "ProtoField",
+    "ScalarNode",
+    "StrNode",
+    "TimeDeltaNode",
+    "Timedelta64Node",
+    "TupleNode",
+    "TypeNode",
+    "UnionNode",
+    "UnsupportedType",
+    "WrapperNode",
+    "definitions",
+    "mismatch",
+    "optional_of",
+    "own_doc",
+    "show_annotation",
+    "snake",
+    "type_name",
+    "type_node",
+    "walk",
+]
+
+SUPPORTED = (
+    "None, bool, int, float, str, bytes, X | None, Union[...], Literal[...], list[X], "
+    "tuple[...], set[X], frozenset[X], dict[str|int, X], enum.Enum, dataclasses, pydantic "
+    "models, TypedDict, datetime, date, timedelta, numpy.datetime64, numpy.timedelta64, "
+    "numpy.ndarray, xarray.DataArray, xarray.Dataset"
+)
+
+
+def type_node(
+    annotation: Any, *, is_return: bool = False, _seen: frozenset[Any] = frozenset()
+) -> TypeNode:
+    """Map an annotation to its node, or raise UnsupportedType saying why."""
+    if annotation is None or annotation is type(None):
+        if is_return:
+            return NoneNode()
+        raise UnsupportedType("None is only supported as a return annotation or in X | None")
+    if annotation in SCALARS:
+        return SCALARS[annotation]()
+    if annotation in KNOWN:
+        return KNOWN[annotation]()
+
+    def sub(a: Any) -> TypeNode:
+        return type_node(a, _seen=_seen)
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Annotated, typing.NotRequired, typing.Required):
+        return sub(args[0])  # Annotated[T, ...] is T on the wire
+    if origin is np.ndarray:  # numpy.typing.NDArray[...]: the dtype is not enforced
+        return NDArrayNode(annotation)
+    if origin is typing.Literal:
+        return literal_node(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if len(members) < len(args):  # X | None, or A | B | None
+            inner = members[0] if len(members) == 1 else typing.Union[tuple(members)]  # noqa: UP007
+            return optional_of(annotation, sub(inner))
+        return UnionNode(annotation, tuple(nestable(sub(a)) for a in members))
+    if origin in (list, set, frozenset):
+        if len(args) != 1:
+            raise UnsupportedType(f"{origin.__name__} needs an item type: {origin.__name__}[X]")
+        return ListNode(annotation, nestable(sub(args[0])), origin)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return ListNode(annotation, nestable(sub(args[0])), tuple)
+        if args == ((),):
+            args = ()
+        return TupleNode(annotation, tuple(sub(a) for a in args))
+    if origin is dict:
+        if len(args) != 2:
+            raise UnsupportedType("dict needs key and value types: dict[str, X]")
+        if args[0] not in (str, int):
+            raise UnsupportedType("dict keys must be str or int")
+        key = SCALARS[args[0]]()
+        return DictNode(annotation, key, nestable(sub(args[1])))
+    if annotation in (list, dict, tuple, set, frozenset):
+        raise UnsupportedType(f"bare {annotation.__name__} needs its item types")
+    if isinstance(annotation, type):
+        if annotation in _seen:
+            raise UnsupportedType(
+                f"{annotation.__name__} refers to itself; recursive types are not supported"
+            )
+        if issubclass(annotation, enum.Enum):
+            return enum_node(annotation)
+        seen = _seen | {annotation}
+        model = model_node(annotation, lambda a: type_node(a, _seen=seen))
+        if model is not None:
+            return model
+    raise UnsupportedType(f"not a supported type (supported: {SUPPORTED})")
+

@@ -1,0 +1,250 @@
+"""Known messages: types whose message is one of the toolkit's own (``dagen.v1.*``) or a
+protobuf well-known type: arrays, xarray objects, dates and times."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import xarray as xr
+
+from .._arrays import DecodeContext, EncodeContext, attach_array, read_array
+from .._wire import WireError
+from ._base import MessageNode, ProtoField, TypeNode, mismatch
+
+
+@dataclass(frozen=True)
+class _KnownMessage(MessageNode):
+    """A node whose message is one of the toolkit's own (``dagen.v1.*``, well-known)."""
+
+    annotation: Any
+    message: ClassVar[str]
+    python: ClassVar[Any]  # the accepted Python type(s)
+
+    @property
+    def name(self) -> str:
+        return self.message.rsplit(".", 1)[-1]
+
+    def proto_field(self) -> ProtoField:
+        return ProtoField(self.message)
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, self.python)
+
+    def fill(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        if not self.accepts(value):
+            raise mismatch(self.expected, value)
+        self.write(value, m, ctx)
+
+    @property
+    def expected(self) -> str:
+        return getattr(self.python, "__qualname__", str(self.python))
+
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class NDArrayNode(_KnownMessage):
+    """``numpy.ndarray`` (also ``numpy.typing.NDArray[...]``): a header plus streamed chunks."""
+
+    annotation: Any = np.ndarray
+    message: ClassVar[str] = "dagen.v1.NDArray"
+    proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/array.proto",)
+    python: ClassVar[Any] = np.ndarray
+    expected: ClassVar[str] = "numpy.ndarray"  # type: ignore[misc]
+
+    @property
+    def has_arrays(self) -> bool:
+        return True
+
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        attach_array(value, m, ctx)
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        return read_array(m, ctx)
+
+
+class _XarrayNode(_KnownMessage):
+    """An xarray object: metadata in its message, data streamed in chunks (_xarray.py)."""
+
+    proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/xarray.proto",)
+
+    @property
+    def has_arrays(self) -> bool:
+        return True
+
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        from .._xarray import fill_xarray
+
+        fill_xarray(value, m, ctx)
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        from .._xarray import read_xarray
+
+        return read_xarray(m, ctx)
+
+
+@dataclass(frozen=True)
+class DataArrayNode(_XarrayNode):
+    """``xarray.DataArray``: name, dims, coordinates and attrs; data streamed in chunks."""
+
+    annotation: Any = xr.DataArray
+    message: ClassVar[str] = "dagen.v1.DataArray"
+    python: ClassVar[Any] = xr.DataArray
+    expected: ClassVar[str] = "xarray.DataArray"  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class DatasetNode(_XarrayNode):
+    """``xarray.Dataset``: every variable's data streamed in chunks."""
+
+    annotation: Any = xr.Dataset
+    message: ClassVar[str] = "dagen.v1.Dataset"
+    python: ClassVar[Any] = xr.Dataset
+    expected: ClassVar[str] = "xarray.Dataset"  # type: ignore[misc]
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class DateTimeNode(_KnownMessage):
+    """``datetime.datetime``, naive or aware; the zone survives when it is a ZoneInfo."""
+
+    annotation: Any = dt.datetime
+    message: ClassVar[str] = "dagen.v1.DateTime"
+    proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/time.proto",)
+    python: ClassVar[Any] = dt.datetime
+
+    def write(self, value: dt.datetime, m: Any, ctx: EncodeContext) -> None:
+        offset = value.utcoffset()
+        if offset is None:
+            micros = (value - _EPOCH) // _MICROSECOND
+            m.naive = True
+        else:
+            micros = (value - _EPOCH_UTC) // _MICROSECOND
+            m.utc_offset_seconds = int(offset.total_seconds())
+            m.zone = getattr(value.tzinfo, "key", None) or ""
+            if m.zone:
+                wall = (value.replace(tzinfo=None) - _EPOCH) // _MICROSECOND
+                m.local.seconds, rest = divmod(wall, 10**6)
+                m.local.nanos = rest * 1000
+        m.time.seconds, rest = divmod(micros, 10**6)
+        m.time.nanos = rest * 1000
+        m.fold = bool(value.fold)
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        delta = dt.timedelta(seconds=m.time.seconds, microseconds=m.time.nanos // 1000)
+        if m.naive:
+            return (_EPOCH + delta).replace(fold=int(m.fold))
+        instant = _EPOCH_UTC + delta
+        if m.zone:
+            from zoneinfo import ZoneInfo
+
+            try:
+                zone = ZoneInfo(m.zone)
+                if m.HasField("local"):
+                    wall = dt.timedelta(seconds=m.local.seconds, microseconds=m.local.nanos // 1000)
+                    return (_EPOCH + wall).replace(tzinfo=zone, fold=int(m.fold))
+                return instant.astimezone(zone)
+            except (ValueError, KeyError, OSError) as e:
+                raise WireError(f"unknown time zone {m.zone!r}: {e}") from None
+        tz = dt.timezone(dt.timedelta(seconds=m.utc_offset_seconds))
+        return instant.astimezone(dt.UTC if m.utc_offset_seconds == 0 else tz).replace(fold=int(m.fold))
+
+
+@dataclass(frozen=True)
+class DateNode(_KnownMessage):
+    """``datetime.date`` (a datetime is refused: its time would be lost)."""
+
+    annotation: Any = dt.date
+    message: ClassVar[str] = "dagen.v1.Date"
+    proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/time.proto",)
+    python: ClassVar[Any] = dt.date
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+
+    def write(self, value: dt.date, m: Any, ctx: EncodeContext) -> None:
+        m.year, m.month, m.day = value.year, value.month, value.day
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        try:
+            return dt.date(m.year, m.month, m.day)
+        except ValueError as e:
+            raise WireError(f"invalid date: {e}") from None
+
+
+@dataclass(frozen=True)
+class TimeDeltaNode(_KnownMessage):
+    """``datetime.timedelta`` as the well-known ``google.protobuf.Duration``."""
+
+    annotation: Any = dt.timedelta
+    message: ClassVar[str] = "google.protobuf.Duration"
+    proto_imports: ClassVar[tuple[str, ...]] = ("google/protobuf/duration.proto",)
+    python: ClassVar[Any] = dt.timedelta
+
+    def write(self, value: dt.timedelta, m: Any, ctx: EncodeContext) -> None:
+        micros = value // _MICROSECOND
+        seconds, rest = divmod(abs(micros), 10**6)
+        sign = -1 if micros < 0 else 1  # Duration: seconds and nanos share the sign
+        m.seconds, m.nanos = sign * seconds, sign * rest * 1000
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        return dt.timedelta(seconds=m.seconds, microseconds=int(m.nanos / 1000))
+
+
+def _unit(dtype: np.dtype) -> str:
+    unit, count = np.datetime_data(dtype)
+    return unit if count == 1 else f"{count}{unit}"
+
+
+@dataclass(frozen=True)
+class Datetime64Node(_KnownMessage):
+    """A ``numpy.datetime64`` scalar, with its unit; NaT survives."""
+
+    annotation: Any = np.datetime64
+    message: ClassVar[str] = "dagen.v1.Datetime64"
+    proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/time.proto",)
+    python: ClassVar[Any] = np.datetime64
+    kind: ClassVar[str] = "M8"
+
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        m.value = int(np.asarray(value).view("int64"))
+        m.unit = _unit(value.dtype)
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        try:
+            dtype = np.dtype(f"{self.kind}[{m.unit}]")
+        except TypeError:
+            raise WireError(f"unknown {self.kind} unit {m.unit!r}") from None
+        return np.array(m.value, dtype="int64").view(dtype)[()]
+
+
+@dataclass(frozen=True)
+class Timedelta64Node(Datetime64Node):
+    """A ``numpy.timedelta64`` scalar, with its unit."""
+
+    annotation: Any = np.timedelta64
+    message: ClassVar[str] = "dagen.v1.Timedelta64"
+    python: ClassVar[Any] = np.timedelta64
+    kind: ClassVar[str] = "m8"
+
+
+# The known messages by the Python type that maps to each (type_node reads this).
+KNOWN: dict[Any, Callable[[], TypeNode]] = {
+    np.ndarray: NDArrayNode,
+    xr.DataArray: DataArrayNode,
+    xr.Dataset: DatasetNode,
+    dt.datetime: DateTimeNode,
+    dt.date: DateNode,
+    dt.timedelta: TimeDeltaNode,
+    np.datetime64: Datetime64Node,
+    np.timedelta64: Timedelta64Node,
+}
