@@ -23,12 +23,11 @@ from ._codecs import accepted_codecs
 from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
 from ._exceptions import InsecureRefused
-from ._executor import (
+from ._executors import (
     CallState,
     Cancelled,
     Slots,
-    ThreadExecutor,
-    make_executor,
+    executor_class,
     stopped,
     supervise,
 )
@@ -88,7 +87,7 @@ class ServerOptions:
     debug: bool = False  # send tracebacks to callers
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     limits: Limits = Limits()
-    executor: str = "thread"  # or "process": see dagen._executor
+    executor: str = "thread"  # or "process": see dagen._executors
     workers: int = 8  # calls run at the same time
     policy: Policy | None = None  # who may call what; None: every certificate of the CA
     call_limits: CallLimits = CallLimits()  # calls in progress, per identity, memory
@@ -124,18 +123,18 @@ class Servicer:
     def __init__(self, options: ServerOptions | None = None) -> None:
         self.options = options or ServerOptions()
         self._functions: dict[str, Callable[..., Any]] = {}
+        executor = executor_class(self.options.executor)
         for key, method in self.methods.items():
             fn = method.fn
             owner: Any = getattr(self.module, fn.owner) if fn.owner else self.module
-            if self.options.executor != "thread" and (fn.owner or fn.generator):
-                raise ValueError(
-                    f"{key}(): class methods and generators run only with --executor thread"
-                )
+            refused = executor.refuses(fn)
+            if refused is not None:
+                raise ValueError(f"{key}(): {refused}")
             if fn.has_instance:  # a method: called on an object made per call
                 self._functions[key] = functools.partial(_construct_and_call, owner, fn.name)
             else:
                 self._functions[key] = getattr(owner, fn.name)
-        self._executor = make_executor(self.options.executor, self.module, self.options.workers)
+        self._executor = executor(self.module, self.options.workers)
         self.admission = Admission(self.options.call_limits)  # see dagen._guard
 
     def close(self) -> None:
@@ -171,11 +170,12 @@ class Servicer:
 
     def _unary_handler(self, method: Method) -> Callable[[bytes, grpc.ServicerContext], Any]:
         # A unary function has no progress reports to forward (a Progress parameter
-        # makes an rpc streaming): under the thread executor it runs right here, with no
-        # call state, supervision or future. A tiny call's time is mostly Python that
-        # runs with cold caches, so this path touches as little code as it can.
+        # makes an rpc streaming): under an executor that allows it (inline_slots: the
+        # thread executor) it runs right here, with no call state, supervision or future.
+        # A tiny call's time is mostly Python that runs with cold caches, so this path
+        # touches as little code as it can.
         executor = self._executor
-        slots = executor.inline_slots if isinstance(executor, ThreadExecutor) else None
+        slots = executor.inline_slots
         fn = self._functions[method.fn.key]
         plain_arguments = method.plain_arguments
         checks_contract = self.contract is not None
@@ -438,12 +438,7 @@ class Servicer:
         e: Cancelled,
         started: float,
     ) -> None:
-        if self._executor.kind == "process" and call is not None:
-            what = f"its worker process {call.worker_pid} was terminated" if call.worker_pid else (
-                "it had not started"
-            )
-        else:
-            what = "it stops when it checks progress.cancelled or dagen.cancelled(), or returns"
+        what = self._executor.after_cancel(call)
         log.info(
             "%s %s() cancelled after %.3f s, because %s; %s",
             caller_of(context),
