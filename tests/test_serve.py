@@ -96,3 +96,20 @@ def test_the_server_runtime_imports_without_click() -> None:
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "imported"
+
+
+def test_serving_generators_in_worker_processes_is_refused_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    process = subprocess.Popen(
+        [*DAGEN, "serve", str(SERVICES / "stream_service.py"), "--insecure", "--port", "0",
+         "--executor", "process"],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    code, stdout, stderr = finish(process)
+    assert code != 0
+    assert "Traceback" not in stderr, stderr
+    assert "forever(): class methods and generators run only with --executor thread" in stderr
+    assert "dagen: serving" not in stdout
+    assert build_folders(tmp_path) == []

@@ -179,7 +179,11 @@ def _run(
                             workers=workers, limits=settings.limits, policy=settings.policy,
                             call_limits=settings.call_limits)
     try:
-        serve(servicer_cls, options, host=host, port=port, certs=certs, insecure=insecure,
+        servicer = servicer_cls(options)
+    except ValueError as e:  # a function this executor cannot run
+        raise click.ClickException(str(e)) from None
+    try:
+        serve(servicer, host=host, port=port, certs=certs, insecure=insecure,
               allow_remote_insecure=allow_remote_insecure, socket=settings.socket,
               settings=settings.describe())
     except (InsecureRefused, OSError, CertificateError) as e:

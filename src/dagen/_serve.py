@@ -23,7 +23,7 @@ import grpc
 
 from ._exceptions import InsecureRefused
 from ._guard import Guard
-from ._server import ServerOptions, Servicer
+from ._server import Servicer
 from ._socket import bind_unix_socket, unix_target
 from ._threads import LastIdlePool
 from ._tls import SERVER_OPTIONS, is_loopback, join_host_port, server_credentials
@@ -129,8 +129,7 @@ def interrupt_on_sigterm() -> None:
 
 
 def serve(
-    servicer_cls: type[Servicer],
-    options: ServerOptions,
+    servicer: Servicer,
     *,
     host: str = "127.0.0.1",
     port: int = 50051,
@@ -140,30 +139,33 @@ def serve(
     socket: str | None = None,
     settings: str = "",
 ) -> None:
-    """Serve ``servicer_cls`` until SIGTERM or Ctrl-C, then stop gracefully.
+    """Serve ``servicer`` until SIGTERM or Ctrl-C, then stop gracefully; close it.
 
     Prints the address line (``dagen: serving <service> on <address> (...)``) once the
     server listens; ``settings`` describes, in the log, who may call and the limits.
     A server that cannot start raises (InsecureRefused, CertificateError, OSError) and
     leaves nothing running. Call it in the main thread (it handles signals)."""
     interrupt_on_sigterm()
-    servicer = servicer_cls(options)
     try:
         server, bound = create_server(
             servicer, host=host, port=port, certs=certs, insecure=insecure,
-            allow_remote_insecure=allow_remote_insecure, workers=options.workers, socket=socket,
+            allow_remote_insecure=allow_remote_insecure, workers=servicer.options.workers,
+            socket=socket,
         )
         if settings:
             log.info("%s", settings)
-        server.start()
         try:
-            address = unix_target(socket) if socket is not None else join_host_port(host, bound)
-            security = "plain text (INSECURE)" if insecure else f"mutual TLS with {certs}"
-            print(f"dagen: serving {servicer.service.full_name} on {address} ({security}); "
-                  "Ctrl-C stops", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C, or SIGTERM
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C, or SIGTERM: stop
+                server.start()
+                address = unix_target(socket) if socket is not None else join_host_port(host, bound)
+                security = "plain text (INSECURE)" if insecure else f"mutual TLS with {certs}"
+                print(f"dagen: serving {servicer.service.full_name} on {address} ({security}); "
+                      "Ctrl-C stops", flush=True)
                 while True:
                     time.sleep(3600)
+            # Calls in progress get their grace: another SIGTERM (sent to the whole process
+            # group, say) does not cut it short; another Ctrl-C does.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             print(f"dagen: stopping (finishing calls in progress for up to {GRACE:g} s)",
                   flush=True)
         finally:
