@@ -16,7 +16,7 @@ from conftest import SERVICES, start_server
 from guarded import wait_until
 
 import dagen
-from dagen._shm import Arena, default_roots
+from dagen._executors._shm import Arena, default_roots
 
 MODULE = SERVICES / "progress_service.py"
 

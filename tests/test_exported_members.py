@@ -25,7 +25,7 @@ def test_top_level_exports():
 def test_one_exception_hierarchy():
     """Every error dagen raises derives from DagenError, every warning from DagenWarning,
     and they are the classes the modules raising them use."""
-    from dagen import _codecs, _introspect, _lock, _server
+    from dagen import _codecs, _introspect, _lock, _serve
     from dagen._security import _certs, _policy, _reload
 
     errors = [dagen.RemoteError, dagen.CallError, dagen.ContractMismatch, dagen.ServerUnavailable,
@@ -42,7 +42,7 @@ def test_one_exception_hierarchy():
     assert _introspect.BuildError is dagen.BuildError
     assert _policy.PolicyError is dagen.PolicyError
     assert _reload.CertificateExpiryWarning is dagen.CertificateExpiryWarning
-    assert _server.InsecureRefused is dagen.InsecureRefused
+    assert _serve.InsecureRefused is dagen.InsecureRefused
 
 
 def test_runtime_modules_used_by_generated_code():

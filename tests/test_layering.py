@@ -15,8 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 BUILD_PACKAGES = ("docstring_parser", "jinja2", "grpc_tools")
 BUILD_MODULES = (
     "dagen._build",
@@ -25,12 +23,6 @@ BUILD_MODULES = (
     "dagen._fingerprint",
     "dagen._lock",
     "dagen._docstrings",
-)
-CLICK_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="dagen.server still imports click through _cli.run_servicer; the serve loop "
-    "moves out of _cli.py into _serve.py on the exec branch (issue 13): drop this mark "
-    "once that branch is merged",
 )
 
 SCRIPT = """
@@ -74,7 +66,6 @@ def test_server_runtime_needs_no_build_dependencies():
     assert import_blocked(["dagen.server"], BUILD_PACKAGES) == []
 
 
-@CLICK_PENDING
 def test_server_runtime_needs_no_click():
     assert import_blocked(["dagen.server"], (*BUILD_PACKAGES, "click")) == []
 

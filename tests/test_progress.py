@@ -145,7 +145,7 @@ def test_progress_outside_a_server():
 
 
 def test_reports_are_merged_only_when_the_caller_falls_behind():
-    from dagen._executor import ReportQueue
+    from dagen._executors import ReportQueue
     from dagen._progress import ProgressState
 
     queue = ReportQueue(maxlen=4)

@@ -22,7 +22,8 @@ from conftest import DAGEN, SERVICES, Certs, Server, start_server
 
 import dagen
 from dagen._introspect import load_module
-from dagen._server import InsecureRefused, Servicer, create_server
+from dagen._serve import InsecureRefused, create_server
+from dagen._server import Servicer
 
 ECHO = SERVICES / "echo_service.py"
 ADD_PATH = "/echo_service.EchoService/Add"

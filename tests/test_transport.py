@@ -23,7 +23,7 @@ from guarded import GUARDED, serve
 
 import dagen
 import dagen._security._tls
-import dagen._server
+import dagen._serve
 from dagen._introspect import load_module
 from dagen._security import init_ca, issue_client, issue_server
 from dagen._security._tls import (
@@ -32,7 +32,8 @@ from dagen._security._tls import (
     MIN_PING_INTERVAL_MS,
     SERVER_OPTIONS,
 )
-from dagen._server import Servicer, create_server
+from dagen._serve import create_server
+from dagen._server import Servicer
 
 # -- a stand-in for `ssh -L`: bytes in, bytes out ---------------------------------------------
 
@@ -255,7 +256,7 @@ def test_keepalive_scaled_down_never_draws_too_many_pings(
     client_ms = 1000  # the production ratio: the server accepts twice as often
     monkeypatch.setattr(dagen._security._tls, "CHANNEL_OPTIONS", scaled(
         CHANNEL_OPTIONS, **{"grpc.keepalive_time_ms": client_ms}))
-    monkeypatch.setattr(dagen._server, "SERVER_OPTIONS", scaled(
+    monkeypatch.setattr(dagen._serve, "SERVER_OPTIONS", scaled(
         SERVER_OPTIONS, **{"grpc.http2.min_ping_interval_without_data_ms": server_interval_ms,
                            "grpc.keepalive_time_ms": 100_000}))
     server, port = create_server(guarded_servicer(), host="127.0.0.1", port=0,

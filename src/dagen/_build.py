@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +17,14 @@ from google.protobuf import __version__ as protobuf_version
 
 from ._exceptions import BuildError, ContractError
 from ._fingerprint import with_fingerprints
+from ._handshake import ContractInfo
 from ._introspect import introspect_module, load_module
 from ._layout import Contract, lay_out
 from ._lock import lock_path_for, read_lock, settle, write_lock
 from ._model import Service
 from ._render import render_client, render_client_pyproject, render_proto, render_server, write
 from ._resources import data_dir
+from ._server import Servicer
 from ._version import __version__
 
 
@@ -127,3 +131,25 @@ def build(module: str, out: str | Path, *, allow_breaking: bool = False,
                              allow_breaking=allow_breaking)
     except ContractError as e:
         raise BuildError(str(e)) from None
+
+
+def build_servicer(module: str, lock: str | Path | None = None) -> type[Servicer]:
+    """The servicer ``dagen serve MODULE`` serves: ``module`` built as ``dagen build``
+    builds it, with the contract of its lock file (only read here), in a temporary
+    folder that is gone once the compiled messages are imported (whatever happens)."""
+    mod = load_module(module)
+    service = introspect_module(mod)
+    with tempfile.TemporaryDirectory(prefix="dagen-serve-") as folder:
+        out = Path(folder)
+        lock_path = Path(lock) if lock else lock_path_for(mod.__file__, out, service.package)
+        result = build_service(service, out, str(Path(mod.__file__ or ".").parent), client=False,
+                               lock_path=lock_path, write_lock_file=False)
+        sys.path.insert(0, folder)
+        try:
+            pb2 = importlib.import_module(f"{service.package}_pb2")
+        finally:
+            sys.path.remove(folder)
+    c = result.contract
+    contract = ContractInfo(c.revision, c.fingerprints, c.accepted)
+    return type(f"{service.name}Servicer", (Servicer,), {}, module=mod, pb2=pb2,
+                contract=contract)

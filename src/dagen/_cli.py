@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
-import signal
-import sys
-import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ._executors import EXECUTORS
 from ._version import __version__
 
 DEFAULT_CHUNK_SIZE = "4032KiB"  # dagen._wire.DEFAULT_CHUNK_BYTES (not imported: numpy)
@@ -134,7 +130,7 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--executor",
             default="thread",
             show_default=True,
-            type=click.Choice(["thread", "process"]),
+            type=click.Choice(EXECUTORS),
             help="Where functions run: threads of the server (a cancelled call stops when "
             "its function checks dagen.cancelled()), or worker processes (a cancelled "
             "call's worker is terminated at once).",
@@ -172,56 +168,26 @@ def _run(
     debug: bool,
     **access: Any,  # --policy, --socket and the limits: dagen._security._settings
 ) -> None:
-    from ._exceptions import CertificateError
+    from ._exceptions import CertificateError, InsecureRefused
     from ._security import security_settings
-    from ._server import InsecureRefused, ServerOptions, create_server
+    from ._serve import serve
+    from ._server import ServerOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = security_settings(servicer_cls, insecure=insecure, **access)
-    servicer = servicer_cls(
-        ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor, workers=workers,
-                      limits=settings.limits, policy=settings.policy,
-                      call_limits=settings.call_limits)
-    )
+    options = ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor,
+                            workers=workers, limits=settings.limits, policy=settings.policy,
+                            call_limits=settings.call_limits)
     try:
-        server, bound = create_server(
-            servicer,
-            host=host,
-            port=port,
-            certs=certs,
-            insecure=insecure,
-            allow_remote_insecure=allow_remote_insecure,
-            workers=workers,
-            socket=settings.socket,
-        )
+        servicer = servicer_cls(options)
+    except ValueError as e:  # a function this executor cannot run
+        raise click.ClickException(str(e)) from None
+    try:
+        serve(servicer, host=host, port=port, certs=certs, insecure=insecure,
+              allow_remote_insecure=allow_remote_insecure, socket=settings.socket,
+              settings=settings.describe())
     except (InsecureRefused, OSError, CertificateError) as e:
         raise click.ClickException(str(e)) from None
-    logging.getLogger("dagen.server").info("%s", settings.describe())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server.start()
-    from ._security import join_host_port
-
-    security = "plain text (INSECURE)" if insecure else f"mutual TLS with {certs}"
-    address = join_host_port(host, bound)
-    if settings.socket is not None:
-        from ._security import unix_target
-
-        address = unix_target(settings.socket)
-    click.echo(
-        f"dagen: serving {servicer.service.full_name} on {address} "
-        f"({security}); Ctrl-C stops",
-        err=False,
-    )
-    sys.stdout.flush()
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    click.echo("dagen: stopping (finishing calls in progress for up to 5 s)")
-    server.stop(grace=5).wait()
-    servicer.close()
 
 
 @main.command()
@@ -235,34 +201,21 @@ def serve(module: str, lock: str | None, **options: Any) -> None:
     MODULE is a file or an importable module name, as for 'dagen build'. Clients
     need a certificate signed by the CA in --certs.
     """
-    from ._build import build_service
-    from ._exceptions import ContractError
-    from ._handshake import ContractInfo
-    from ._introspect import BuildError, introspect_module, load_module
-    from ._lock import lock_path_for
-    from ._server import Servicer
+    from ._build import build_servicer
+    from ._exceptions import BuildError, ContractError
+    from ._serve import interrupt_on_sigterm
 
+    interrupt_on_sigterm()  # a SIGTERM while building still removes the build folder
     try:
-        mod = load_module(module)
-        service = introspect_module(mod)
-        out = Path(tempfile.mkdtemp(prefix="dagen-serve-"))
-        lock_path = Path(lock) if lock else lock_path_for(mod.__file__, out, service.package)
-        # The same contract `dagen build` made from the lock; the lock is only read here.
-        result = build_service(service, out, str(Path(mod.__file__ or ".").parent), client=False,
-                               lock_path=lock_path, write_lock_file=False)
+        servicer_cls = build_servicer(module, lock)
     except (BuildError, ContractError) as e:
         raise click.ClickException(str(e)) from None
-    sys.path.insert(0, str(out))
-    pb2 = importlib.import_module(f"{service.package}_pb2")
-    c = result.contract
-    contract = ContractInfo(c.revision, c.fingerprints, c.accepted)
-    servicer_cls = type(f"{service.name}Servicer", (Servicer,), {}, module=mod, pb2=pb2,
-                        contract=contract)
     _run(servicer_cls, **options)
 
 
 def run_servicer(servicer_cls: Any) -> None:
-    """Entry point of a generated server module (``python -m <module>_server``)."""
+    """The command line of a generated server module (``python -m <module>_server``):
+    the options of ``dagen serve``."""
 
     @click.command(
         help=f"Serve {servicer_cls.service.full_name} over gRPC, with mutual TLS by default."

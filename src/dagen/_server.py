@@ -1,15 +1,14 @@
 """The server: decode a request, call the real function, encode its result.
 
 A generated server module only declares ``class XServicer(Servicer, module=..., pb2=...)``;
-everything else happens here, once for every service.
+everything else happens here, once for every service. Creating and running the grpc
+server that serves it is :mod:`dagen._serve`'s job.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
-import sys
 import time
 import types
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -21,13 +20,11 @@ import grpc
 from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
 from ._codecs import accepted_codecs
 from ._errors import ERROR_METADATA_KEY, remote_error_details
-from ._exceptions import InsecureRefused
-from ._executor import (
+from ._executors import (
     CallState,
     Cancelled,
     Slots,
-    ThreadExecutor,
-    make_executor,
+    executor_class,
     stopped,
     supervise,
 )
@@ -41,18 +38,7 @@ from ._progress import (
     state_to_proto,
 )
 from ._protocol import Method, receive, send
-from ._security import (
-    SERVER_OPTIONS,
-    Admission,
-    CallLimits,
-    Guard,
-    Policy,
-    bind_unix_socket,
-    is_loopback,
-    join_host_port,
-    server_credentials,
-)
-from ._threads import LastIdlePool
+from ._security import Admission, CallLimits, Policy
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
     LimitExceeded,
@@ -69,32 +55,12 @@ log = logging.getLogger("dagen.server")
 _ASK_IF_GONE_AFTER = 0.001
 
 
-
-def import_served_module(name: str, fallback_path: str | None = None) -> types.ModuleType:
-    """Import the module a generated server serves; if it is not on sys.path, look in
-    the folder it was built from."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name != name or not fallback_path:
-            raise
-    sys.path.insert(0, fallback_path)
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            f"cannot import {name!r}, the module this server serves: add the folder that "
-            f"holds it to PYTHONPATH (it was built from {fallback_path})",
-            name=name,
-        ) from None
-
-
 @dataclass(frozen=True)
 class ServerOptions:
     debug: bool = False  # send tracebacks to callers
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     limits: Limits = Limits()
-    executor: str = "thread"  # or "process": see dagen._executor
+    executor: str = "thread"  # or "process": see dagen._executors
     workers: int = 8  # calls run at the same time
     policy: Policy | None = None  # who may call what; None: every certificate of the CA
     call_limits: CallLimits = CallLimits()  # calls in progress, per identity, memory
@@ -130,18 +96,18 @@ class Servicer:
     def __init__(self, options: ServerOptions | None = None) -> None:
         self.options = options or ServerOptions()
         self._functions: dict[str, Callable[..., Any]] = {}
+        executor = executor_class(self.options.executor)
         for key, method in self.methods.items():
             fn = method.fn
             owner: Any = getattr(self.module, fn.owner) if fn.owner else self.module
-            if self.options.executor != "thread" and (fn.owner or fn.generator):
-                raise ValueError(
-                    f"{key}(): class methods and generators run only with --executor thread"
-                )
+            refused = executor.refuses(fn)
+            if refused is not None:
+                raise ValueError(f"{key}(): {refused}")
             if fn.has_instance:  # a method: called on an object made per call
                 self._functions[key] = functools.partial(_construct_and_call, owner, fn.name)
             else:
                 self._functions[key] = getattr(owner, fn.name)
-        self._executor = make_executor(self.options.executor, self.module, self.options.workers)
+        self._executor = executor(self.module, self.options.workers)
         self.admission = Admission(self.options.call_limits)  # see dagen._security._guard
 
     def close(self) -> None:
@@ -177,11 +143,12 @@ class Servicer:
 
     def _unary_handler(self, method: Method) -> Callable[[bytes, grpc.ServicerContext], Any]:
         # A unary function has no progress reports to forward (a Progress parameter
-        # makes an rpc streaming): under the thread executor it runs right here, with no
-        # call state, supervision or future. A tiny call's time is mostly Python that
-        # runs with cold caches, so this path touches as little code as it can.
+        # makes an rpc streaming): under an executor that allows it (inline_slots: the
+        # thread executor) it runs right here, with no call state, supervision or future.
+        # A tiny call's time is mostly Python that runs with cold caches, so this path
+        # touches as little code as it can.
         executor = self._executor
-        slots = executor.inline_slots if isinstance(executor, ThreadExecutor) else None
+        slots = executor.inline_slots
         fn = self._functions[method.fn.key]
         plain_arguments = method.plain_arguments
         checks_contract = self.contract is not None
@@ -444,12 +411,7 @@ class Servicer:
         e: Cancelled,
         started: float,
     ) -> None:
-        if self._executor.kind == "process" and call is not None:
-            what = f"its worker process {call.worker_pid} was terminated" if call.worker_pid else (
-                "it had not started"
-            )
-        else:
-            what = "it stops when it checks progress.cancelled or dagen.cancelled(), or returns"
+        what = self._executor.after_cancel(call)
         log.info(
             "%s %s() cancelled after %.3f s, because %s; %s",
             caller_of(context),
@@ -513,73 +475,10 @@ def caller_of(context: grpc.ServicerContext) -> str:
     return names[0].decode() if names else context.peer()
 
 
-# -- running ------------------------------------------------------------------------------------
+# -- methods ------------------------------------------------------------------------------------
 
 
 def _construct_and_call(owner: type, name: str, init_args: list[Any], init_kwargs: dict[str, Any],
                         *args: Any, **kwargs: Any) -> Any:
     """Call a method as DASF does: on an object made with the caller's arguments."""
     return getattr(owner(*init_args, **init_kwargs), name)(*args, **kwargs)
-
-
-
-def create_server(
-    servicer: Servicer,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 50051,
-    certs: str | None = None,
-    insecure: bool = False,
-    allow_remote_insecure: bool = False,
-    workers: int = 8,
-    socket: str | None = None,
-) -> tuple[grpc.Server, int]:
-    """A started-ready grpc server and the port it listens on (``port=0`` picks one);
-    with ``socket``, it listens on that Unix socket file instead (mode 0600)."""
-    address = join_host_port(host, port)
-    if insecure:
-        if socket is None and not is_loopback(host) and not allow_remote_insecure:
-            raise InsecureRefused(
-                f"refusing to serve plain text on {address}: anyone on the network could read "
-                "and call it. Use mutual TLS (--certs), or serve on 127.0.0.1 and reach it "
-                "through an SSH tunnel; --allow-remote-insecure overrides this."
-            )
-        credentials = None
-    elif certs is None:
-        raise FileNotFoundError("no certificate folder given: pass --certs DIR (see 'dagen certs')")
-    else:
-        credentials = server_credentials(certs)
-    if servicer.options.policy is not None and credentials is None:
-        raise InsecureRefused(
-            "a policy needs mutual TLS (--certs): over plain text callers have no identity"
-        )
-    # A handler thread for every call the guard may admit, and some to refuse the others:
-    # the guard holds a thread only for calls it admitted, so calls over the limits are
-    # refused as fast as those spare threads can. No maximum_concurrent_rpcs: grpc
-    # counts it in Python under the server's lock, ~20 us of every tiny call. (Nor
-    # HTTP/2's max_concurrent_streams: grpc resets streams over it, which callers see as
-    # a broken connection, not as a refusal.)
-    max_calls = servicer.options.call_limits.max_calls
-    server = grpc.server(
-        LastIdlePool(max_workers=max(workers, max_calls + 8)),
-        options=SERVER_OPTIONS,
-    )
-    # Registered methods: grpc matches the rpc's path in C, and every handler is
-    # guarded (once, here); paths nobody serves get UNIMPLEMENTED.
-    guard = Guard.for_servicer(servicer, None if insecure else certs)
-    server.add_registered_method_handlers(
-        servicer.service.full_name, guard.wrap(servicer.method_handlers())
-    )
-    if socket is not None:
-        bind_unix_socket(server, socket, credentials)
-        return server, 0
-    try:
-        if credentials is None:
-            bound = server.add_insecure_port(address)
-        else:
-            bound = server.add_secure_port(address, credentials)
-    except RuntimeError:  # grpcio raises "Failed to bind" where older versions returned 0
-        bound = 0
-    if bound == 0:
-        raise OSError(f"cannot listen on {address} (is the port in use?)")
-    return server, bound

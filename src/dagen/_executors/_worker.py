@@ -1,0 +1,150 @@
+"""The worker process's side of the process executor: load the served module, then
+run the calls the server sends through the pipe until told to stop.
+
+Messages, server to worker: ``("call", function, progress parameter, arena name,
+arena roots, payload, caller)`` and ``("stop",)``; worker to server: ``("ready",
+pid)`` or ``("failed", traceback)`` once, then per call any number of ``("progress",
+state)`` and one ``("result", payload)`` or ``("error", *describe_exception(e))``.
+Arrays do not go through the pipe: see :mod:`dagen._executors._shm`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import ctypes
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import threading
+import time
+import traceback
+import types
+from pathlib import Path
+from typing import Any
+
+from .._progress import Progress
+from .._security import set_caller
+from ._shm import Arena
+
+# -- errors across the pipe ---------------------------------------------------------------------------
+
+
+def describe_exception(exc: BaseException) -> tuple[bytes | None, str, str, str, str]:
+    pickled: bytes | None = None
+    try:
+        data = pickle.dumps(exc)
+        pickle.loads(data)  # noqa: S301 - our own worker's bytes
+        pickled = data
+    except Exception:  # noqa: BLE001 - an exception that does not survive pickling: described
+        pass
+    cls = type(exc)
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
+    tb = "".join(traceback.format_exception(exc))
+    return pickled, cls.__qualname__, cls.__module__, message, tb
+
+
+def rebuild_exception(
+    pickled: bytes | None, qualname: str, module: str, message: str, tb: str
+) -> BaseException:
+    exc: BaseException | None = None
+    if pickled is not None:
+        with contextlib.suppress(Exception):
+            exc = pickle.loads(pickled)  # noqa: S301 - our own worker's bytes
+    if exc is None:
+        cls: Any = getattr(builtins, qualname, None) if module == "builtins" else None
+        if not (isinstance(cls, type) and issubclass(cls, Exception)):
+            cls = type(qualname.rsplit(".", 1)[-1], (Exception,), {})
+            cls.__qualname__, cls.__module__ = qualname, module
+        exc = cls(message)
+    exc.add_note(f"Traceback in the worker process:\n{tb.rstrip()}")
+    return exc
+
+
+# -- the worker process --------------------------------------------------------------------------------
+
+
+def _die_with(server_pid: int) -> None:
+    """End this worker, even in the middle of a call, when the server has gone (killed,
+    crashed): its parent is the fork server, which lives as long as its children do."""
+    with contextlib.suppress(Exception):  # and when the fork server ends (Linux)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while _alive(server_pid):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dagen-watch-server", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has ended, but is still listed until its parent reaps it
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _load_module(name: str, file: str | None) -> types.ModuleType:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        if not file:
+            raise
+    from .._introspect import load_module
+
+    return load_module(file)
+
+
+def worker_main(
+    conn: multiprocessing.connection.Connection, name: str, file: str | None, server_pid: int
+) -> None:
+    """A worker process: load the module, then run calls until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C at the server is the server's to handle
+    _die_with(server_pid)
+    try:
+        module = _load_module(name, file)
+    except BaseException:  # noqa: BLE001 - reported to the server, which reports it
+        conn.send(("failed", traceback.format_exc()))
+        return
+    conn.send(("ready", os.getpid()))
+    send_lock = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with send_lock:
+            conn.send(message)
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message[0] != "call":
+            return
+        _, fn_name, progress_param, arena_name, roots, payload, identity = message
+        set_caller(identity)
+        arena = Arena(arena_name, [Path(r) for r in roots], prefix="r")
+        try:
+            args, kwargs = arena.loads(payload)
+            if progress_param is not None:
+                kwargs[progress_param] = Progress(lambda state: send(("progress", state)))
+            result = getattr(module, fn_name)(*args, **kwargs)
+            del args, kwargs
+            data = arena.dumps(result)
+            del result
+            send(("result", data))
+        except BaseException as e:  # noqa: BLE001 - the caller gets it, the worker goes on
+            send(("error", *describe_exception(e)))
+        finally:
+            arena = None  # type: ignore[assignment]
