@@ -140,7 +140,7 @@ def test_timed_out_call_leaves_no_work_running(in_thread, tmp_path, logs):
     """patient() is a unary rpc that checks dagen.cancelled(): the server sees the
     deadline and the function stops."""
     marker = str(tmp_path / "patient")
-    with in_thread.options(timeout=1.0), pytest.raises(TimeoutError) as raised:
+    with in_thread.__dagen__.options(timeout=1.0), pytest.raises(TimeoutError) as raised:
         in_thread.patient(120.0, marker)
     raised_at = time.time()
     assert "patient()" in str(raised.value) and "1.0 s" in str(raised.value)
@@ -210,7 +210,7 @@ def test_a_call_that_waited_for_a_worker_past_its_deadline_never_runs(
             busy = threading.Thread(target=client.patient, args=(1.5, first), daemon=True)
             busy.start()
             assert wait_until(lambda: Path(first + ".started").exists(), 10)
-            with client.options(timeout=0.5), pytest.raises(TimeoutError):
+            with client.__dagen__.options(timeout=0.5), pytest.raises(TimeoutError):
                 client.patient(5.0, late)
             busy.join(10)
             assert Path(first + ".stopped").exists()  # the slot is free again

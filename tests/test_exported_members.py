@@ -9,7 +9,7 @@ def test_top_level_exports():
     assert sorted(dagen.__all__) == sorted(
         ["__version__", "DagenError", "RemoteError", "CallError", "ContractMismatch", "ServerUnavailable",
          "Progress", "NO_PROGRESS", "ProgressReport", "ProgressStep", "cancelled",
-         "call_options", "caller", "Identity",
+         "call_options", "close", "caller", "Identity",
          "BuildError", "ContractError", "CertificateError", "PolicyError", "InsecureRefused",
          "CodecUnavailable", "DagenWarning", "CertificateExpiryWarning"]
     )
@@ -41,8 +41,8 @@ def test_one_exception_hierarchy():
 
 def test_runtime_modules_used_by_generated_code():
     assert sorted(dagen.client.__all__) == sorted(
-        ["DEFAULT_TIMEOUT", "ServiceClient", "default_client", "RemoteObject", "call_method",
-         "bound_class", "ContractInfo"]
+        ["DEFAULT_TIMEOUT", "ServiceClient", "ClientSpec", "Connection", "call", "call_method",
+         "close", "default_client", "RemoteObject", "bound_class", "ContractInfo"]
     )
     assert sorted(dagen.server.__all__) == sorted(
         ["ContractInfo", "Servicer", "ServerOptions", "create_server", "import_served_module",

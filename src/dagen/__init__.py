@@ -1,13 +1,15 @@
 """dagen: annotated Python functions as secure gRPC services, with arrays streamed in chunks.
 
 The public API is small: generated client packages subclass
-:class:`dagen.client.ServiceClient`; failed calls raise the errors below. A served
+:class:`dagen.client.ServiceClient` (``close(client)`` closes one); failed calls raise
+the errors below. A served
 function may declare a ``Progress`` parameter to report progress and check
 ``cancelled()``; callers receive ``ProgressReport``s and set per-call options with
 ``call_options``. Inside a served function, ``caller()`` is the :class:`Identity` of
 the client certificate that called it.
 """
 
+from ._client import close
 from ._display import call_options
 from ._errors import CallError, ContractMismatch, RemoteError, ServerUnavailable
 from ._exceptions import (
@@ -46,6 +48,7 @@ __all__ = [
     "ProgressStep",
     "cancelled",
     "call_options",
+    "close",
     "caller",
     "Identity",
 ]
