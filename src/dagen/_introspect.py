@@ -336,7 +336,7 @@ def check_client_names(service: Service, path: str, found_classes: dict[str, typ
         if name == CLIENT_CLASS:
             raise BuildError(
                 f"{where}: the {what} name {name!r} is the name of the generated client "
-                f"class ({service.client_package}.Client); rename it (e.g. {name}Config)"
+                f"class ({service.client_package}.Client); rename it"
             )
         if name in seen:
             raise BuildError(
