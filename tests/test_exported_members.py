@@ -48,3 +48,44 @@ def test_runtime_modules_used_by_generated_code():
         ["ContractInfo", "Servicer", "ServerOptions", "create_server", "import_served_module",
          "caller_of", "main"]
     )
+
+
+def _bare(fn):
+    """A signature without annotations: names, kinds and defaults."""
+    import inspect
+
+    sig = inspect.signature(fn)
+    return str(sig.replace(parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()],
+                           return_annotation=sig.empty))
+
+
+def test_entry_points_of_generated_code_keep_their_signatures():
+    """Installed clients and servers outlive the dagen that built them: what generated
+    code calls is versioned API. Changing a line here breaks every generated package."""
+    c, s = dagen.client, dagen.server
+    assert {
+        "client.call": _bare(c.call),
+        "client.call_method": _bare(c.call_method),
+        "client.default_client": _bare(c.default_client),
+        "client.bound_class": _bare(c.bound_class),
+        "client.close": _bare(c.close),
+        "client.ServiceClient subclass": _bare(c.ServiceClient.__init_subclass__),
+        "client.ContractInfo": _bare(c.ContractInfo),
+        "server.ContractInfo": _bare(s.ContractInfo),
+        "server.Servicer subclass": _bare(s.Servicer.__init_subclass__),
+        "server.import_served_module": _bare(s.import_served_module),
+        "server.main": _bare(s.main),
+    } == {
+        "client.call": "(client, key, arguments, /)",
+        "client.call_method": "(target, key, arguments, /)",
+        "client.default_client": "(cls, /)",
+        "client.bound_class": "(cls, /)",
+        "client.close": "(client, /)",
+        "client.ServiceClient subclass": "(*, pb2=None, contract=None, classes=(), **kwargs)",
+        "client.ContractInfo": "(revision, fingerprints, accepted=<factory>)",
+        "server.ContractInfo": "(revision, fingerprints, accepted=<factory>)",
+        "server.Servicer subclass": "(*, module, pb2, contract=None, **kwargs)",
+        "server.import_served_module": "(name, fallback_path=None)",
+        "server.main": "(servicer_cls)",
+    }
+    assert issubclass(c.RemoteObject, object) and c.ServiceClient.__enter__ and c.ServiceClient.__exit__

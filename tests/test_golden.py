@@ -1,24 +1,27 @@
 """One folder per feature under tests/inputs/ (as betterproto does): an input module,
 the .proto it must produce, and round trips of its CASES through a real server.
 
-Set DAGEN_UPDATE_GOLDEN=1 to rewrite the expected .proto files after a deliberate change.
+Each folder also holds the expected generated code, `expected_client.py` (the client
+package's __init__.py) and `expected_server.py`. Set DAGEN_REGENERATE=1 (or
+DAGEN_UPDATE_GOLDEN=1) to rewrite the expected files after a deliberate change.
 """
 
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import import_client, start_server
-from equivalence import assert_equivalent
+from equivalence import assert_equivalent, call_case
 
 import dagen
 from dagen._build import build
 
 INPUTS = Path(__file__).parent / "inputs"
 FEATURES = sorted(p.name for p in INPUTS.iterdir() if (p / f"{p.name}.py").is_file())
-UPDATE = os.environ.get("DAGEN_UPDATE_GOLDEN") == "1"
+UPDATE = "1" in (os.environ.get("DAGEN_UPDATE_GOLDEN"), os.environ.get("DAGEN_REGENERATE"))
 
 
 def _body(proto: str) -> str:
@@ -52,31 +55,30 @@ def test_proto_matches_the_golden_file(feature):
     assert _body(produced) == _body(expected.read_text())
 
 
-def _call_local(original, key, args, kwargs):
-    if "." not in key:
-        return getattr(original, key)(*args, **kwargs)
-    cls_name, method = key.split(".")
-    init_args, init_kwargs, call_args = args
-    cls = getattr(original, cls_name)
-    target = cls if init_args is None else cls(*init_args, **init_kwargs)
-    return getattr(target, method)(*call_args, **kwargs)
+def _generated(result, name):
+    """The generated client and server modules, without their first line (which names
+    the dagen version) and with the server's path to the module's folder (which depends
+    on where the build went) left out."""
+    client = (result.client / f"{name}_client" / "__init__.py").read_text()
+    server = re.sub(r'(?m)^SOURCE_FOLDER = .*$', 'SOURCE_FOLDER = "..."', result.server.read_text())
+    return {"expected_client.py": client, "expected_server.py": server}
 
 
-def _call_remote(client, key, args, kwargs):
-    if "." not in key:
-        return getattr(client, key)(*args, **kwargs)
-    cls_name, method = key.split(".")
-    init_args, init_kwargs, call_args = args
-    cls = getattr(client, cls_name)  # bound to this client
-    target = cls if init_args is None else cls(*init_args, **init_kwargs)
-    return getattr(target, method)(*call_args, **kwargs)
+def test_generated_code_matches_the_golden_files(feature):
+    name, result, _, _ = feature
+    for filename, produced in _generated(result, name).items():
+        expected = INPUTS / name / filename
+        if UPDATE:
+            expected.write_text(produced)
+        assert expected.exists(), f"{expected} is missing: make it with DAGEN_REGENERATE=1"
+        assert _body(produced) == _body(expected.read_text()), filename
 
 
 def test_cases_round_trip_through_a_real_server(feature):
     name, _, original, client = feature
     for key, args, kwargs in original.CASES:
-        expected = _call_local(original, key, args, kwargs)
-        actual = _call_remote(client, key, args, kwargs)
+        expected = call_case(original, key, args, kwargs)
+        actual = call_case(client, key, args, kwargs)
         if hasattr(expected, "__next__"):  # generators: the items, in order
             expected, actual = list(expected), list(actual)
         assert_equivalent(actual, expected, f"{name}.{key}{args!r:.60}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import import_client, start_server
-from equivalence import assert_equivalent
+from equivalence import assert_equivalent, call_case
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,16 +36,6 @@ def served(tmp_path_factory, certs):
     server.stop()
 
 
-def _local(original, key, args, kwargs):
-    if "." not in key:
-        return getattr(original, key)(*args, **kwargs)
-    cls_name, method = key.split(".")
-    init_args, init_kwargs, call_args = args
-    cls = getattr(original, cls_name)
-    target = cls if init_args is None else cls(*init_args, **init_kwargs)
-    return getattr(target, method)(*call_args, **kwargs)
-
-
 def test_module_level_functions_and_classes_keep_the_users_names(served, certs, clean_env):
     """The module-level style (connected by the environment): parameters called name,
     key, target, self, cls and Client; functions called like dagen's own names."""
@@ -55,8 +45,8 @@ def test_module_level_functions_and_classes_keep_the_users_names(served, certs, 
     clean_env.setenv("DAGEN_IDENTITY", "alice")
     original = sys.modules["names"]
     for key, args, kwargs in original.CASES:
-        expected = _local(original, key, args, kwargs)
-        actual = _local(client_module, key, args, kwargs)  # the mirrors, unbound
+        expected = call_case(original, key, args, kwargs)
+        actual = call_case(client_module, key, args, kwargs)  # the mirrors, unbound
         assert_equivalent(actual, expected, f"names.{key}")
     assert client_module.describe(name="n", key="k", target=1) == "n:k:1"
     assert client_module.make(Client="c") == "c made by me"

@@ -25,6 +25,7 @@ import importlib
 import inspect
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -216,6 +217,32 @@ def _docstring(doc: str | None, indent: str = "    ") -> str:
     return f'{prefix}"""{text}"""'
 
 
+def without_parameters(doc: str | None, names: set[str]) -> str | None:
+    """``doc`` without the entries of ``names`` in its numpy-style Parameters section
+    (the parameters the client does not take, as a ``dagen.Progress``)."""
+    if not doc or not names:
+        return doc
+    lines = doc.splitlines(keepends=True)
+    kept: list[str] = []
+    in_parameters = dropping = False
+    entry_indent = 0
+    for i, line in enumerate(lines):
+        text = line.strip()
+        indent = len(line) - len(line.lstrip())
+        underline = i + 1 < len(lines) and set(lines[i + 1].strip()) == {"-"}
+        if underline:  # a section header
+            in_parameters, dropping = text in ("Parameters", "Other Parameters"), False
+            entry_indent = indent
+        elif in_parameters and text and indent <= entry_indent and set(text) != {"-"}:
+            dropping = re.split(r"\s*:", text, maxsplit=1)[0] in names  # a new entry
+        if dropping and not text:  # a blank line: kept when it ends the entry
+            following = next((x for x in lines[i + 1 :] if x.strip()), "")
+            dropping = len(following) - len(following.lstrip()) > entry_indent
+        if not dropping:
+            kept.append(line)
+    return "".join(kept)
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("codegen"))),
@@ -309,7 +336,8 @@ class _ClientWriter:
     def function(self, fn: Function, method: bool) -> PyFunction:
         client = SELF if method else "_dagen_client.default_client(_dagen_Client)"
         body = f"return _dagen_client.call({client}, {py_literal(fn.key)}, {self.arguments(fn)})"
-        return PyFunction("", self.signature(fn, SELF if method else None), fn.doc, body)
+        doc = without_parameters(fn.doc, {fn.progress} if fn.progress else set())
+        return PyFunction("", self.signature(fn, SELF if method else None), doc, body)
 
     def remote_class(self, cls: RemoteClass) -> PyClass:
         init = cls.init
@@ -329,7 +357,7 @@ class _ClientWriter:
                 PyFunction(
                     decorator,
                     self.signature(fn, SELF),
-                    fn.doc,
+                    without_parameters(fn.doc, {fn.progress} if fn.progress else set()),
                     f"return _dagen_client.call_method("
                     f"{SELF}, {py_literal(fn.key)}, {self.arguments(fn)})",
                 )
@@ -429,7 +457,10 @@ def render_proto(contract: Contract, version: str) -> str:
     )
 
 
-def render_server(service: Service, contract: Contract, version: str, source_dir: str) -> str:
+def render_server(
+    service: Service, contract: Contract, version: str, source_dir: str | None
+) -> str:
+    """The server module; ``source_dir``: the served module's folder relative to it."""
     template = _environment().get_template("server.py.j2")
     return template.render(
         service=service, contract=contract, version=version, source_dir=source_dir
