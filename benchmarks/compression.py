@@ -212,7 +212,7 @@ def echo_end_to_end(variables: dict[str, np.ndarray], repeat: int, work: Path) -
                 da = xr.DataArray(variables[name], dims=("month", "level", "latitude", "longitude"),
                                   name=name)
                 for compression in (None, "zstd", "lz4"):
-                    with client.options(compression=compression):
+                    with client.__dagen__.options(compression=compression):
                         out = client.echo(da)  # warm-up, and the check
                         assert out.equals(da)  # noqa: S101
                         counts.update(sent=0, received=0)

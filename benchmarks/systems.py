@@ -142,7 +142,7 @@ class Dagen(System):
     def close(self) -> None:
         client = getattr(self, "client", None)
         if client is not None:
-            client.close()
+            client.__dagen__.close()
         super().close()
 
 

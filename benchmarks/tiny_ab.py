@@ -34,8 +34,8 @@ class DagenStub(SYSTEMS["dagen"]):
     def start(self) -> None:
         super().start()
         client = self.client
-        method = client.methods["add"]
-        self._stub = client._channel.unary_unary(
+        method = client.__dagen__.methods["add"]
+        self._stub = client.__dagen__.channel.unary_unary(
             method.path, request_serializer=method.request_cls.SerializeToString,
             response_deserializer=method.response_cls.FromString)
         self._request_cls = method.request_cls
@@ -98,8 +98,8 @@ class DagenOwnChannel(DagenStub):
         from dagen._security import CHANNEL_OPTIONS, channel_credentials
 
         client = self.client
-        method = client.methods["add"]
-        channel = grpc.secure_channel(client.target, channel_credentials(self.certs, "alice"),
+        method = client.__dagen__.methods["add"]
+        channel = grpc.secure_channel(client.__dagen__.target, channel_credentials(self.certs, "alice"),
                                       options=CHANNEL_OPTIONS)
         self._stub = channel.unary_unary(
             method.path, request_serializer=method.request_cls.SerializeToString,

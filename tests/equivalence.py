@@ -71,3 +71,17 @@ def assert_equivalent(actual, expected, where="result"):
     else:
         assert type(actual) is type(expected), f"{where}: {type(actual)} != {type(expected)}"
         assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def call_case(namespace, key, args, kwargs):
+    """Call a CASES entry of a golden module on ``namespace``: the module, a client, or
+    the client package (its module-level functions and classes). ``key`` is a function
+    or ``Class.method``; for a method, ``args`` is (constructor args or None for the
+    class itself, constructor kwargs, call args)."""
+    if "." not in key:
+        return getattr(namespace, key)(*args, **kwargs)
+    cls_name, method = key.split(".")
+    init_args, init_kwargs, call_args = args
+    cls = getattr(namespace, cls_name)  # on a client: bound to it
+    target = cls if init_args is None else cls(*init_args, **init_kwargs)
+    return getattr(target, method)(*call_args, **kwargs)

@@ -42,11 +42,13 @@ def test_client_functions_have_the_original_signatures_and_docstrings(ocean_clie
     for name in ocean_tools.__all__:
         original = getattr(ocean_tools, name)
         for generated in (getattr(ocean_client_module, name), getattr(ocean_client_module.Client, name)):
-            assert generated.__doc__ == original.__doc__
+            # the same text, indented as the generated def's body
+            assert inspect.getdoc(generated) == inspect.getdoc(original)
             assert generated.__name__ == original.__name__
+        assert getattr(ocean_client_module, name).__doc__ == original.__doc__  # same indent
         assert inspect.signature(getattr(ocean_client_module, name)) == inspect.signature(original)
         method = inspect.signature(getattr(ocean_client_module.Client, name))
-        assert list(method.parameters)[0] == "self"
+        assert list(method.parameters)[0] == "_dagen_self"  # a name no served module may use
         assert method.replace(parameters=list(method.parameters.values())[1:]) == inspect.signature(original)
 
 
@@ -223,3 +225,121 @@ def test_real_dataarray_through_the_example(ocean, ocean_client_module):
     xr.testing.assert_identical(ocean.zonal_mean(da), ocean_tools.zonal_mean(da))
     np.testing.assert_array_equal(ocean.histogram(da.values.ravel(), bins=5),
                                   ocean_tools.histogram(da.values.ravel(), bins=5))
+
+
+RUFF_FORMAT = ["format", "--check", "--isolated", "--line-length", "100"]
+
+
+def test_builds_are_reproducible_and_formatted(tmp_path):
+    """The same module and lock give byte-identical output in any folder, formatted."""
+    import shutil
+
+    from ruff.__main__ import find_ruff_bin
+
+    outputs = []
+    for place in ("one", "elsewhere/deeper/two"):
+        folder = tmp_path / place
+        folder.mkdir(parents=True)
+        for name in ("ocean_tools.py", "ocean_tools.dagen.lock"):
+            shutil.copy(EXAMPLE.parent / name, folder / name)
+        out = folder / "build"
+        done = subprocess.run([*DAGEN, "build", str(folder / "ocean_tools.py"), "--out", str(out)],
+                              capture_output=True, text=True, cwd=folder)
+        assert done.returncode == 0, done.stderr
+        files = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        outputs.append(files)
+        check = subprocess.run([find_ruff_bin(), *RUFF_FORMAT, str(out)], capture_output=True,
+                               text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert str(tmp_path) not in b"".join(files.values()).decode(errors="replace")
+        long = [line for p, text in files.items() if p.suffix == ".py" and "pb2" not in p.name
+                for line in text.decode().splitlines() if len(line) > 100]
+        assert not long, long
+    assert outputs[0].keys() == outputs[1].keys()
+    for path in outputs[0]:
+        assert outputs[0][path] == outputs[1][path], path
+
+
+def test_the_server_module_finds_the_module_relative_to_itself(tmp_path):
+    """The build folder moved elsewhere with the module beside it still serves."""
+    import shutil
+
+    (tmp_path / "src").mkdir()
+    shutil.copy(EXAMPLE, tmp_path / "src" / "ocean_tools.py")
+    out = tmp_path / "src" / "build"
+    done = subprocess.run([*DAGEN, "build", str(tmp_path / "src" / "ocean_tools.py"), "--out",
+                           str(out), "--lock", str(tmp_path / "x.lock")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "src", moved)
+    check = subprocess.run([sys.executable, "-c", "import ocean_tools_server as s; print(s.ocean_tools.__file__)"],
+                           capture_output=True, text=True, cwd=moved / "build",
+                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src")})
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.strip() == str(moved / "ocean_tools.py")
+
+
+def test_an_import_time_failure_of_the_generated_code_is_a_build_error(tmp_path, monkeypatch):
+    """dagen build imports what it generated (in a fresh interpreter) before it reports
+    success: here the served module fails when imported anywhere but in the build."""
+    import dagen
+    from dagen._build import build
+
+    module = tmp_path / "fragile.py"
+    module.write_text(textwrap.dedent("""\
+        import os
+
+        if os.environ.get("FRAGILE_OK") != "1":
+            raise RuntimeError("fragile needs FRAGILE_OK=1")
+
+
+        def f(x: int) -> int:
+            return x
+        """))
+    monkeypatch.setenv("FRAGILE_OK", "1")
+    build(str(module), tmp_path / "ok", lock=tmp_path / "x.lock")  # imports fine
+    monkeypatch.setenv("FRAGILE_OK", "0")  # what the subprocess sees
+    monkeypatch.setitem(sys.modules, "fragile", sys.modules["fragile"])
+    with pytest.raises(dagen.BuildError, match="does not import: RuntimeError: fragile needs"):
+        build(str(module), tmp_path / "bad", lock=tmp_path / "x.lock")
+
+
+def test_client_docstrings_drop_the_parameters_the_client_does_not_take(tmp_path):
+    from conftest import import_client
+
+    from dagen._build import build
+
+    module = tmp_path / "documented.py"
+    module.write_text(textwrap.dedent('''\
+        import dagen
+
+
+        def run(n: int, progress: dagen.Progress = dagen.NO_PROGRESS, *, label: str = "") -> int:
+            """Count to n.
+
+            Parameters
+            ----------
+            n : int
+                How far.
+            progress : dagen.Progress
+                Filled in by the server.
+
+                Reports each step.
+            label : str
+                A label.
+
+            Returns
+            -------
+            int
+                n.
+            """
+            return n
+        '''))
+    result = build(str(module), tmp_path / "out", lock=tmp_path / "x.lock")
+    client = import_client(result.client, "documented_client")
+    for fn in (client.run, client.Client.run):
+        doc = inspect.getdoc(fn)
+        assert "progress" not in doc and "Reports each step" not in doc
+        assert "n : int\n    How far.\nlabel : str\n    A label.\n\nReturns" in doc
+    assert list(inspect.signature(client.run).parameters) == ["n", "label"]

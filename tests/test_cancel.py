@@ -107,7 +107,7 @@ def test_ctrl_c_terminates_the_worker_of_a_function_that_never_checks(
 
 def test_timeout_raises_timeout_error_and_terminates_the_worker(in_process, tmp_path, logs):
     pidfile = tmp_path / "spin.pid"
-    with in_process.options(timeout=1.5), pytest.raises(TimeoutError) as raised:
+    with in_process.__dagen__.options(timeout=1.5), pytest.raises(TimeoutError) as raised:
         in_process.spin(120.0, str(pidfile))
     raised_at = time.monotonic()
     assert "spin()" in str(raised.value) and "1.5 s" in str(raised.value)
@@ -140,7 +140,7 @@ def test_timed_out_call_leaves_no_work_running(in_thread, tmp_path, logs):
     """patient() is a unary rpc that checks dagen.cancelled(): the server sees the
     deadline and the function stops."""
     marker = str(tmp_path / "patient")
-    with in_thread.options(timeout=1.0), pytest.raises(TimeoutError) as raised:
+    with in_thread.__dagen__.options(timeout=1.0), pytest.raises(TimeoutError) as raised:
         in_thread.patient(120.0, marker)
     raised_at = time.time()
     assert "patient()" in str(raised.value) and "1.0 s" in str(raised.value)
@@ -154,7 +154,7 @@ def test_timed_out_call_leaves_no_work_running(in_thread, tmp_path, logs):
 
 def test_progress_and_errors_cross_the_worker_process(in_process):
     reports = []
-    with in_process.options(on_progress=reports.append):
+    with in_process.__dagen__.options(on_progress=reports.append):
         assert in_process.count(10) == 10
     assert [r.message for r in reports] == [f"step {i} of 10" for i in range(1, 11)]
     with pytest.raises(ValueError, match="bad value"):
@@ -210,7 +210,7 @@ def test_a_call_that_waited_for_a_worker_past_its_deadline_never_runs(
             busy = threading.Thread(target=client.patient, args=(1.5, first), daemon=True)
             busy.start()
             assert wait_until(lambda: Path(first + ".started").exists(), 10)
-            with client.options(timeout=0.5), pytest.raises(TimeoutError):
+            with client.__dagen__.options(timeout=0.5), pytest.raises(TimeoutError):
                 client.patient(5.0, late)
             busy.join(10)
             assert Path(first + ".stopped").exists()  # the slot is free again

@@ -115,10 +115,10 @@ def test_client_warns_when_its_certificate_expires_within_14_days(
     folder, guarded_client_module
 ):
     with pytest.warns(CertificateExpiryWarning, match=r"bob\.crt expires in 2 days .*renew"):
-        guarded_client_module.Client("localhost:1", certs=folder, identity="bob").close()
+        guarded_client_module.Client("localhost:1", certs=folder, identity="bob").__dagen__.close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        guarded_client_module.Client("localhost:1", certs=folder, identity="alice").close()
+        guarded_client_module.Client("localhost:1", certs=folder, identity="alice").__dagen__.close()
 
 
 def test_server_warns_at_start_when_its_certificate_expires_soon(folder, tmp_path):
@@ -168,7 +168,7 @@ def test_server_reloads_renewed_certificates_without_dropping_connections(
         call.join(15)
         assert results == [2.0]  # the call in flight was not dropped
         assert alice.add(3, 4) == 7  # nor was its connection (a new one would fail now:)
-        alice.close()
+        dagen.close(alice)
         with pytest.raises(dagen.ServerUnavailable, match="TLS handshake failed"):
             Client(served.target, certs=old_side, identity="alice", timeout=10).add(1, 1)
         assert "reloaded the certificates" in served.logged()

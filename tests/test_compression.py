@@ -373,9 +373,9 @@ def test_a_client_without_the_library_fails_before_sending(echo_client_module, e
     monkeypatch.delenv("DAGEN_COMPRESSION")
     sent = []
     with Client(echo_server.target, certs=certs.folder, identity="alice") as client:
-        client._stubs["echo_array"] = lambda *a, **k: sent.append(a)  # would send
+        client.__dagen__.stubs["echo_array"] = lambda *a, **k: sent.append(a)  # would send
         with pytest.raises(CodecUnavailable, match="zstandard"):
-            with client.options(compression="zstd"):
+            with client.__dagen__.options(compression="zstd"):
                 client.echo_array(np.zeros(3))
         with pytest.raises(ValueError, match="unknown compression 'zip'"):
             with dagen.call_options(compression="zip"):
@@ -388,10 +388,10 @@ def test_the_environment_sets_a_clients_compression(echo_client_module, echo_ser
     clean_env.setenv("DAGEN_COMPRESSION", "lz4")
     with echo_client_module.Client(echo_server.target, certs=certs.folder,
                                    identity="alice") as client:
-        assert client.compression == "lz4"
+        assert client.__dagen__.compression == "lz4"
     with echo_client_module.Client(echo_server.target, certs=certs.folder, identity="alice",
                                    compression=None) as client:
-        assert client.compression is None
+        assert client.__dagen__.compression is None
 
 
 # -- end to end, through `dagen serve` -------------------------------------------------------------
@@ -448,7 +448,7 @@ def test_a_compressed_call_round_trips_with_fewer_bytes_on_the_wire(
                                    timeout=60) as client:
         raw = client.echo(ds["z"])
         raw_up, raw_down = counter.reset()
-        with client.options(compression=compression):
+        with client.__dagen__.options(compression=compression):
             out = client.echo(ds["z"])
         up, down = counter.reset()
         assert_identical(out, ds["z"])
@@ -459,7 +459,7 @@ def test_a_compressed_call_round_trips_with_fewer_bytes_on_the_wire(
         assert down * minimum < raw_down, (down, raw_down)  # the server compressed too
         many = client.echo_many([ds["z"].values, np.arange(10.0)], {"u": ds["z"] * 2})
         assert counter.reset()[1] > raw_down  # not asked: raw
-        with client.options(compression=compression):
+        with client.__dagen__.options(compression=compression):
             again = client.echo_many([ds["z"].values, np.arange(10.0)], {"u": ds["z"] * 2})
         for key, value in many.items():
             np.testing.assert_array_equal(again[key], value)
@@ -475,7 +475,7 @@ def test_a_client_compressing_for_the_whole_client(echo_client_module, echo_serv
         assert_identical(client.echo(da), da)
         up, down = counter.reset()
         assert up < da.nbytes / 1.3 and down < da.nbytes / 1.3
-        with client.options(compression=None):  # off for one block
+        with client.__dagen__.options(compression=None):  # off for one block
             assert_identical(client.echo(da), da)
         assert min(counter.reset()) > da.nbytes
 
@@ -493,7 +493,7 @@ def test_a_server_without_the_library_refuses_a_compressed_upload(
         with echo_client_module.Client(server.target, certs=certs.folder, identity="alice",
                                        timeout=30) as client:
             a = packed_field((2, 2, 30, 40))
-            with client.options(compression="zstd"):
+            with client.__dagen__.options(compression="zstd"):
                 with pytest.raises(CallError, match=r"INVALID_ARGUMENT.*echo_array\(\): array 1: "
                                    r"its chunks are compressed with 'zstd'.*'zstandard' is not "
                                    r"installed here.*pip install zstandard") as info:
@@ -501,7 +501,7 @@ def test_a_server_without_the_library_refuses_a_compressed_upload(
                 assert info.value.code.name == "INVALID_ARGUMENT"
                 # an upload that goes raw (too small to gain) gets a raw answer
                 np.testing.assert_array_equal(client.echo_array(np.arange(3.0)), np.arange(3.0))
-            with client.options(compression="lz4"):  # the server has lz4
+            with client.__dagen__.options(compression="lz4"):  # the server has lz4
                 np.testing.assert_array_equal(client.echo_array(a), a)
     finally:
         server.stop()

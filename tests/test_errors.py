@@ -24,7 +24,7 @@ def test_builtin_exceptions_keep_their_type(echo, kind, exc_type, text):
         echo.fail(kind)
     assert type(info.value) is exc_type
     assert info.value.args == (text,)
-    assert any("fail()" in note and echo.target in note for note in info.value.__notes__)
+    assert any("fail()" in note and echo.__dagen__.target in note for note in info.value.__notes__)
     assert echo.add(1, 1) == 2  # the server keeps serving
 
 

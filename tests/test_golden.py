@@ -1,23 +1,27 @@
 """One folder per feature under tests/inputs/ (as betterproto does): an input module,
 the .proto it must produce, and round trips of its CASES through a real server.
 
-Set DAGEN_UPDATE_GOLDEN=1 to rewrite the expected .proto files after a deliberate change.
+Each folder also holds the expected generated code, `expected_client.py` (the client
+package's __init__.py) and `expected_server.py`. Set DAGEN_REGENERATE=1 (or
+DAGEN_UPDATE_GOLDEN=1) to rewrite the expected files after a deliberate change.
 """
 
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import import_client, start_server
-from equivalence import assert_equivalent
+from equivalence import assert_equivalent, call_case
 
+import dagen
 from dagen._build import build
 
 INPUTS = Path(__file__).parent / "inputs"
 FEATURES = sorted(p.name for p in INPUTS.iterdir() if (p / f"{p.name}.py").is_file())
-UPDATE = os.environ.get("DAGEN_UPDATE_GOLDEN") == "1"
+UPDATE = "1" in (os.environ.get("DAGEN_UPDATE_GOLDEN"), os.environ.get("DAGEN_REGENERATE"))
 
 
 def _body(proto: str) -> str:
@@ -37,7 +41,7 @@ def feature(request, tmp_path_factory, certs):
     client_module = import_client(result.client, f"{name}_client")
     client = client_module.Client(server.target, certs=certs.folder, identity="alice", timeout=60)
     yield name, result, original, client
-    client.close()
+    dagen.close(client)
     server.stop()
 
 
@@ -51,31 +55,30 @@ def test_proto_matches_the_golden_file(feature):
     assert _body(produced) == _body(expected.read_text())
 
 
-def _call_local(original, key, args, kwargs):
-    if "." not in key:
-        return getattr(original, key)(*args, **kwargs)
-    cls_name, method = key.split(".")
-    init_args, init_kwargs, call_args = args
-    cls = getattr(original, cls_name)
-    target = cls if init_args is None else cls(*init_args, **init_kwargs)
-    return getattr(target, method)(*call_args, **kwargs)
+def _generated(result, name):
+    """The generated client and server modules, without their first line (which names
+    the dagen version) and with the server's path to the module's folder (which depends
+    on where the build went) left out."""
+    client = (result.client / f"{name}_client" / "__init__.py").read_text()
+    server = re.sub(r'(?m)^SOURCE_FOLDER = .*$', 'SOURCE_FOLDER = "..."', result.server.read_text())
+    return {"expected_client.py": client, "expected_server.py": server}
 
 
-def _call_remote(client, key, args, kwargs):
-    if "." not in key:
-        return getattr(client, key)(*args, **kwargs)
-    cls_name, method = key.split(".")
-    init_args, init_kwargs, call_args = args
-    cls = getattr(client, cls_name)  # bound to this client
-    target = cls if init_args is None else cls(*init_args, **init_kwargs)
-    return getattr(target, method)(*call_args, **kwargs)
+def test_generated_code_matches_the_golden_files(feature):
+    name, result, _, _ = feature
+    for filename, produced in _generated(result, name).items():
+        expected = INPUTS / name / filename
+        if UPDATE:
+            expected.write_text(produced)
+        assert expected.exists(), f"{expected} is missing: make it with DAGEN_REGENERATE=1"
+        assert _body(produced) == _body(expected.read_text()), filename
 
 
 def test_cases_round_trip_through_a_real_server(feature):
     name, _, original, client = feature
     for key, args, kwargs in original.CASES:
-        expected = _call_local(original, key, args, kwargs)
-        actual = _call_remote(client, key, args, kwargs)
+        expected = call_case(original, key, args, kwargs)
+        actual = call_case(client, key, args, kwargs)
         if hasattr(expected, "__next__"):  # generators: the items, in order
             expected, actual = list(expected), list(actual)
         assert_equivalent(actual, expected, f"{name}.{key}{args!r:.60}")
@@ -97,12 +100,14 @@ def test_client_mirrors_keep_names_signatures_and_docs(feature):
         for attr in vars(theirs):
             if attr.startswith("_") and attr != "__init__" or not callable(getattr(theirs, attr)):
                 continue
-            mine = getattr(ours, attr)
-            assert _text(mine, name) == _text(getattr(theirs, attr), name), f"{export}.{attr}"
+            mine, original_attr = getattr(ours, attr), getattr(theirs, attr)
+            # instance methods: the first parameter (self; the mirror's _dagen_self) aside
+            skip = inspect.isfunction(original_attr)
+            assert _text(mine, name, skip) == _text(original_attr, name, skip), f"{export}.{attr}"
             assert mine.__doc__ == getattr(theirs, attr).__doc__, f"{export}.{attr}"
 
 
-def _text(fn, module):
+def _text(fn, module, skip_first=False):
     """A signature as text, mirrors named like the originals they stand for, and
     Annotated[T, constraints] as T: non-literal constraints (pydantic's Field(gt=0))
     stay on the server, which validates them."""
@@ -111,8 +116,9 @@ def _text(fn, module):
 
     sig = inspect.signature(fn)
     hints = typing.get_type_hints(fn)
+    parameters = list(sig.parameters.values())[1 if skip_first else 0 :]
     sig = sig.replace(
-        parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()],
+        parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in parameters],
         return_annotation=hints.get("return", sig.return_annotation),
     )
     return str(sig).replace(f"{module}_client.", f"{module}.")

@@ -84,7 +84,7 @@ def test_memory_held_by_calls_in_progress_is_limited(certs, tmp_path, guarded_cl
     served = serve("--certs", str(certs.folder), "--max-memory", "48MiB", tmp=tmp_path)
     release = threading.Event()
     try:
-        sys_pb2 = guarded_client_module.Client.pb2
+        sys_pb2 = guarded_client_module.Client.__dagen_spec__.pb2
         header = array_pb2.NDArray(id=1, dtype="|u1", shape=[32 * MiB], nbytes=32 * MiB)
 
         def frames():

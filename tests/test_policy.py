@@ -89,7 +89,7 @@ def clients(guarded_client_module, policed, team):
             for name in ("alice", "bob", "carol", "dave")}
     yield made
     for client in made.values():
-        client.close()
+        dagen.close(client)
 
 
 def status(refused: pytest.ExceptionInfo[PermissionError]) -> grpc.StatusCode:

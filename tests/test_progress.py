@@ -44,7 +44,7 @@ def client(progress_client_module, server, certs):
 
 def test_ten_reports_reach_the_callback_in_order_before_the_result(client):
     events = []
-    with client.options(on_progress=lambda report: events.append(report)):
+    with client.__dagen__.options(on_progress=lambda report: events.append(report)):
         result = client.count(10)
     events.append(result)
     assert events[-1] == 10
@@ -60,19 +60,19 @@ def test_callback_per_client_and_per_call(progress_client_module, server, certs)
                                        on_progress=seen.append) as client:
         assert client.count(3) == 3
         assert len(seen) == 3
-        with client.options(on_progress=per_call.append):  # the inner setting wins
+        with client.__dagen__.options(on_progress=per_call.append):  # the inner setting wins
             assert client.count(2) == 2
-        with dagen.call_options(on_progress=None), client.options(on_progress=None):
+        with dagen.call_options(on_progress=None), client.__dagen__.options(on_progress=None):
             assert client.count(4) == 4
     assert len(seen) == 3 and len(per_call) == 2
     with pytest.raises(TypeError, match="unknown call option 'colour'"):
-        with client.options(colour="red"):
+        with client.__dagen__.options(colour="red"):
             pass
 
 
 def test_nested_steps(client):
     reports = []
-    with client.options(on_progress=reports.append):
+    with client.__dagen__.options(on_progress=reports.append):
         assert client.regrid(3) == "done"
     fractions = [r.fraction for r in reports]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0  # closing a step counts
@@ -85,7 +85,7 @@ def test_a_failing_callback_cancels_the_call_and_raises(client):
     def stop(report):
         raise RuntimeError("enough")
 
-    with client.options(on_progress=stop), pytest.raises(RuntimeError, match="enough"):
+    with client.__dagen__.options(on_progress=stop), pytest.raises(RuntimeError, match="enough"):
         client.count(5)
     assert client.add(1, 2) == 3
 
@@ -185,7 +185,7 @@ def test_progress_parameters_are_found_and_checked():
 def test_transfers_above_the_threshold_are_reported(client):
     reports = []
     da = xr.DataArray(np.arange(1 << 19, dtype="f8"), dims="x")  # 4 MiB each way, and 4 more
-    with client.options(on_progress=reports.append, transfer_threshold=1 << 20):
+    with client.__dagen__.options(on_progress=reports.append, transfer_threshold=1 << 20):
         result = client.double(da, da)
     xr.testing.assert_identical(result[1], da)
     up = [r for r in reports if r.phase == "upload"]
@@ -195,7 +195,7 @@ def test_transfers_above_the_threshold_are_reported(client):
     assert down[-1].bytes_done == down[-1].bytes_total >= 8 << 20
     assert [r.bytes_done for r in up] == sorted(r.bytes_done for r in up)
     reports.clear()
-    with client.options(on_progress=reports.append):  # below the default threshold (64 MiB)
+    with client.__dagen__.options(on_progress=reports.append):  # below the default threshold (64 MiB)
         client.double(da, da)
     assert reports == []
 

@@ -78,7 +78,7 @@ NOT_PLAIN = {  # an optional argument; a keyword-only one
 
 @pytest.fixture(scope="module")
 def methods(echo_client_module):
-    return echo_client_module.Client.methods
+    return echo_client_module.Client.__dagen_spec__.methods
 
 
 @pytest.mark.parametrize("name", [*PLAIN, *NOT_PLAIN])

@@ -87,7 +87,7 @@ def foreign_cert_folder(certs: Certs, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def pb2(echo_client_module):
-    return echo_client_module.Client.pb2
+    return echo_client_module.Client.__dagen_spec__.pb2
 
 
 # -- who may call ---------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def pb2(echo_client_module):
 
 def test_client_with_a_certificate_from_the_ca_works(echo) -> None:
     assert echo.add(2, 3) == 5
-    assert echo.identity == "alice"
+    assert echo.__dagen__.identity == "alice"
 
 
 def test_every_identity_of_the_ca_works(echo_client_module, echo_server: Server, certs: Certs):

@@ -267,7 +267,7 @@ def test_keepalive_scaled_down_never_draws_too_many_pings(
         with guarded_client_module.Client(f"localhost:{port}", certs=certs.folder,
                                           identity="alice", timeout=30) as client:
             assert client.add(1, 1) == 2
-            client._channel.subscribe(lambda s: states.append(s.name), try_to_connect=False)
+            client.__dagen__.channel.subscribe(lambda s: states.append(s.name), try_to_connect=False)
             time.sleep(3.5)  # idle: three pings
             assert client.sleep(1.0) == 1.0  # a silent call
         dropped = "IDLE" in states or "TRANSIENT_FAILURE" in states

@@ -1,7 +1,8 @@
 """dagen: annotated Python functions as secure gRPC services, with arrays streamed in chunks.
 
 The public API is small: generated client packages subclass
-:class:`dagen.client.ServiceClient`; failed calls raise the errors below. A served
+:class:`dagen.client.ServiceClient` (``close(client)`` closes one); failed calls raise
+the errors below. A served
 function may declare a ``Progress`` parameter to report progress and check
 ``cancelled()``; callers receive ``ProgressReport``s and set per-call options with
 ``call_options``. Inside a served function, ``caller()`` is the :class:`Identity` of
@@ -46,6 +47,17 @@ __all__ = [
     "ProgressStep",
     "cancelled",
     "call_options",
+    "close",
     "caller",
     "Identity",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # dagen.close lives with the client runtime, loaded on first use: a served module's
+    # `import dagen` (for dagen.caller or dagen.Progress) does not load the client.
+    if name == "close":
+        from ._client import close
+
+        return close
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +27,18 @@ from ._render import render_client, render_client_pyproject, render_proto, rende
 from ._resources import data_dir
 from ._server import Servicer
 from ._version import __version__
+
+GENERATED = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")  # what protoc writes, beside our own
+
+
+def _relative(source_dir: str, out: Path) -> str | None:
+    """``source_dir`` relative to ``out``, in POSIX form; None when there is none."""
+    if not source_dir:
+        return None
+    try:
+        return Path(os.path.relpath(Path(source_dir).resolve(), out.resolve())).as_posix()
+    except ValueError:  # another drive
+        return None
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,49 @@ def compile_proto(proto: Path, out: Path) -> None:
         raise BuildError(f"protoc failed on {proto}:\n{done.stderr.strip()}")
 
 
+FORMAT = ("--isolated", "--line-length", "100", "--target-version", "py311")  # ruff format
+
+
+def format_python(paths: list[Path]) -> None:
+    """Format generated code with ruff, with fixed settings (``--isolated``: no project's
+    configuration), so that the same model gives the same bytes in any folder."""
+    try:
+        from ruff.__main__ import find_ruff_bin
+    except ImportError:
+        raise BuildError(
+            "dagen build formats the code it generates with ruff: pip install ruff"
+        ) from None
+    command = [os.fsdecode(find_ruff_bin()), "format", *FORMAT, "--quiet", *map(str, paths)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BuildError(f"ruff format failed on the generated code:\n{done.stderr.strip()}")
+
+
+def check_imports(result: BuildResult, roots: list[str]) -> None:
+    """Import the generated server module and client package in a fresh interpreter, with
+    the build folder (and the folders the served module is imported from) on sys.path:
+    an import-time failure is a build error, not the visitor's."""
+    service = result.service
+    paths = [str(result.out), str(result.client), *roots]
+    code = (
+        "import sys\n"
+        f"sys.path[:0] = {paths!r}\n"
+        f"import {service.package}_server\n"
+        + (f"import {service.client_package}\n" if result.client.exists() else "")
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False,
+        cwd=result.out,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["(no message)"]
+        raise BuildError(
+            f"the generated code in {result.out} does not import: {lines[-1]}\n"
+            f"(python -c 'import {service.package}_server, {service.client_package}' "
+            "with the build folder on sys.path shows the whole traceback)"
+        )
+
+
 def _grpc_relative(text: str, package: str) -> str:
     """Inside a package, ``import x_pb2`` must be ``from . import x_pb2``."""
     return re.sub(rf"^import {package}_pb2 as", f"from . import {package}_pb2 as", text, flags=re.M)
@@ -74,7 +130,12 @@ def build_service(
     client: bool = True,
     write_lock_file: bool = True,
 ) -> BuildResult:
-    """Write everything for ``service`` into ``out``; number fields from the lock."""
+    """Write everything for ``service`` into ``out``; number fields from the lock.
+
+    ``source_dir`` is the folder of the served module: the server module looks there
+    (as a path relative to itself, so that the output does not depend on the folder
+    it is built in) when the module is not on ``sys.path``.
+    """
     lock = read_lock(lock_path) if lock_path else None
     contract = settle(with_fingerprints(lay_out(service, lock)), lock, allow_breaking=allow_breaking)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +150,8 @@ def build_service(
         shutil.copy(source, protos / source.name)
     compile_proto(proto, out)
     server = out / f"{package}_server.py"
-    write(server, render_server(service, contract, __version__, source_dir))
+    write(server, render_server(service, contract, __version__, _relative(source_dir, out)))
+    generated = [server, *(out / f"{package}{suffix}" for suffix in GENERATED)]
     project = out / service.client_package
     if client:
         if project.exists():
@@ -110,6 +172,8 @@ def build_service(
         write(code / f"{package}_pb2_grpc.py", _grpc_relative(grpc_module, package))
         shutil.copy(proto, code / proto.name)
         write(code / "py.typed", "")
+        generated += [code / "__init__.py", *(code / f"{package}{suffix}" for suffix in GENERATED)]
+    format_python(generated)
     if lock_path and write_lock_file:
         write_lock(lock_path, contract)
     return BuildResult(service, contract, out, proto, server, project, lock_path)
@@ -127,10 +191,15 @@ def build(module: str, out: str | Path, *, allow_breaking: bool = False,
     lock_path = Path(lock) if lock else lock_path_for(mod.__file__, out, service.package)
     source_dir = str(Path(mod.__file__).resolve().parent) if mod.__file__ else ""
     try:
-        return build_service(service, out, source_dir, lock_path=lock_path,
-                             allow_breaking=allow_breaking)
+        result = build_service(service, out, source_dir, lock_path=lock_path,
+                               allow_breaking=allow_breaking)
     except ContractError as e:
         raise BuildError(str(e)) from None
+    # the folder the module is imported from (a package's parent for a dotted name)
+    roots = [str(Path(source_dir).parents[mod.__name__.count(".") - 1])] if (
+        source_dir and "." in mod.__name__) else [source_dir]
+    check_imports(result, [r for r in roots if r])
+    return result
 
 
 def build_servicer(module: str, lock: str | Path | None = None) -> type[Servicer]:

@@ -2,8 +2,15 @@
 
 A generated client package declares ``class Client(ServiceClient, pb2=...)`` with one
 method per remote function, each with the original signature and docstring and a
-one-line body that calls :meth:`ServiceClient._call`. The model of the service is
-read from those methods once, when the class is created.
+one-line body that calls :func:`call`. The model of the service is read from those
+methods once, when the class is created.
+
+The user's names belong to the user (as in grpc's stubs, SQLAlchemy and pydantic): the
+attributes of a generated client are the served functions and classes and nothing
+else. dagen's own state of a client (its channel, target, timeout, limits...) lives
+behind one reserved slot, ``client.__dagen__`` (a :class:`Connection`), and the
+generated code calls free functions whose own arguments are positional-only, so that
+no parameter name of a served function can collide with them.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import grpc
@@ -65,8 +73,18 @@ ENV_SERVER_NAME = "DAGEN_SERVER_NAME"
 _RESULT_BUFFERS = LendingPool(max_bytes=physical_memory() // 4)
 
 
+@dataclass(frozen=True)
+class ClientSpec:
+    """What a generated client class was built from: ``Client.__dagen_spec__``."""
+
+    pb2: Any
+    service: Service
+    methods: dict[str, Method]  # by function key: "anomaly", "Model.predict"
+    contract: ContractInfo | None
+
+
 class ServiceClient:
-    """A connection to a dagen server.
+    """A connection to a dagen server: the base of generated ``Client`` classes.
 
     Parameters
     ----------
@@ -105,27 +123,36 @@ class ServiceClient:
         codec's package (``pip install 'dagen[compression]'``) here, and on the
         server to compress responses and to accept compressed uploads.
 
-    ``with client.options(timeout=..., on_progress=...)`` overrides these for the
-    calls made inside the block (see :func:`dagen.call_options`). Ctrl-C during a
-    call, or a timeout, cancels it on the server too.
+    The client's attributes are the served functions and classes only. dagen's state
+    is ``client.__dagen__`` (a :class:`Connection`: ``target``, ``timeout``,
+    ``limits``, ``close()``...). ``with Client(...) as c:`` closes the channel at the
+    end of the block, as does :func:`dagen.close`; ``with dagen.call_options(client=c,
+    timeout=..., on_progress=...)`` overrides the settings for the calls made inside
+    the block. Ctrl-C during a call, or a timeout, cancels it on the server too.
+
+    Subclass a generated ``Client`` to add helpers of your own; its methods then call
+    the served functions as ``self.<function>(...)``.
     """
 
-    pb2: ClassVar[Any]
-    service: ClassVar[Service]
-    methods: ClassVar[dict[str, Method]]  # by function key: "anomaly", "Model.predict"
-    contract: ClassVar[ContractInfo | None]
+    __dagen_spec__: ClassVar[ClientSpec]
+    __dagen__: Connection
 
     def __init_subclass__(
         cls,
         *,
-        pb2: Any,
+        pb2: Any = None,
         contract: ContractInfo | None = None,
         classes: list[type[RemoteObject]] | tuple[type[RemoteObject], ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
-        cls.pb2 = pb2
-        cls.contract = contract
+        if pb2 is None:  # a user's subclass of a generated client: it serves the same
+            if "__dagen_spec__" not in dir(cls):
+                raise TypeError(
+                    f"{cls.__qualname__}: subclass a client that dagen build generated, "
+                    "or pass pb2= (the compiled contract) to ServiceClient"
+                )
+            return
         owner = f"{cls.__module__}.{cls.__qualname__}"
         functions = [
             introspect_function(fn, owner, skip_first=True)
@@ -133,8 +160,9 @@ class ServiceClient:
             if inspect.isfunction(fn) and not name.startswith("_")
         ]
         remote_classes = [introspect_class(c, cls.__module__) for c in classes]
-        cls.service = make_service(pb2.DESCRIPTOR.package, cls.__doc__, functions, remote_classes)
-        cls.methods = {fn.key: Method(cls.service, fn, pb2) for fn in cls.service.rpcs}
+        service = make_service(pb2.DESCRIPTOR.package, cls.__doc__, functions, remote_classes)
+        methods = {fn.key: Method(service, fn, pb2) for fn in service.rpcs}
+        cls.__dagen_spec__ = ClientSpec(pb2, service, methods, contract)
         for c in classes:
             c._dagen_client_class_ = cls
 
@@ -153,6 +181,59 @@ class ServiceClient:
         transfer_threshold: int = TRANSFER_THRESHOLD,
         server_name: str | None = None,
         compression: str | None | object = ...,
+    ) -> None:
+        spec = getattr(type(self), "__dagen_spec__", None)
+        if spec is None:
+            raise TypeError("ServiceClient is the base of the clients dagen build generates")
+        self.__dagen__ = Connection(
+            spec,
+            target,
+            certs=certs,
+            identity=identity,
+            insecure=insecure,
+            timeout=timeout,
+            chunk_bytes=chunk_bytes,
+            limits=limits,
+            on_progress=on_progress,
+            progress_bar=progress_bar,
+            transfer_threshold=transfer_threshold,
+            server_name=server_name,
+            compression=compression,
+        )
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.__dagen__.close()
+
+    def __repr__(self) -> str:
+        target = getattr(getattr(self, "__dagen__", None), "target", None)
+        return f"<{type(self).__module__}.{type(self).__qualname__} target={target!r}>"
+
+
+class Connection:
+    """dagen's state of one client, ``client.__dagen__``: the channel, the settings
+    (``target``, ``identity``, ``timeout``, ``chunk_bytes``, ``limits``,
+    ``on_progress``, ``progress_bar``, ``transfer_threshold``, ``compression``; see
+    :class:`ServiceClient`), and the calls."""
+
+    def __init__(
+        self,
+        spec: ClientSpec,
+        target: str | None,
+        *,
+        certs: str | os.PathLike[str] | None,
+        identity: str | None,
+        insecure: bool | None,
+        timeout: float | None | object,
+        chunk_bytes: int,
+        limits: Limits | None,
+        on_progress: ProgressCallback | None,
+        progress_bar: bool | None,
+        transfer_threshold: int,
+        server_name: str | None,
+        compression: str | None | object,
     ) -> None:
         env = os.environ
         compression = compression_from_env() if compression is ... else (
@@ -177,6 +258,9 @@ class ServiceClient:
             timeout = float(env[ENV_TIMEOUT]) if env.get(ENV_TIMEOUT) else DEFAULT_TIMEOUT
         if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be between 1 and {MAX_CHUNK_BYTES}")
+        self.spec = spec
+        self.methods = spec.methods
+        self.contract = spec.contract
         self.target = target
         self.identity = identity
         self.timeout: float | None = timeout  # type: ignore[assignment]
@@ -186,13 +270,14 @@ class ServiceClient:
         self.progress_bar = progress_bar
         self.transfer_threshold = transfer_threshold
         self.compression: str | None = compression  # type: ignore[assignment]
-        self._tls = not insecure
+        self.tls = not insecure
+        self.bound: dict[type, type] = {}  # remote classes bound to this client (bound_class)
         if insecure:
-            self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+            self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         else:
             assert certs is not None
             credentials = channel_credentials(certs, identity)
-            self._channel = grpc.secure_channel(
+            self.channel = grpc.secure_channel(
                 target, credentials, options=channel_options(target, server_name)
             )
         self._contract_headers = {  # the same on every call: made once
@@ -202,27 +287,27 @@ class ServiceClient:
         }
         # functions called with one request and one response: (method, stub, metadata)
         self._unary: dict[str, tuple[Method, Any, Any]] = {}
-        self._stubs: dict[str, Any] = {}
+        self.stubs: dict[str, Any] = {}
         for name, method in self.methods.items():
             if method.streaming:
-                self._stubs[name] = self._channel.stream_stream(
+                self.stubs[name] = self.channel.stream_stream(
                     method.path,
                     request_serializer=frame_serializer,
                     response_deserializer=frame_deserializer(method.output_cls),
                 )
             elif method.fn.generator:
-                self._stubs[name] = self._channel.unary_stream(
+                self.stubs[name] = self.channel.unary_stream(
                     method.path,
                     request_serializer=method.request_cls.SerializeToString,
                     response_deserializer=method.response_cls.FromString,
                 )
             else:
-                self._stubs[name] = self._channel.unary_unary(
+                self.stubs[name] = self.channel.unary_unary(
                     method.path,
                     request_serializer=method.request_cls.SerializeToString,
                     response_deserializer=method.response_cls.FromString,
                 )
-                self._unary[name] = (method, self._stubs[name], self._metadata(method))
+                self._unary[name] = (method, self.stubs[name], self._metadata(method))
 
     @contextmanager
     def options(self, **options: Any) -> Iterator[None]:
@@ -232,7 +317,7 @@ class ServiceClient:
         with call_options(client=self, **options):
             yield
 
-    def _call(self, name: str, **arguments: Any) -> Any:
+    def call(self, name: str, arguments: dict[str, Any], /) -> Any:
         if name in self._unary:
             # One request, one response, no arrays: a path that does little, inline, as
             # a tiny call's time is mostly Python that runs with cold caches.
@@ -245,7 +330,7 @@ class ServiceClient:
                 response = stub(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as e:
                 raise exception_from_rpc_error(
-                    e, function=name, target=self.target, timeout=timeout, tls=self._tls
+                    e, function=name, target=self.target, timeout=timeout, tls=self.tls
                 ) from None
             if method.result_as_is:
                 return response.result
@@ -264,7 +349,7 @@ class ServiceClient:
         metadata = self._metadata(method, codecs)
         if method.fn.generator:
             return self._iterate(method, request, ctx, metadata, settings.timeout)
-        stub = self._stubs[name]
+        stub = self.stubs[name]
         try:
             progress = CallProgress(name, settings)
             upload = UploadCounter(send(method.input_cls, "request", request, ctx))
@@ -290,7 +375,7 @@ class ServiceClient:
             return method.decode_response(message, dctx)
         except grpc.RpcError as e:
             raise exception_from_rpc_error(
-                e, function=name, target=self.target, timeout=settings.timeout, tls=self._tls
+                e, function=name, target=self.target, timeout=settings.timeout, tls=self.tls
             ) from None
         except WireError as e:
             raise CallError(
@@ -307,7 +392,7 @@ class ServiceClient:
                  timeout: float | None) -> Iterator[Any]:
         """The items of a generator's results as they arrive; closing the iterator
         early cancels the remote call (and closes the remote generator)."""
-        stub = self._stubs[method.name]
+        stub = self.stubs[method.name]
         call = None
         try:
             if method.streaming:
@@ -321,7 +406,7 @@ class ServiceClient:
                     yield method.decode_response(response, NO_ARRAYS)
         except grpc.RpcError as e:
             raise exception_from_rpc_error(
-                e, function=method.name, target=self.target, timeout=timeout, tls=self._tls
+                e, function=method.name, target=self.target, timeout=timeout, tls=self.tls
             ) from None
         except WireError as e:
             raise CallError(
@@ -332,16 +417,11 @@ class ServiceClient:
                 call.cancel()  # a no-op once the call has completed
 
     def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> ServiceClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        """Close the channel: calls in progress are cancelled."""
+        self.channel.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__module__}.{type(self).__qualname__} target={self.target!r}>"
+        return f"<dagen connection target={self.target!r}>"
 
 
 class RemoteObject:
@@ -358,26 +438,39 @@ class RemoteObject:
         return f"{type(self).__qualname__}({args})"
 
 
-def call_method(target: RemoteObject | type[RemoteObject], key: str, **arguments: Any) -> Any:
+def call(client: ServiceClient, key: str, arguments: dict[str, Any], /) -> Any:
+    """Call the served function ``key`` through ``client`` with ``arguments`` (by
+    parameter name): what the generated client's functions do."""
+    return client.__dagen__.call(key, arguments)
+
+
+def call_method(
+    target: RemoteObject | type[RemoteObject], key: str, arguments: dict[str, Any], /
+) -> Any:
     """Call a remote class's method: on an object (its constructor arguments go along)
     or on the class (static and class methods)."""
     cls = target if isinstance(target, type) else type(target)
     client = cls._dagen_client_ or default_client(cls._dagen_client_class_)
     if not isinstance(target, type):
         arguments[INSTANCE_FIELD] = target._dagen_arguments_
-    return client._call(key, **arguments)
+    return client.__dagen__.call(key, arguments)
+
+
+def close(client: ServiceClient, /) -> None:
+    """Close ``client``'s channel (what leaving ``with Client(...)`` does)."""
+    client.__dagen__.close()
 
 
 class bound_class:  # noqa: N801 - used like a decorator in generated code
     """``client.Model`` is a subclass of ``Model`` whose calls go through ``client``."""
 
-    def __init__(self, cls: type[RemoteObject]) -> None:
+    def __init__(self, cls: type[RemoteObject], /) -> None:
         self.cls = cls
 
     def __get__(self, client: ServiceClient | None, owner: type) -> type[RemoteObject]:
         if client is None:
             return self.cls
-        cache = client.__dict__.setdefault("_dagen_bound_", {})
+        cache = client.__dagen__.bound
         if self.cls not in cache:
             cache[self.cls] = type(self.cls.__name__, (self.cls,), {
                 "_dagen_client_": client, "__module__": self.cls.__module__,
@@ -391,7 +484,7 @@ _defaults: dict[tuple[type, tuple[str | None, ...]], ServiceClient] = {}
 _defaults_lock = threading.Lock()
 
 
-def default_client(cls: type[C]) -> C:
+def default_client(cls: type[C], /) -> C:
     """The client the module-level functions use, configured by the environment
     (``DAGEN_TARGET``, ``DAGEN_CERTS``, ``DAGEN_IDENTITY``, ``DAGEN_TIMEOUT``,
     ``DAGEN_INSECURE``, ``DAGEN_COMPRESSION``); a new one whenever those change."""

@@ -6,7 +6,7 @@ on_progress=, progress_bar=)``) and can be overridden for the calls made inside 
 ``with`` block, for one client or for all of them (the module-level functions of
 a client package included)::
 
-    with remote.options(timeout=600, on_progress=print):
+    with dagen.call_options(client=remote, timeout=600, on_progress=print):
         remote.regrid(sst)
     with dagen.call_options(progress_bar=False):
         ocean_tools_client.anomaly(sst)
@@ -58,6 +58,8 @@ def call_options(*, client: object | None = None, **options: Any) -> Iterator[No
         raise TypeError(
             f"unknown call option {sorted(unknown)[0]!r}: expected {', '.join(_OPTIONS)}"
         )
+    if client is not None:  # a generated client: its settings live in client.__dagen__
+        client = getattr(client, "__dagen__", client)
     token = _overrides.set((*_overrides.get(), (client, dict(options))))
     try:
         yield
@@ -80,7 +82,7 @@ current_overrides = _overrides.get
 
 
 def settings_for(client: Any) -> CallSettings:
-    """The client's settings with the overrides of the enclosing ``with`` blocks."""
+    """The settings of ``client`` (a client's ``__dagen__``) with the overrides of the enclosing ``with`` blocks."""
     values = {name: getattr(client, name) for name in _OPTIONS}
     for target, options in _overrides.get():
         if target is None or target is client:

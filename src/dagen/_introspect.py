@@ -24,7 +24,7 @@ from typing import Any
 from ._exceptions import BuildError
 from ._model import INSTANCE_FIELD, Function, Parameter, RemoteClass, Service, camel
 from ._progress import is_progress_annotation
-from ._types import OptionalNode, UnsupportedType, show_annotation, type_node
+from ._types import EnumNode, ModelNode, OptionalNode, UnsupportedType, show_annotation, type_node
 
 
 def load_module(spec: str) -> types.ModuleType:
@@ -146,6 +146,8 @@ def introspect_function(
 ) -> Function:
     qualname = f"{owner}.{fn.__name__}"
     line = getattr(getattr(fn, "__code__", None), "co_firstlineno", 0)
+    if kind != "init":
+        _check_name(fn.__name__, f"{_where(fn, line)}: {qualname}", "function")
     if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
         raise BuildError(f"{_where(fn, line)}: {qualname}: async functions are not supported yet")
     try:
@@ -172,8 +174,11 @@ def introspect_function(
             continue
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise BuildError(f"{where}: *args and **kwargs cannot be part of a remote signature")
-        if p.name == "self":
-            raise BuildError(f"{where}: a parameter named 'self' would clash with the client class")
+        if p.name.startswith(RESERVED_PREFIX):
+            raise BuildError(
+                f"{where}: names starting with {RESERVED_PREFIX!r} are reserved for the "
+                "generated client's own names; rename the parameter"
+            )
         if p.annotation is p.empty:
             raise BuildError(f"{where}: missing annotation (every parameter needs a type)")
         try:
@@ -273,11 +278,79 @@ def introspect_class(cls: type, owner: str) -> RemoteClass:
             for name, fn in methods.items()
         }
     for fn in methods.values():
-        if fn.has_instance and any(p.name == INSTANCE_FIELD for p in fn.parameters):
-            raise BuildError(
-                f"{qualname}.{fn.name}: the parameter name {INSTANCE_FIELD!r} is reserved"
-            )
+        for p in fn.parameters:
+            if fn.has_instance and p.name == INSTANCE_FIELD:
+                raise BuildError(
+                    f"{_class_where(cls, p.line)}: in {qualname}.{fn.name}, parameter "
+                    f"{INSTANCE_FIELD!r}: the name is reserved for the constructor arguments "
+                    "a method call carries; rename the parameter"
+                )
     return RemoteClass(cls.__name__, cls.__doc__, init, tuple(methods.values()))
+
+
+RESERVED_PREFIX = "_dagen"  # the generated client's own names (see dagen._render)
+CLIENT_CLASS = "Client"  # the generated client class: no served name may take it
+
+
+def _check_name(name: str, where: str, what: str) -> None:
+    """Refuse the few names the generated client cannot give to the user."""
+    if name.startswith(RESERVED_PREFIX):
+        raise BuildError(
+            f"{where}: the {what} name {name!r} starts with {RESERVED_PREFIX!r}, which is "
+            "reserved for the generated client's own names; rename it"
+        )
+    if name.startswith("__") and name.endswith("__"):
+        raise BuildError(
+            f"{where}: the {what} name {name!r} is a dunder name, which belongs to Python; "
+            "rename it"
+        )
+
+
+def _class_where(cls: type, line: int = 0) -> str:
+    try:
+        path = inspect.getsourcefile(cls) or "<unknown>"
+        line = line or inspect.getsourcelines(cls)[1]
+    except (OSError, TypeError):
+        path = getattr(sys.modules.get(cls.__module__), "__file__", None) or "<unknown>"
+    return f"{path}:{line}"
+
+
+def check_client_names(service: Service, path: str, found_classes: dict[str, type]) -> None:
+    """The names the generated client module defines at its top level (the served
+    functions and classes, the mirrored data types and ``Client``) must be distinct,
+    and may not start with the reserved prefix."""
+    seen: dict[str, str] = {}
+
+    def claim(name: str, where: str, what: str) -> None:
+        _check_name(name, where, what)
+        if name == CLIENT_CLASS:
+            raise BuildError(
+                f"{where}: the {what} name {name!r} is the name of the generated client "
+                f"class ({service.client_package}.Client); rename it"
+            )
+        if name in seen:
+            raise BuildError(
+                f"{where}: the {what} name {name!r} is taken by {seen[name]} in the "
+                f"generated client {service.client_package}; rename one of them"
+            )
+        seen[name] = f"{what} ({where})"
+
+    for fn in service.functions:
+        claim(fn.name, f"{path}:{fn.line}", "function")
+    for c in service.classes:
+        claim(c.name, _class_where(found_classes[c.name]), "class")
+    for d in service.definitions():
+        cls = getattr(d, "annotation", None)
+        if not isinstance(d, ModelNode | EnumNode) or not isinstance(cls, type):
+            continue  # not mirrored in the client
+        where = _class_where(cls)
+        claim(cls.__name__, where, "type")
+        if isinstance(d, EnumNode):
+            members = list(cls.__members__)  # type: ignore[attr-defined]
+        else:
+            members = [f.name for f in d.fields]
+        for member in members:
+            _check_name(member, f"{where}: {cls.__name__}", "field")
 
 
 def make_service(
@@ -312,4 +385,7 @@ def introspect_module(module: types.ModuleType) -> Service:
     classes = [introspect_class(cls, module.__name__) for cls in found_classes]
     if not functions and not classes:
         raise BuildError(f"module {module.__name__} has no public functions or classes to serve")
-    return make_service(module.__name__, module.__doc__, functions, classes)
+    service = make_service(module.__name__, module.__doc__, functions, classes)
+    path = getattr(module, "__file__", None) or module.__name__
+    check_client_names(service, path, {cls.__name__: cls for cls in found_classes})
+    return service

@@ -8,6 +8,13 @@ client's ``inspect.signature`` equals the original function's. Types the client 
 import (the server module's dataclasses, enums, pydantic models, TypedDicts and
 classes) are re-created in the client package as mirrors with the same names, fields,
 defaults and docstrings.
+
+The user's names belong to the user: the generated client module refers to the modules
+it imports under reserved names (``import xarray as _dagen_xarray``; no served name may
+start with ``_dagen``), to a builtin as ``_dagen_builtins.float`` when a served name
+shadows it, and its functions' first parameter is ``_dagen_self``, so that a served
+function called ``xarray``, ``float`` or ``dagen``, or a parameter called ``self``,
+``cls`` or ``Client``, works with its own spelling.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import importlib
 import inspect
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,17 +42,40 @@ from ._types import NOTHING, EnumNode, ModelField, ModelNode, own_doc
 
 # -- annotations and defaults as source ---------------------------------------------------------
 
+RESERVED_PREFIX = "_dagen"  # the generated client's own names: no served name may take it
+SELF = "_dagen_self"  # the first parameter of the generated client's methods
+
+
+def alias(module_name: str) -> str:
+    """The name the generated client module imports ``module_name`` under."""
+    return f"{RESERVED_PREFIX}_{module_name.replace('.', '_')}"
+
+
 
 @dataclass
 class SourceWriter:
     """Writes annotations and defaults as source, recording the modules they need.
 
-    ``local`` maps classes mirrored in the generated module to their names there.
+    ``local`` maps classes mirrored in the generated module to their names there;
+    ``taken`` holds the names the served module defines in the generated module (its
+    functions, classes, methods and fields), which shadow builtins of the same name.
+    Modules are written under their reserved alias (``_dagen_typing.Any``).
     """
 
     local: dict[Any, str] = field(default_factory=dict)
     imports: set[str] = field(default_factory=set)
     lossy: set[str] = field(default_factory=set)  # annotations written without their metadata
+    taken: set[str] = field(default_factory=set)
+
+    def module(self, module_name: str) -> str:
+        """The module's name in the generated code (imported under its alias)."""
+        self.imports.add(module_name)
+        return alias(module_name)
+
+    def builtin(self, name: str) -> str:
+        """A builtin's name in the generated code: through the builtins module when a
+        served name shadows it."""
+        return f"{self.module('builtins')}.{name}" if name in self.taken else name
 
     def annotation(self, ann: Any) -> str:
         if ann is None or ann is type(None):
@@ -52,8 +83,7 @@ class SourceWriter:
         if ann is Ellipsis:
             return "..."
         if ann is typing.Any:
-            self.imports.add("typing")
-            return "typing.Any"
+            return f"{self.module('typing')}.Any"
         if isinstance(ann, type) and ann in self.local:
             return self.local[ann]
         if isinstance(ann, types.UnionType):
@@ -63,15 +93,15 @@ class SourceWriter:
             return f"{self.annotation(ann.__origin__)}[{args}]"
         origin = typing.get_origin(ann)
         if origin is typing.Union:
-            self.imports.add("typing")
+            t = self.module("typing")
             members = typing.get_args(ann)
             if len(members) == 2 and type(None) in members:
                 inner = members[0] if members[1] is type(None) else members[1]
-                return f"typing.Optional[{self.annotation(inner)}]"
-            return f"typing.Union[{', '.join(self.annotation(a) for a in members)}]"
+                return f"{t}.Optional[{self.annotation(inner)}]"
+            return f"{t}.Union[{', '.join(self.annotation(a) for a in members)}]"
         if origin is typing.Literal:
-            self.imports.add("typing")
-            return f"typing.Literal[{', '.join(repr(a) for a in typing.get_args(ann))}]"
+            literals = ", ".join(py_literal(a) for a in typing.get_args(ann))
+            return f"{self.module('typing')}.Literal[{literals}]"
         if origin is typing.Annotated:
             inner, *metadata = typing.get_args(ann)
             try:
@@ -81,13 +111,11 @@ class SourceWriter:
                 # server, which validates them; the client annotation is the plain type.
                 self.lossy.add(repr(ann))
                 return self.annotation(inner)
-            self.imports.add("typing")
-            return f"typing.Annotated[{self.annotation(inner)}, {rendered}]"
+            return f"{self.module('typing')}.Annotated[{self.annotation(inner)}, {rendered}]"
         name = getattr(ann, "_name", None)
         if origin is not None and name and getattr(typing, name, None) is not None:
-            self.imports.add("typing")
             args = ", ".join(self.annotation(a) for a in typing.get_args(ann))
-            return f"typing.{name}[{args}]"
+            return f"{self.module('typing')}.{name}[{args}]"
         if origin is not None and isinstance(origin, type):  # collections.abc.Iterator[int]
             args = ", ".join(self.annotation(a) for a in typing.get_args(ann))
             return f"{self._class(origin)}[{args}]"
@@ -97,7 +125,7 @@ class SourceWriter:
 
     def _class(self, cls: type) -> str:
         if cls.__module__ == "builtins" and getattr(builtins, cls.__qualname__, None) is cls:
-            return cls.__qualname__
+            return self.builtin(cls.__qualname__)
         # Prefer the shortest public path: xarray.DataArray, not xarray.core.dataarray.DataArray.
         parts = cls.__module__.split(".")
         for i in range(1, len(parts) + 1):
@@ -106,16 +134,23 @@ class SourceWriter:
             for attr in cls.__qualname__.split("."):
                 obj = getattr(obj, attr, None)
             if obj is cls:
-                self.imports.add(module_name)
-                return f"{module_name}.{cls.__qualname__}"
+                return f"{self.module(module_name)}.{cls.__qualname__}"
         raise BuildError(f"cannot import class {cls!r} by name")
 
     def default(self, value: Any) -> str:
         if isinstance(value, float) and not math.isfinite(value):
-            return f'float("{value}")'
+            return f'{self.builtin("float")}("{value}")'
         if isinstance(value, enum.Enum) and type(value) in self.local:
             return f"{self.local[type(value)]}.{value.name}"
         text = py_literal(value) if type(value) in (str, dict, list, tuple) else repr(value)
+        # A repr that names its class's module (datetime.timedelta(hours=1)) or a builtin
+        # (frozenset({1})): under the names the generated module has for them.
+        top = type(value).__module__.split(".")[0]
+        head = text.split("(", 1)[0]
+        if top != "builtins" and head.startswith(f"{top}."):
+            text = self.module(top) + text[len(top) :]
+        elif head in self.taken and getattr(builtins, head, None) is type(value):
+            text = self.builtin(head) + text[len(head) :]
         try:
             same = eval(text, self._namespace()) == value  # noqa: S307 - our own repr of a value
         except Exception:  # noqa: BLE001
@@ -127,9 +162,7 @@ class SourceWriter:
     def _namespace(self) -> dict[str, Any]:
         namespace: dict[str, Any] = {name: cls for cls, name in self.local.items()}
         for module_name in self.imports:
-            importlib.import_module(module_name)
-            top = module_name.split(".")[0]
-            namespace[top] = importlib.import_module(top)
+            namespace[alias(module_name)] = importlib.import_module(module_name)
         return namespace
 
     def check(self, text: str, expected: Any, what: str) -> None:
@@ -163,12 +196,51 @@ def py_literal(value: Any) -> str:
     return repr(value)
 
 
-def _docstring(doc: str | None) -> str:
+def _docstring(doc: str | None, indent: str = "    ") -> str:
+    """``doc`` as a docstring literal in a body indented by ``indent``: its lines
+    re-indented to that body (``inspect.getdoc`` gives the same text)."""
     if doc is None:
         return ""
-    if '"""' not in doc and "\\" not in doc and not doc.endswith('"'):
-        return f'"""{doc}"""'
-    return repr(doc)
+    lines = doc.expandtabs().splitlines() or [""]
+    margin = min(
+        (len(line) - len(line.lstrip()) for line in lines[1:] if line.strip()), default=0
+    )
+    lines = [lines[0].strip()] + [
+        indent + line[margin:].rstrip() if line.strip() else "" for line in lines[1:]
+    ]
+    if len(lines) > 1 and not lines[-1]:
+        lines[-1] = indent  # the closing quotes on a line of their own
+    text = "\n".join(lines)
+    if '"""' in text or text.endswith(('"', "\\")):
+        return repr(doc)
+    prefix = "r" if "\\" in text else ""
+    return f'{prefix}"""{text}"""'
+
+
+def without_parameters(doc: str | None, names: set[str]) -> str | None:
+    """``doc`` without the entries of ``names`` in its numpy-style Parameters section
+    (the parameters the client does not take, as a ``dagen.Progress``)."""
+    if not doc or not names:
+        return doc
+    lines = doc.splitlines(keepends=True)
+    kept: list[str] = []
+    in_parameters = dropping = False
+    entry_indent = 0
+    for i, line in enumerate(lines):
+        text = line.strip()
+        indent = len(line) - len(line.lstrip())
+        underline = i + 1 < len(lines) and set(lines[i + 1].strip()) == {"-"}
+        if underline:  # a section header
+            in_parameters, dropping = text in ("Parameters", "Other Parameters"), False
+            entry_indent = indent
+        elif in_parameters and text and indent <= entry_indent and set(text) != {"-"}:
+            dropping = re.split(r"\s*:", text, maxsplit=1)[0] in names  # a new entry
+        if dropping and not text:  # a blank line: kept when it ends the entry
+            following = next((x for x in lines[i + 1 :] if x.strip()), "")
+            dropping = len(following) - len(following.lstrip()) > entry_indent
+        if not dropping:
+            kept.append(line)
+    return "".join(kept)
 
 
 def _environment() -> jinja2.Environment:
@@ -197,17 +269,32 @@ class PyFunction:
 
 @dataclass
 class PyClass:
-    header: str  # "class X(Base):" (with a decorator line before it when needed)
-    decorator: str
+    name: str
+    header: str  # "class X(Base):"
+    decorator: str  # a decorator line before it, or ""
     doc: str | None
     lines: list[str]  # field or member lines
     methods: list[PyFunction]
 
 
+def served_names(service: Service) -> set[str]:
+    """The names the served module defines in the generated client module: functions,
+    classes and their methods, mirrored types and their fields and members."""
+    names = {fn.name for fn in service.functions}
+    for c in service.classes:
+        names |= {c.name, *(m.name for m in c.methods)}
+    for d in service.definitions():
+        if isinstance(d, ModelNode):
+            names |= {d.name, *(f.name for f in d.fields)}
+        elif isinstance(d, EnumNode) and isinstance(d.annotation, type):
+            names |= {d.annotation.__name__, *d.annotation.__members__}  # type: ignore[attr-defined]
+    return names
+
+
 class _ClientWriter:
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.writer = SourceWriter()
+        self.writer = SourceWriter(taken=served_names(service))
         self.needs_pydantic = False
         definitions = service.definitions()
         for d in definitions:
@@ -243,90 +330,91 @@ class _ClientWriter:
 
     @staticmethod
     def arguments(fn: Function) -> str:
-        return "".join(f", {p.name}={p.name}" for p in fn.parameters)
+        """The call's arguments as a dict literal, by parameter name."""
+        return "{" + ", ".join(f"{py_literal(p.name)}: {p.name}" for p in fn.parameters) + "}"
 
     def function(self, fn: Function, method: bool) -> PyFunction:
-        call = f"_call({fn.key!r}{self.arguments(fn)})"
-        body = (
-            f"return self.{call}"
-            if method
-            else f"return dagen.client.default_client(Client).{call}"
-        )
-        return PyFunction("", self.signature(fn, "self" if method else None), fn.doc, body)
+        client = SELF if method else "_dagen_client.default_client(_dagen_Client)"
+        body = f"return _dagen_client.call({client}, {py_literal(fn.key)}, {self.arguments(fn)})"
+        doc = without_parameters(fn.doc, {fn.progress} if fn.progress else set())
+        return PyFunction("", self.signature(fn, SELF if method else None), doc, body)
 
     def remote_class(self, cls: RemoteClass) -> PyClass:
         init = cls.init
-        init_args = ", ".join(f"{p.name!r}: {p.name}" for p in init.parameters)
         methods = [
             PyFunction(
                 "",
-                self.signature(init, "self"),
+                self.signature(init, SELF),
                 init.doc,
-                f"self._dagen_arguments_ = {{{init_args}}}",
+                f"{SELF}._dagen_arguments_ = {self.arguments(init)}",
             )
         ]
         for fn in cls.methods:
-            target = {"method": "self", "classmethod": "cls", "staticmethod": "cls"}[fn.kind]
             # Static methods become class methods, so that a class bound to a client
             # (client.Model) reaches that client; their signatures stay the same.
-            decorator = "" if fn.kind == "method" else "@classmethod"
+            decorator = "" if fn.kind == "method" else f"@{self.writer.builtin('classmethod')}"
             methods.append(
                 PyFunction(
                     decorator,
-                    self.signature(fn, target),
-                    fn.doc,
-                    f"return dagen.client.call_method({target}, {fn.key!r}{self.arguments(fn)})",
+                    self.signature(fn, SELF),
+                    without_parameters(fn.doc, {fn.progress} if fn.progress else set()),
+                    f"return _dagen_client.call_method("
+                    f"{SELF}, {py_literal(fn.key)}, {self.arguments(fn)})",
                 )
             )
-        return PyClass(f"class {cls.name}(dagen.client.RemoteObject):", "", cls.doc, [], methods)
+        header = f"class {cls.name}(_dagen_client.RemoteObject):"
+        return PyClass(cls.name, header, "", cls.doc, [], methods)
 
     def mirror(self, node: ModelNode | EnumNode) -> PyClass:
+        w = self.writer
         cls = node.annotation
+        name = cls.__name__
         if isinstance(node, EnumNode):
             base = (
-                "enum.IntEnum"
+                "IntEnum"
                 if issubclass(cls, enum.IntEnum)
-                else ("enum.StrEnum" if issubclass(cls, enum.StrEnum) else "enum.Enum")
+                else ("StrEnum" if issubclass(cls, enum.StrEnum) else "Enum")
             )
-            self.writer.imports.add("enum")
-            lines = [f"{m.name} = {repr(m.value)}" for m in cls]
+            lines = [f"{m.name} = {py_literal(m.value)}" for m in cls]
             for m in cls:
-                if eval(repr(m.value)) != m.value:  # noqa: S307 - our own repr
+                if eval(py_literal(m.value)) != m.value:  # noqa: S307 - our own repr
                     raise BuildError(
-                        f"enum {cls.__name__}: value {m.value!r} cannot be written as source"
+                        f"enum {name}: value {m.value!r} cannot be written as source"
                     )
-            return PyClass(f"class {cls.__name__}({base}):", "", own_doc(cls), lines, [])
+            header = f"class {name}({w.module('enum')}.{base}):"
+            return PyClass(name, header, "", own_doc(cls), lines, [])
         lines = [self._model_field(node, f) for f in node.fields]
         if node.kind == "dataclass":
-            self.writer.imports.add("dataclasses")
             params = cls.__dataclass_params__
             options = [f"{k}=True" for k in ("frozen", "order") if getattr(params, k)]
-            decorator = (
-                f"@dataclasses.dataclass({', '.join(options)})"
-                if options
-                else "@dataclasses.dataclass"
-            )
-            return PyClass(f"class {cls.__name__}:", decorator, own_doc(cls), lines, [])
+            decorator = f"@{w.module('dataclasses')}.dataclass"
+            if options:
+                decorator += f"({', '.join(options)})"
+            return PyClass(name, f"class {name}:", decorator, own_doc(cls), lines, [])
         if node.kind == "pydantic":
             self.needs_pydantic = True
-            self.writer.imports.add("pydantic")
-            return PyClass(f"class {cls.__name__}(pydantic.BaseModel):", "", own_doc(cls), lines, [])
-        self.writer.imports.add("typing")
-        return PyClass(f"class {cls.__name__}(typing.TypedDict):", "", own_doc(cls), lines, [])
+            header = f"class {name}({w.module('pydantic')}.BaseModel):"
+            return PyClass(name, header, "", own_doc(cls), lines, [])
+        header = f"class {name}({w.module('typing')}.TypedDict):"
+        return PyClass(name, header, "", own_doc(cls), lines, [])
 
     def _model_field(self, node: ModelNode, f: ModelField) -> str:
         w = self.writer
         ann = w.annotation(f.annotation)
         if node.kind == "typeddict" and not f.required:
-            ann = f"typing.NotRequired[{ann}]"
+            ann = f"{w.module('typing')}.NotRequired[{ann}]"
         text = f"{f.name}: {ann}"
         if f.factory is not NOTHING:
             if f.factory not in (list, dict, set, tuple, frozenset):
                 raise BuildError(
                     f"{node.name}.{f.name}: only builtin default factories can be mirrored"
                 )
-            maker = "dataclasses.field" if node.kind == "dataclass" else "pydantic.Field"
-            text += f" = {maker}(default_factory={f.factory.__name__})"
+            maker = (
+                f"{w.module('dataclasses')}.field"
+                if node.kind == "dataclass"
+                else f"{w.module('pydantic')}.Field"
+            )
+            text += f" = {maker}(default_factory={w.builtin(f.factory.__name__)})"
         elif f.default is not NOTHING:
             text += f" = {w.default(f.default)}"
         return text
@@ -345,14 +433,15 @@ class _ClientWriter:
         return template.render(
             service=service,
             version=version,
-            imports=sorted(self.writer.imports),
+            imports=[(m, alias(m)) for m in sorted(self.writer.imports)],
             mirrors=mirrors,
             classes=classes,
             methods=methods,
             functions=functions,
             contract=contract,
             exported=[
-                *(m.header.split("(")[0].split()[1].rstrip(":") for m in mirrors),
+                "Client",
+                *(m.name for m in mirrors),
                 *(c.name for c in service.classes),
                 *(fn.name for fn in service.functions),
             ],
@@ -368,7 +457,10 @@ def render_proto(contract: Contract, version: str) -> str:
     )
 
 
-def render_server(service: Service, contract: Contract, version: str, source_dir: str) -> str:
+def render_server(
+    service: Service, contract: Contract, version: str, source_dir: str | None
+) -> str:
+    """The server module; ``source_dir``: the served module's folder relative to it."""
     template = _environment().get_template("server.py.j2")
     return template.render(
         service=service, contract=contract, version=version, source_dir=source_dir
