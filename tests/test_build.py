@@ -34,7 +34,7 @@ def test_build_writes_contract_compiled_modules_server_and_client(ocean_build):
     assert "// Sea pressure in dbar." in proto  # parameter docs become field comments
     assert "optional bool skipna = 3;" in proto
     client_pyproject = (out / "ocean_tools_client/pyproject.toml").read_text()
-    assert '"dagen>=' in client_pyproject
+    assert '"dagen-grpc>=' in client_pyproject
     assert "xarray" not in client_pyproject.split("dependencies")[1]  # only what the client needs
 
 

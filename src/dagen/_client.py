@@ -129,11 +129,11 @@ class ServiceClient:
         cls.contract = contract
         owner = f"{cls.__module__}.{cls.__qualname__}"
         functions = [
-            introspect_function(fn, owner, skip_first=True)
+            introspect_function(fn, owner, skip_first=True, docs=False)
             for name, fn in vars(cls).items()
             if inspect.isfunction(fn) and not name.startswith("_")
         ]
-        remote_classes = [introspect_class(c, cls.__module__) for c in classes]
+        remote_classes = [introspect_class(c, cls.__module__, docs=False) for c in classes]
         cls.service = make_service(pb2.DESCRIPTOR.package, cls.__doc__, functions, remote_classes)
         cls.methods = {fn.key: Method(cls.service, fn, pb2) for fn in cls.service.rpcs}
         for c in classes:

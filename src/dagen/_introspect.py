@@ -21,8 +21,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import docstring_parser
-
 from ._exceptions import BuildError
 from ._model import INSTANCE_FIELD, Function, Parameter, RemoteClass, Service, camel
 from ._progress import is_progress_annotation
@@ -120,6 +118,10 @@ def _arg_lines(fn: Callable[..., Any]) -> dict[str, int]:
     return {arg.arg: first + arg.lineno - 1 for arg in every}
 
 
+# A parsed docstring's fields, empty: what introspect_function(docs=False) reads.
+_NO_DOCS = types.SimpleNamespace(short_description="", params=[], returns=None)
+
+
 def _where(fn: Callable[..., Any], line: int) -> str:
     try:
         path = inspect.getsourcefile(fn) or "<unknown>"
@@ -145,7 +147,10 @@ def introspect_function(
     skip_first: bool = False,
     cls: str | None = None,
     kind: str = "function",
+    docs: bool = True,
 ) -> Function:
+    """The remote function ``fn``. ``docs=False`` (the client runtime, which has its
+    documentation already) skips the docstring parsing that the contract's comments need."""
     qualname = f"{owner}.{fn.__name__}"
     line = getattr(getattr(fn, "__code__", None), "co_firstlineno", 0)
     if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
@@ -156,7 +161,11 @@ def introspect_function(
         raise BuildError(
             f"{_where(fn, line)}: {qualname}: cannot resolve its annotations: {e}"
         ) from None
-    doc = docstring_parser.parse(fn.__doc__ or "", style=docstring_parser.DocstringStyle.NUMPYDOC)
+    doc: Any = _NO_DOCS
+    if docs:
+        import docstring_parser  # the server extra: the build's side only
+
+        doc = docstring_parser.parse(fn.__doc__ or "", style=docstring_parser.DocstringStyle.NUMPYDOC)
     param_docs = {p.arg_name: p.description or "" for p in doc.params}
     arg_lines = _arg_lines(fn)
     params = list(sig.parameters.values())[1 if skip_first else 0 :]
@@ -236,14 +245,14 @@ def introspect_function(
     )
 
 
-def introspect_class(cls: type, owner: str) -> RemoteClass:
+def introspect_class(cls: type, owner: str, *, docs: bool = True) -> RemoteClass:
     """A remote class: its constructor's parameters and its public methods."""
     qualname = f"{owner}.{cls.__name__}"
     defines_init = any("__init__" in vars(c) for c in cls.__mro__[:-1])
     if defines_init:
         constructor: Any = cls.__init__  # type: ignore[misc]
         init = introspect_function(
-            constructor, qualname, skip_first=True, cls=cls.__name__, kind="init"
+            constructor, qualname, skip_first=True, cls=cls.__name__, kind="init", docs=docs
         )
     else:
         init = Function(
@@ -265,15 +274,15 @@ def introspect_class(cls: type, owner: str) -> RemoteClass:
                 continue
             if isinstance(attr, staticmethod):
                 methods[name] = introspect_function(
-                    attr.__func__, qualname, cls=cls.__name__, kind="staticmethod"
+                    attr.__func__, qualname, cls=cls.__name__, kind="staticmethod", docs=docs
                 )
             elif isinstance(attr, classmethod):
                 methods[name] = introspect_function(
-                    attr.__func__, qualname, skip_first=True, cls=cls.__name__, kind="classmethod"
+                    attr.__func__, qualname, skip_first=True, cls=cls.__name__, kind="classmethod", docs=docs
                 )
             elif inspect.isfunction(attr):
                 methods[name] = introspect_function(
-                    attr, qualname, skip_first=True, cls=cls.__name__, kind="method"
+                    attr, qualname, skip_first=True, cls=cls.__name__, kind="method", docs=docs
                 )
     if not methods:
         raise BuildError(f"{qualname}: a remote class needs at least one public method")
