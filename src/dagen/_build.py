@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
 import re
 import shutil
 import subprocess
@@ -9,7 +11,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import grpc_tools
 from google.protobuf import __version__ as protobuf_version
 
@@ -27,6 +28,7 @@ from ._model import Service
 from ._render import render_client, render_client_pyproject, render_proto, render_server, write
 from ._resources import data_dir
 from ._version import __version__
+from ._wheelhouse import Wheelhouse, write_wheelhouse
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class BuildResult:
     server: Path
     client: Path  # the client package's project folder (pip install it)
     lock: Path | None
+    wheelhouse: Wheelhouse | None = None  # the client's and the runtime's wheels
 
 
 def compile_proto(proto: Path, out: Path) -> None:
@@ -102,7 +105,9 @@ def build_service(
         write(project / "pyproject.toml", render_client_pyproject(
             service, version=__version__,
             client_version=f"{__version__}+r{contract.revision}",
-            grpc_version=grpc.__version__, protobuf_version=protobuf_version,
+            # the _pb2_grpc module checks grpcio against the grpcio-tools that wrote it
+            grpc_version=importlib.metadata.version("grpcio-tools"),
+            protobuf_version=protobuf_version,
             extra_dependencies=["pydantic>=2"] if needs_pydantic else [],
         ))
         for suffix in ("_pb2.py", "_pb2.pyi"):
@@ -117,10 +122,12 @@ def build_service(
 
 
 def build(module: str, out: str | Path, *, allow_breaking: bool = False,
-          lock: str | Path | None = None) -> BuildResult:
+          lock: str | Path | None = None, wheels: bool = True) -> BuildResult:
     """Build everything for ``module`` (a file path or an importable name) into ``out``.
 
     The lock file goes next to the module's source unless ``lock`` names another path.
+    With ``wheels``, ``out/wheels`` gets the client's wheel and the dagen runtime's: the
+    visitor's ``pip install --find-links out/wheels <module>_client``.
     """
     mod = load_module(module)
     service = introspect_module(mod)
@@ -128,7 +135,10 @@ def build(module: str, out: str | Path, *, allow_breaking: bool = False,
     lock_path = Path(lock) if lock else lock_path_for(mod.__file__, out, service.package)
     source_dir = str(Path(mod.__file__).resolve().parent) if mod.__file__ else ""
     try:
-        return build_service(service, out, source_dir, lock_path=lock_path,
-                             allow_breaking=allow_breaking)
+        result = build_service(service, out, source_dir, lock_path=lock_path,
+                               allow_breaking=allow_breaking)
     except ContractError as e:
         raise BuildError(str(e)) from None
+    if not wheels:
+        return result
+    return dataclasses.replace(result, wheelhouse=write_wheelhouse(out / "wheels", result.client))
