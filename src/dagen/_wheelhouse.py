@@ -63,7 +63,6 @@ class _Source:
 
 def write_wheelhouse(folder: Path, client_project: Path) -> Wheelhouse:
     """The client's wheel and, when it can be made, the dagen runtime's, into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
     client = write_wheel(folder, _client_source(client_project))
     try:
         runtime = write_wheel(folder, runtime_source())
@@ -130,6 +129,7 @@ def write_wheel(folder: Path, source: _Source) -> Path:
     """Write the wheel of ``source`` into ``folder`` (replacing the distribution's older
     wheels there) and return its path."""
     name = re.sub(r"[-_.]+", "_", source.name).lower()
+    folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(f"{name}-*.whl"):
         old.unlink()
     info = f"{name}-{source.version}.dist-info"
