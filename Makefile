@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip uninstall -q -y dagen  # the distribution's old name, if an older checkout installed it
+	$(PY) -m pip install -q -e ".[server,test]"
 	touch $@
 
 install: $(VENV)/.installed

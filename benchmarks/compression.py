@@ -74,7 +74,7 @@ def machine() -> dict[str, Any]:
     versions = {"python": platform.python_version()}
     for dist in ("dagen", "numpy", "xarray", "zstandard", "lz4", "grpcio"):
         try:
-            versions[dist] = version(dist)
+            versions[dist] = version("dagen-grpc" if dist == "dagen" else dist)  # the distribution's name
         except PackageNotFoundError:
             versions[dist] = "not installed"
     import zstandard
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.data} is absent (the shared data folder)", file=sys.stderr)
         return 2
     for family in _codecs.FAMILIES:
-        _codecs.require(family)  # CodecUnavailable: pip install 'dagen[compression]'
+        _codecs.require(family)  # CodecUnavailable: pip install 'dagen-grpc[compression]'
     info = machine()
     info["when"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     variables = load_variables(args.data)

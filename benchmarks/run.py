@@ -116,7 +116,7 @@ def versions() -> dict[str, str]:
     for dist in ("dagen", "grpcio", "protobuf", "numpy", "xarray", "pyarrow", "dask",
                  "distributed", "psutil", "matplotlib"):
         try:
-            out[dist] = version(dist)
+            out[dist] = version("dagen-grpc" if dist == "dagen" else dist)  # the distribution's name
         except PackageNotFoundError:
             out[dist] = "not installed"
     return out

@@ -2,7 +2,8 @@
 
 1. ``dagen build examples/ocean_tools.py -o <work>/build``
 2. ``dagen certs init/server/client`` into ``<work>/certs``
-3. ``pip install <work>/build/ocean_tools_client``
+3. ``pip install --find-links <work>/build/wheels ocean_tools_client`` (the visitor's command;
+   here with --no-deps: this environment has the runtime already)
 4. ``dagen serve examples/ocean_tools.py --certs <work>/certs`` (mutual TLS)
 5. ``python examples/call_ocean_tools.py`` in another process, connected through
    DAGEN_TARGET / DAGEN_CERTS / DAGEN_IDENTITY
@@ -52,8 +53,8 @@ def main() -> None:
         run(str(BIN / "dagen"), "certs", "init", str(certs))
         run(str(BIN / "dagen"), "certs", "server", str(certs), "--host", "localhost", "--ip", "127.0.0.1")
         run(str(BIN / "dagen"), "certs", "client", str(certs), "alice")
-    run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
-        str(build / "ocean_tools_client"))
+    run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", "--no-index",
+        "--find-links", str(build / "wheels"), "ocean_tools_client")
 
     server, port = start_server(certs)
     try:

@@ -99,7 +99,7 @@ def test_version_prints_dagen_version() -> None:
 
 
 def test_version_matches_the_installed_distribution() -> None:
-    assert dagen.__version__ == importlib.metadata.version("dagen")
+    assert dagen.__version__ == importlib.metadata.version("dagen-grpc")
 
 
 def test_console_script_is_installed_and_runs() -> None:

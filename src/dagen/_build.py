@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import importlib.metadata
 import os
 import re
 import shutil
@@ -12,7 +14,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import grpc_tools
 from google.protobuf import __version__ as protobuf_version
 
@@ -27,6 +28,7 @@ from ._render import render_client, render_client_pyproject, render_proto, rende
 from ._resources import data_dir
 from ._server import Servicer
 from ._version import __version__
+from ._wheelhouse import Wheelhouse, write_wheelhouse
 
 GENERATED = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")  # what protoc writes, beside our own
 
@@ -50,6 +52,7 @@ class BuildResult:
     server: Path
     client: Path  # the client package's project folder (pip install it)
     lock: Path | None
+    wheelhouse: Wheelhouse | None = None  # the client's and the runtime's wheels
 
 
 def compile_proto(proto: Path, out: Path) -> None:
@@ -82,7 +85,7 @@ def format_python(paths: list[Path]) -> None:
         from ruff.__main__ import find_ruff_bin
     except ImportError:
         raise BuildError(
-            "dagen build formats the code it generates with ruff: pip install ruff"
+            "dagen build formats the code it generates with ruff: pip install 'dagen-grpc[server]'"
         ) from None
     command = [os.fsdecode(find_ruff_bin()), "format", *FORMAT, "--quiet", *map(str, paths)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -163,7 +166,9 @@ def build_service(
         write(project / "pyproject.toml", render_client_pyproject(
             service, version=__version__,
             client_version=f"{__version__}+r{contract.revision}",
-            grpc_version=grpc.__version__, protobuf_version=protobuf_version,
+            # the _pb2_grpc module checks grpcio against the grpcio-tools that wrote it
+            grpc_version=importlib.metadata.version("grpcio-tools"),
+            protobuf_version=protobuf_version,
             extra_dependencies=["pydantic>=2"] if needs_pydantic else [],
         ))
         for suffix in ("_pb2.py", "_pb2.pyi"):
@@ -180,10 +185,12 @@ def build_service(
 
 
 def build(module: str, out: str | Path, *, allow_breaking: bool = False,
-          lock: str | Path | None = None) -> BuildResult:
+          lock: str | Path | None = None, wheels: bool = True) -> BuildResult:
     """Build everything for ``module`` (a file path or an importable name) into ``out``.
 
     The lock file goes next to the module's source unless ``lock`` names another path.
+    With ``wheels``, ``out/wheels`` gets the client's wheel and the dagen runtime's: the
+    visitor's ``pip install --find-links out/wheels <module>_client``.
     """
     mod = load_module(module)
     service = introspect_module(mod)
@@ -199,7 +206,9 @@ def build(module: str, out: str | Path, *, allow_breaking: bool = False,
     roots = [str(Path(source_dir).parents[mod.__name__.count(".") - 1])] if (
         source_dir and "." in mod.__name__) else [source_dir]
     check_imports(result, [r for r in roots if r])
-    return result
+    if not wheels:
+        return result
+    return dataclasses.replace(result, wheelhouse=write_wheelhouse(out / "wheels", result.client))
 
 
 def build_servicer(module: str, lock: str | Path | None = None) -> type[Servicer]:

@@ -38,7 +38,7 @@ def main() -> None:
       dagen certs server certs/ --host localhost --ip 127.0.0.1
       dagen certs client certs/ alice
       dagen serve examples/ocean_tools.py --certs certs/ --port 50051
-      pip install build/ocean_tools_client
+      pip install --find-links build/wheels ocean_tools_client
     """
 
 
@@ -83,7 +83,19 @@ def build(module: str, out: str, lock: str | None, allow_breaking: bool) -> None
     click.echo(f"  lock file:      {result.lock}")
     click.echo(f"  contract:       {result.proto}")
     click.echo(f"  server module:  {result.server}  (python -m {service.package}_server)")
-    click.echo(f"  client package: {result.client}  (pip install {result.client})")
+    click.echo(f"  client package: {result.client}")
+    wheels = result.wheelhouse
+    if wheels is None:
+        return
+    if wheels.runtime is None:
+        click.echo(f"  wheels:         {wheels.folder}  (the client's only)")
+        click.echo(f"Warning: the dagen runtime's wheel could not be made: {wheels.problem}. "
+                   f"Put a wheel of dagen-grpc {__version__} into {wheels.folder} (pip wheel "
+                   "--no-deps <dagen's source folder>) before handing the folder on.", err=True)
+    else:
+        click.echo(f"  wheels:         {wheels.folder}  ({wheels.client.name}, {wheels.runtime.name})")
+    click.echo(f"The visitor installs the client with: "
+               f"pip install --find-links {wheels.folder} {service.client_package}")
 
 
 # -- serve --------------------------------------------------------------------------------------

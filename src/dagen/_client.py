@@ -120,7 +120,7 @@ class ServiceClient:
         ``"zstd"`` or ``"lz4"`` to compress the arrays of calls both ways (for links
         slower than a few hundred MB/s: see "Wire compression" in the README), None
         (the default) for none; ``$DAGEN_COMPRESSION`` when omitted. It needs the
-        codec's package (``pip install 'dagen[compression]'``) here, and on the
+        codec's package (``pip install 'dagen-grpc[compression]'``) here, and on the
         server to compress responses and to accept compressed uploads.
 
     The client's attributes are the served functions and classes only. dagen's state

@@ -117,7 +117,7 @@ def available(name: str) -> bool:
 
 
 def _install_hint(codec: Codec) -> str:
-    return f"pip install {codec.package} (or pip install 'dagen[compression]')"
+    return f"pip install {codec.package} (or pip install 'dagen-grpc[compression]')"
 
 
 # -- what the caller asks for ------------------------------------------------------------------------
