@@ -1,6 +1,6 @@
-"""The README's performance section quotes one run of `make bench` (issue 4): the
-results file it names exists, and every ratio of its bars table, and the echo
-throughputs, are what benchmarks/report.py computes from that run's JSON."""
+"""docs/performance.md quotes one run of `make bench` (issue 4): the results file it
+names exists, beside the command that reproduces it, and every ratio of its bars table,
+and the echo throughputs, are what benchmarks/report.py computes from that run's JSON."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from report import compute_bars  # noqa: E402
 
 MiB = 1 << 20
-SECTION = (ROOT / "README.md").read_text().split("## Performance", 1)[1].split("\n## ", 1)[0]
+SECTION = (ROOT / "docs" / "performance.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def run():
 
 
 def table(header: str) -> list[list[str]]:
-    """The rows (as lists of cells) of the README table whose header row starts so."""
+    """The rows (as lists of cells) of the page's table whose header row starts so."""
     lines = SECTION.splitlines()
     [start] = [i for i, ln in enumerate(lines) if ln.startswith(f"| {header}")]
     rows = []
