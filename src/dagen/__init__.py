@@ -20,6 +20,7 @@ from ._exceptions import (
     DagenWarning,
     InsecureRefused,
     PolicyError,
+    RelayError,
 )
 from ._policy import Identity, caller
 from ._progress import NO_PROGRESS, Progress, ProgressReport, ProgressStep, cancelled
@@ -38,6 +39,7 @@ __all__ = [
     "PolicyError",
     "InsecureRefused",
     "CodecUnavailable",
+    "RelayError",
     "DagenWarning",
     "CertificateExpiryWarning",
     "Progress",
