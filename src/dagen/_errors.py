@@ -120,6 +120,13 @@ def exception_from_rpc_error(
         return TimeoutError(
             f"{function}() did not finish within its timeout of {timeout} s (server {target})"
         )
+    if "TSI_DATA_CORRUPTED" in (text or ""):  # grpc reports it as UNKNOWN
+        return ServerUnavailable(
+            f"the connection to {target} broke during {function}(): {text}. TLS refused "
+            "data that something between client and server (a relay, a proxy, the network) "
+            "had changed. No result was returned (nothing partial either); the call may or "
+            "may not have run."
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         hint = ""
         lowered = (text or "").lower()
