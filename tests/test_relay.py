@@ -3,6 +3,7 @@ three real processes on 127.0.0.1; TLS end to end through the relay."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shutil
@@ -384,3 +385,96 @@ def test_published_name_must_be_in_the_certificate(setup):
     assert published_name(setup.certs) == NAME
     with pytest.raises(dagen.RelayError, match="is not valid for 'elsewhere.test'"):
         published_name(setup.certs, "elsewhere.test")
+
+
+# -- stock OpenSSH as the relay (docs/deployment.md) ------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return s.getsockname()[1]
+
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("ssh")),
+                    reason="needs OpenSSH (apt-get install openssh-server)")
+def test_stock_openssh_as_the_relay(setup, echo_client_module, tmp_path):
+    """The recipe of docs/deployment.md: sshd with its own config on the relay host, an
+    account restricted to one forwarded port, `ssh -R PORT:SOCKET` on the login node
+    (where `dagen serve --socket` listens on no TCP port); visitors reach the server on
+    the relay's forwarded port, TLS end to end."""
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation
+    ssh_port, public_port = _free_port(), _free_port()
+    host_key = tmp_path / "ssh_host_ed25519_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],
+                   check=True)
+    server_pub = (setup.folder / "server_key").read_bytes()
+    pub = asyncssh.import_private_key(server_pub).export_public_key().decode().strip()
+    authorized = tmp_path / "authorized_keys"
+    authorized.write_text(f'restrict,port-forwarding,permitlisten="127.0.0.1:{public_port}" '
+                          f"{pub}\n")
+    config = tmp_path / "sshd_config"
+    config.write_text(f"""\
+Port {ssh_port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile {tmp_path / "sshd.pid"}
+AuthorizedKeysFile {authorized}
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowTcpForwarding remote
+AllowStreamLocalForwarding no
+GatewayPorts clientspecified
+PermitTTY no
+X11Forwarding no
+ClientAliveInterval 15
+ClientAliveCountMax 3
+""")
+    sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                            stderr=(tmp_path / "sshd.log").open("w"))
+    sock = tmp_path / "server.sock"
+    server = subprocess.Popen(
+        [*DAGEN, "serve", str(ECHO), "--certs", str(setup.certs), "--socket", str(sock)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{ssh_port} {Path(f'{host_key}.pub').read_text()}")
+    tunnel = None
+    try:
+        assert server.stdout is not None and "unix:" in server.stdout.readline()
+        assert tcp_listening(server.pid) == set()
+        user = getpass.getuser()
+        tunnel = subprocess.Popen(
+            ["ssh", "-N", "-i", str(setup.key), "-p", str(ssh_port), "-F", "/dev/null",
+             "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+             "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15",
+             "-o", "ServerAliveCountMax=3", "-o", "IdentitiesOnly=yes",
+             "-R", f"127.0.0.1:{public_port}:{sock}", f"{user}@127.0.0.1"],
+            stderr=(tmp_path / "ssh.log").open("w"))
+        client = _client(echo_client_module, f"127.0.0.1:{public_port}", setup)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                da = xr.DataArray(np.arange(1000.0), dims="x", name="x")
+                xr.testing.assert_identical(client.echo(da), da)
+                break
+            except dagen.ServerUnavailable:
+                assert tunnel.poll() is None, (tmp_path / "ssh.log").read_text()
+                assert time.monotonic() < deadline, (tmp_path / "sshd.log").read_text()
+                time.sleep(0.2)
+        # The restriction holds: the key may not listen on another port.
+        other = _free_port()
+        refused = subprocess.run(
+            ["ssh", "-N", "-i", str(setup.key), "-p", str(ssh_port), "-F", "/dev/null",
+             "-o", f"UserKnownHostsFile={known}", "-o", "ExitOnForwardFailure=yes",
+             "-o", "IdentitiesOnly=yes", "-R", f"127.0.0.1:{other}:{sock}",
+             f"{user}@127.0.0.1"], capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0 and "forwarding failed" in refused.stderr
+    finally:
+        for p in (tunnel, server, sshd):
+            if p is not None:
+                stop_process(p)  # type: ignore[arg-type]
