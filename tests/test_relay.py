@@ -24,6 +24,7 @@ import xarray as xr
 import dagen
 from dagen._certs import issue_server
 from tests.conftest import DAGEN, SERVICES, stop_process
+from tests.guarded import wait_until
 
 asyncssh = pytest.importorskip("asyncssh")
 
@@ -95,10 +96,11 @@ class Relay:
         return f"ssh://dagen@127.0.0.1:{self.tunnel_port}"
 
 
-def start_relay(setup: Setup, visitors: int = 0, tunnels: int = 0) -> Relay:
+def start_relay(setup: Setup, visitors: int = 0, tunnels: int = 0,
+                services: Path | None = None) -> Relay:
     process = subprocess.Popen(
         [*DAGEN, "relay", "--listen", f"127.0.0.1:{visitors}", "--tunnels",
-         f"127.0.0.1:{tunnels}", "--services", str(setup.services), "--host-key",
+         f"127.0.0.1:{tunnels}", "--services", str(services or setup.services), "--host-key",
          str(setup.host_key)],
         stdout=subprocess.PIPE, stderr=(setup.folder / "relay.log").open("a"), text=True)
     assert process.stdout is not None
@@ -238,6 +240,31 @@ def test_the_server_refuses_a_relay_whose_host_key_changed(setup, relay, tmp_pat
     assert "refusing the relay" in done.stderr and "host key" in done.stderr
 
 
+def test_the_relay_grants_a_listed_key_nothing_but_publishing(setup, relay, relayed_server):
+    """No shell, no command, no connection to elsewhere from the relay (local forwarding):
+    a server key can only publish its names."""
+    import asyncio
+
+    async def attempt() -> list[str]:
+        refused = []
+        async with asyncssh.connect(
+                "127.0.0.1", relay.tunnel_port, username="dagen", config=None,
+                client_keys=[str(setup.key)], agent_path=None,
+                known_hosts=str(setup.certs / "relay_known_hosts")) as conn:
+            for what, action in [
+                ("command", lambda: conn.run("id", check=True)),
+                ("shell", lambda: conn.open_session()),
+                ("local forward", lambda: conn.open_connection("127.0.0.1", relay.tunnel_port)),
+            ]:
+                try:
+                    await action()
+                except (asyncssh.ChannelOpenError, asyncssh.ProcessError):
+                    refused.append(what)
+        return refused
+
+    assert asyncio.run(attempt()) == ["command", "shell", "local forward"]
+
+
 class TamperingProxy:
     """A TCP proxy in front of the relay that flips one bit of the byte number
     ``flip_at`` of what flows back to the visitor (None: flips nothing)."""
@@ -337,6 +364,35 @@ def test_relay_restart(setup, echo_client_module):
                 assert time.monotonic() - back < MAX_BACKOFF + 5.0, "not published again"
                 time.sleep(0.1)
         print(f"reachable again {time.monotonic() - back:.2f} s after the relay restarted")
+        assert server.poll() is None
+    finally:
+        stop_process(server)
+        stop_process(relay.process)
+
+
+def _reachable(module, relay: Relay, setup: Setup) -> bool:
+    try:
+        return _client(module, relay.target, setup).add(2, 2) == 4
+    except dagen.ServerUnavailable:
+        return False
+
+
+def test_a_key_taken_out_of_the_services_file_loses_its_name(setup, echo_client_module,
+                                                              tmp_path):
+    """The relay reads the services file again when it changes: a key no longer listed
+    loses its tunnel at the next visit, and gets it back once listed again."""
+    services = tmp_path / "services.toml"
+    text = setup.services.read_text()
+    services.write_text(text)
+    relay = start_relay(setup, services=services)
+    server, _ = start_relayed_server(setup, relay)
+    try:
+        assert _reachable(echo_client_module, relay, setup)
+        services.write_text(text.replace(f'[services."{NAME}"]', '[services."gone.relay.test"]'))
+        assert not _reachable(echo_client_module, relay, setup)
+        services.write_text(text)
+        assert wait_until(lambda: _reachable(echo_client_module, relay, setup),
+                          MAX_BACKOFF + 10, step=0.2)
         assert server.poll() is None
     finally:
         stop_process(server)

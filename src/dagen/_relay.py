@@ -284,7 +284,7 @@ class _Route:
     name: str
     conn: Any  # asyncssh.SSHServerConnection
     port: int
-    key: str  # the fingerprint of the key that published it, for the log
+    key: bytes  # the public key that published it
 
 
 class Relay:
@@ -375,7 +375,7 @@ class Relay:
                         name, fingerprint, _peer(conn), self.services.path)
             return False
         old = self.routes.get(name)
-        route = _Route(name, conn, self.visitor_port, fingerprint)
+        route = _Route(name, conn, self.visitor_port, key.public_data)
         self.routes[name] = route  # the newest wins: the old link may be dead, not yet detected
         log.info("published %r by key %s from %s%s", name, fingerprint, _peer(conn),
                  " (replacing an older tunnel)" if old is not None else "")
@@ -404,9 +404,18 @@ class Relay:
                 log.info("visitor %s: %s; closed", _addr(peer), e or "no ClientHello in time")
                 return
             route = self.routes.get(name)
+            services = self.services.current()
+            if route is not None and not services.may_publish(route.key, name):
+                # The services file changed: end that server's link (it reconnects, and
+                # is refused until the file allows it again).
+                log.warning("%r: the key that published it may no longer; closing its tunnel",
+                            name)
+                self._unpublish(route)
+                route.conn.close()
+                route = None
             if route is None:
                 why = ("no server is connected under it"
-                       if name in self.services.current().keys else "no server may publish it")
+                       if name in services.keys else "no server may publish it")
                 log.info("visitor %s asked for %r: %s; sent unrecognized_name", _addr(peer),
                          name, why)
                 writer.write(UNRECOGNIZED_NAME_ALERT)
