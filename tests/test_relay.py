@@ -96,6 +96,11 @@ class Relay:
         return f"ssh://dagen@127.0.0.1:{self.tunnel_port}"
 
 
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return s.getsockname()[1]
+
+
 def start_relay(setup: Setup, visitors: int = 0, tunnels: int = 0,
                 services: Path | None = None) -> Relay:
     process = subprocess.Popen(
@@ -370,6 +375,28 @@ def test_relay_restart(setup, echo_client_module):
         stop_process(relay.process)
 
 
+def test_a_server_started_before_the_relay_publishes_once_it_is_up(setup, echo_client_module):
+    port, visitors = _free_port(), _free_port()
+    pub = asyncssh.import_private_key(setup.host_key.read_bytes()).export_public_key()
+    (setup.certs / "relay_known_hosts").write_text(f"[127.0.0.1]:{port} {pub.decode()}")
+    server = subprocess.Popen(
+        serve_command(setup, Relay(None, visitors, port)),  # type: ignore[arg-type]
+        stdout=subprocess.PIPE, text=True, stderr=(setup.folder / "early.log").open("w"))
+    relay = None
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert f"publishing as {NAME} on the relay" in line and "once it is reachable" in line
+        assert "cannot reach the relay" in (setup.folder / "early.log").read_text()
+        relay = start_relay(setup, visitors, port)
+        assert wait_until(lambda: _reachable(echo_client_module, relay, setup),
+                          MAX_BACKOFF + 10, step=0.2)
+    finally:
+        stop_process(server)
+        if relay is not None:
+            stop_process(relay.process)
+
+
 def _reachable(module, relay: Relay, setup: Setup) -> bool:
     try:
         return _client(module, relay.target, setup).add(2, 2) == 4
@@ -444,11 +471,6 @@ def test_published_name_must_be_in_the_certificate(setup):
 
 
 # -- stock OpenSSH as the relay (docs/deployment.md) ------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return s.getsockname()[1]
 
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"

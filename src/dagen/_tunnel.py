@@ -268,4 +268,7 @@ class RelayTunnel:
             shutil.rmtree(self._folder, ignore_errors=True)
 
     def describe(self) -> str:
-        return f"published as {self.tunnel.name} on the relay {self.tunnel.relay}"
+        where = f"{self.tunnel.name} on the relay {self.tunnel.relay}"
+        if self.tunnel.published.is_set():
+            return f"published as {where}"
+        return f"publishing as {where} once it is reachable"
