@@ -4,7 +4,7 @@
 
 Starts `dagen relay`, `dagen serve --relay` (Unix socket, no TCP port) and a direct
 `dagen serve --port` of benchmarks/echo_service.py on 127.0.0.1, and times
-`echo(da)` of a float64 DataArray of SIZE through each. MiB/s is the array's size
+`echo(da)` of a float64 DataArray of SIZE through each, and tiny calls. MiB/s is the array's size
 over the round trip (every byte goes there and back).
 """
 
@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="256MiB")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--tiny", type=int, default=200, help="tiny calls (add) to time")
     args = parser.parse_args()
     size = int(args.size.removesuffix("MiB")) << 20
     tmp = Path(tempfile.mkdtemp(prefix="dagen-relay-bench-"))
@@ -86,6 +87,14 @@ def main() -> None:
                                server_name=NAME)),
         ]:
             client.echo(da[:1000])  # connect
+            times = []
+            for _ in range(args.tiny):
+                t = time.perf_counter()
+                client.add(1, 2)
+                times.append(time.perf_counter() - t)
+            if times:
+                print(f"{label:7s} tiny call (add): median {np.median(times) * 1e3:.2f} ms "
+                      f"over {len(times)}", flush=True)
             for _ in range(args.repeat):
                 t = time.perf_counter()
                 out = client.echo(da)
