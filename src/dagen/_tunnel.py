@@ -184,6 +184,10 @@ class Tunnel:
                 log.warning("cannot reach the relay %s: %s; trying again in %.1f s",
                             self.relay, e or type(e).__name__, delay)
                 self._settle(None)
+            except Exception:  # noqa: BLE001 - a bug must not end the tunnel for good
+                log.exception("the tunnel to the relay %s failed; trying again in %.1f s",
+                              self.relay, delay)
+                self._settle(None)
             finally:
                 self.published.clear()
             if stopping.is_set():
