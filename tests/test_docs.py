@@ -62,7 +62,7 @@ RUN_EXAMPLES = {
 }
 # Programs of console blocks that are not dagen's and are not run here (ssh, compilers,
 # Node.js, the shell's own words).
-OTHER_PROGRAMS = {"ssh", "protoc", "node", "npm", "cd", "pip", "for", "do", "done"}
+OTHER_PROGRAMS = {"ssh", "ssh-keygen", "autossh", "echo", "protoc", "node", "npm", "cd", "pip", "for", "do", "done"}
 
 
 # -- the pages' blocks -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ._exceptions import (
     DagenWarning,
     InsecureRefused,
     PolicyError,
+    RelayError,
 )
 from ._progress import NO_PROGRESS, Progress, ProgressReport, ProgressStep, cancelled
 from ._security import Identity, caller
@@ -39,6 +40,7 @@ __all__ = [
     "PolicyError",
     "InsecureRefused",
     "CodecUnavailable",
+    "RelayError",
     "DagenWarning",
     "CertificateExpiryWarning",
     "Progress",

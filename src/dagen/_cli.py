@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,22 @@ def build(module: str, out: str, lock: str | None, allow_breaking: bool) -> None
 # -- serve --------------------------------------------------------------------------------------
 
 
+_relay_options = [
+    click.option("--relay", metavar="ssh://USER@HOST:PORT",
+                 help="Listen on no TCP port: dial out to this dagen relay over SSH and "
+                 "publish the server there under the host name of its certificate (needs "
+                 "pip install 'dagen-grpc[relay]'). Serves on --socket, or a private socket."),
+    click.option("--relay-key", type=click.Path(dir_okay=False),
+                 help="With --relay: the SSH private key the relay's services file lists."),
+    click.option("--relay-known-hosts", type=click.Path(dir_okay=False),
+                 help="With --relay: the relay's SSH host key, pinned "
+                 "[default: relay_known_hosts in --certs]."),
+    click.option("--relay-name",
+                 help="With --relay: the name to publish, one of the certificate's DNS "
+                 "names [default: its first]."),
+]
+
+
 def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(
@@ -158,6 +176,7 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--debug", is_flag=True, help="Send tracebacks of failed calls to the callers."
         ),
+        *_relay_options,
     ]
     for option in reversed(options):
         f = option(f)
@@ -178,15 +197,22 @@ def _run(
     executor: str,
     chunk_size: int,
     debug: bool,
+    relay: str | None = None,
+    relay_key: str | None = None,
+    relay_known_hosts: str | None = None,
+    relay_name: str | None = None,
     **access: Any,  # --policy, --socket and the limits: dagen._security._settings
 ) -> None:
-    from ._exceptions import CertificateError, InsecureRefused
+    from ._exceptions import CertificateError, InsecureRefused, RelayError
     from ._security import security_settings
     from ._serve import serve
     from ._server import ServerOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = security_settings(servicer_cls, insecure=insecure, **access)
+    tunnel = _relay_tunnel(relay, certs=None if insecure else certs, key=relay_key,
+                           known_hosts=relay_known_hosts, name=relay_name,
+                           socket=settings.socket) if relay else None
     options = ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor,
                             workers=workers, limits=settings.limits, policy=settings.policy,
                             call_limits=settings.call_limits)
@@ -197,9 +223,22 @@ def _run(
     try:
         serve(servicer, host=host, port=port, certs=certs, insecure=insecure,
               allow_remote_insecure=allow_remote_insecure, socket=settings.socket,
-              settings=settings.describe())
-    except (InsecureRefused, OSError, CertificateError) as e:
+              settings=settings.describe(), tunnel=tunnel)
+    except (InsecureRefused, OSError, CertificateError, RelayError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def _relay_tunnel(relay: str, **options: Any) -> Any:
+    """The tunnel of ``dagen serve --relay`` (dagen._tunnel), not started yet."""
+    from ._exceptions import RelayError
+
+    try:
+        from ._tunnel import RelayTunnel
+
+        return RelayTunnel(relay, **options)
+    except RelayError as e:
+        raise click.ClickException(str(e)) from None
+
 
 
 @main.command()
@@ -237,6 +276,76 @@ def run_servicer(servicer_cls: Any) -> None:
         _run(servicer_cls, **options)
 
     command(prog_name=f"python -m {servicer_cls.service.package}_server")
+
+
+# -- relay --------------------------------------------------------------------------------------
+
+
+def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:443)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@main.command()
+@click.option("--listen", default="0.0.0.0:443", show_default=True, callback=_host_port,
+              help="Where visitors connect (TLS, routed by the server name they ask for).")
+@click.option("--tunnels", default="0.0.0.0:2222", show_default=True, callback=_host_port,
+              help="Where servers connect over SSH to publish their names.")
+@click.option("--services", required=True, type=click.Path(dir_okay=False),
+              help="TOML file: which SSH public keys may publish which names "
+              "(read again when it changes).")
+@click.option("--host-key", type=click.Path(dir_okay=False),
+              help="The relay's SSH host key, made if missing [default: relay_host_key "
+              "beside --services].")
+def relay(listen: tuple[str, int], tunnels: tuple[str, int], services: str,
+          host_key: str | None) -> None:
+    """Relay visitors to servers that listen on no port (needs pip install 'dagen-grpc[relay]').
+
+    Servers dial out ('dagen serve --relay ssh://USER@THIS-HOST:PORT') and publish the
+    host name of their certificate; a visitor asks for that name (Client(target=
+    "THIS-HOST:PORT", server_name=NAME)) and the relay routes its TLS connection there
+    unopened: mutual TLS runs end to end, and the relay holds no dagen key.
+
+    \b
+    relay-services.toml:
+      [services."ocean.relay.example.org"]
+      keys = ["ssh-ed25519 AAAA... ocean-tools@login1"]
+    """
+    import asyncio
+
+    from ._exceptions import RelayError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        from ._relay import Relay, known_hosts_line
+
+        key_path = host_key or str(Path(services).parent / "relay_host_key")
+        the_relay = Relay(services, key_path, listen=listen, tunnels=tunnels)
+    except RelayError as e:
+        raise click.ClickException(str(e)) from None
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await the_relay.start()
+        try:
+            click.echo(f"dagen relay: visitors on {listen[0]}:{the_relay.visitor_port}, "
+                       f"tunnels on {tunnels[0]}:{the_relay.tunnel_port} (SSH); Ctrl-C stops")
+            line = known_hosts_line(the_relay.host_key, "RELAY-HOST", the_relay.tunnel_port)
+            click.echo(f"  servers pin its host key: add to their relay_known_hosts: {line}")
+            sys.stdout.flush()
+            await stop.wait()
+        finally:
+            await the_relay.close()
+
+    try:
+        asyncio.run(run())
+    except OSError as e:
+        raise click.ClickException(f"cannot listen: {e}") from None
 
 
 # -- certs --------------------------------------------------------------------------------------

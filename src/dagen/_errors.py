@@ -120,10 +120,25 @@ def exception_from_rpc_error(
         return TimeoutError(
             f"{function}() did not finish within its timeout of {timeout} s (server {target})"
         )
+    if "TSI_DATA_CORRUPTED" in (text or ""):  # grpc reports it as UNKNOWN
+        return ServerUnavailable(
+            f"the connection to {target} broke during {function}(): {text}. TLS refused "
+            "data that something between client and server (a relay, a proxy, the network) "
+            "had changed. No result was returned (nothing partial either); the call may or "
+            "may not have run."
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         hint = ""
         lowered = (text or "").lower()
-        if "hostname verification" in lowered:
+        if "unrecognized_name" in lowered:  # the TLS alert a dagen relay sends
+            hint = (
+                f" {target} answered the TLS server name the client asked for with "
+                "unrecognized_name: it is a relay with no server connected under that name "
+                "(the server is not running or has not reached the relay, or the relay does "
+                "not know the name). Check server_name= (or DAGEN_SERVER_NAME), and ask the "
+                "server's operator whether it is up."
+            )
+        elif "hostname verification" in lowered:
             hint = (
                 f" The TLS handshake failed: the server's certificate does not name the host "
                 f"of {target}. Through an SSH tunnel or a Unix socket, pass server_name= the "

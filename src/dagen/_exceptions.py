@@ -33,6 +33,11 @@ class InsecureRefused(DagenError):
     """Plain text was asked for on an address other than loopback."""
 
 
+class RelayError(DagenError):
+    """A relay or a tunnel to one that cannot work as configured: a services file, a key
+    or known-hosts file that is wrong, or a relay that refused the tunnel."""
+
+
 class CodecUnavailable(DagenError, ImportError):
     """The library a codec needs is not installed here."""
 

@@ -4,7 +4,7 @@ told to stop.
 ``dagen serve`` and generated server modules (``python -m <package>_server``) both end
 in :func:`serve`: it prints the address line, serves until SIGTERM or Ctrl-C, then stops
 gracefully (calls in progress get a few seconds to finish). Certificates renewed in
-place are picked up while it serves (:mod:`dagen._reload`, through the guard). The
+place are picked up while it serves (:mod:`dagen._security._reload`, through the guard). The
 command lines that lead here live in :mod:`dagen._cli`; this module needs no click.
 """
 
@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 import types
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
@@ -33,6 +33,9 @@ from ._security import (
 )
 from ._server import Servicer
 from ._threads import LastIdlePool
+
+if TYPE_CHECKING:
+    from ._tunnel import RelayTunnel as Tunnel
 
 log = logging.getLogger("dagen.server")
 
@@ -144,14 +147,22 @@ def serve(
     allow_remote_insecure: bool = False,
     socket: str | None = None,
     settings: str = "",
+    tunnel: Tunnel | None = None,
 ) -> None:
     """Serve ``servicer`` until SIGTERM or Ctrl-C, then stop gracefully; close it.
 
     Prints the address line (``dagen: serving <service> on <address> (...)``) once the
     server listens; ``settings`` describes, in the log, who may call and the limits.
     A server that cannot start raises (InsecureRefused, CertificateError, OSError) and
-    leaves nothing running. Call it in the main thread (it handles signals)."""
+    leaves nothing running. Call it in the main thread (it handles signals).
+
+    With a ``tunnel`` (``dagen serve --relay``: dagen._tunnel), the server listens on the
+    tunnel's Unix socket only, and the tunnel is started once the server listens and
+    stopped after the calls in progress have finished through it (a tunnel that cannot
+    start raises RelayError)."""
     interrupt_on_sigterm()
+    if tunnel is not None:
+        socket = tunnel.socket
     try:
         server, bound = create_server(
             servicer, host=host, port=port, certs=certs, insecure=insecure,
@@ -163,7 +174,11 @@ def serve(
         try:
             with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C, or SIGTERM: stop
                 server.start()
+                if tunnel is not None:
+                    tunnel.start()
                 address = unix_target(socket) if socket is not None else join_host_port(host, bound)
+                if tunnel is not None:
+                    address += f", {tunnel.describe()}"
                 security = "plain text (INSECURE)" if insecure else f"mutual TLS with {certs}"
                 print(f"dagen: serving {servicer.service.full_name} on {address} ({security}); "
                       "Ctrl-C stops", flush=True)
@@ -176,5 +191,7 @@ def serve(
                   flush=True)
         finally:
             server.stop(grace=GRACE).wait()
+            if tunnel is not None:
+                tunnel.stop()
     finally:
         servicer.close()
