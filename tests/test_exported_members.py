@@ -11,7 +11,8 @@ def test_top_level_exports():
          "Progress", "NO_PROGRESS", "ProgressReport", "ProgressStep", "cancelled",
          "call_options", "caller", "Identity",
          "BuildError", "ContractError", "CertificateError", "PolicyError", "InsecureRefused",
-         "CodecUnavailable", "DagenWarning", "CertificateExpiryWarning"]
+         "CodecUnavailable", "ClusterError", "ClusterUnavailable", "DagenWarning",
+         "CertificateExpiryWarning"]
     )
     for name in dagen.__all__:
         assert hasattr(dagen, name)
@@ -24,7 +25,8 @@ def test_one_exception_hierarchy():
 
     errors = [dagen.RemoteError, dagen.CallError, dagen.ContractMismatch, dagen.ServerUnavailable,
               dagen.BuildError, dagen.ContractError, dagen.CertificateError, dagen.PolicyError,
-              dagen.InsecureRefused, dagen.CodecUnavailable]
+              dagen.InsecureRefused, dagen.CodecUnavailable, dagen.ClusterError,
+              dagen.ClusterUnavailable]
     assert all(issubclass(e, dagen.DagenError) for e in errors)
     assert issubclass(dagen.CodecUnavailable, ImportError)  # `except ImportError` still works
     assert issubclass(dagen.ServerUnavailable, ConnectionError)

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ._exceptions import DagenError
 from ._version import __version__
 
 DEFAULT_CHUNK_SIZE = "4032KiB"  # dagen._wire.DEFAULT_CHUNK_BYTES (not imported: numpy)
@@ -134,10 +135,36 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--executor",
             default="thread",
             show_default=True,
-            type=click.Choice(["thread", "process"]),
+            type=click.Choice(["thread", "process", "dask"]),
             help="Where functions run: threads of the server (a cancelled call stops when "
-            "its function checks dagen.cancelled()), or worker processes (a cancelled "
-            "call's worker is terminated at once).",
+            "its function checks dagen.cancelled()), worker processes (a cancelled "
+            "call's worker is terminated at once), or a dask cluster (one task per call; "
+            "with --cluster, --scheduler or --scheduler-file).",
+        ),
+        click.option(
+            "--cluster",
+            type=click.Path(dir_okay=False),
+            help="With --executor dask: a cluster file (cluster.yaml, or a pyproject.toml's "
+            "[tool.dagen.cluster]) that dagen starts: kind (slurm, pbs, sge, lsf, "
+            "htcondor, local), options, scale or adapt.",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="With --executor dask: the address of a dask scheduler that already runs "
+            "(tls://host:8786; its TLS settings come from dask's configuration).",
+        ),
+        click.option(
+            "--scheduler-file",
+            type=click.Path(dir_okay=False),
+            help="With --executor dask: the scheduler file of a dask scheduler that already runs.",
+        ),
+        click.option(
+            "--wait-for-workers",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="With --executor dask: how long a call waits for a dask worker before it "
+            "fails with UNAVAILABLE [default: the cluster file's wait_for_workers, or 300].",
         ),
         click.option(
             "--chunk-size",
@@ -170,6 +197,10 @@ def _run(
     executor: str,
     chunk_size: int,
     debug: bool,
+    cluster: str | None = None,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    wait_for_workers: float | None = None,
     **access: Any,  # --policy, --socket and the limits: dagen._settings
 ) -> None:
     from ._certs import CertificateError
@@ -178,11 +209,17 @@ def _run(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = security_settings(servicer_cls, insecure=insecure, **access)
-    servicer = servicer_cls(
-        ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor, workers=workers,
-                      limits=settings.limits, policy=settings.policy,
-                      call_limits=settings.call_limits)
-    )
+    dask = _dask_target(executor, cluster, scheduler, scheduler_file, wait_for_workers)
+    try:
+        servicer = servicer_cls(
+            ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor,
+                          workers=workers, limits=settings.limits, policy=settings.policy,
+                          call_limits=settings.call_limits, dask=dask)
+        )
+    except DagenError as e:  # a cluster that cannot start, or cannot import the module
+        raise click.ClickException(str(e)) from None
+    if dask is not None:
+        _check_dask_workers(servicer, dask)
     try:
         server, bound = create_server(
             servicer,
@@ -222,6 +259,52 @@ def _run(
     click.echo("dagen: stopping (finishing calls in progress for up to 5 s)")
     server.stop(grace=5).wait()
     servicer.close()
+
+
+def _dask_target(
+    executor: str, cluster: str | None, scheduler: str | None, scheduler_file: str | None,
+    wait_for_workers: float | None,
+) -> Any:
+    """The DaskTarget of --executor dask (None for the other executors); a bad cluster
+    file stops the server here, with one line that says what is wrong."""
+    if executor != "dask":
+        given = [n for n, v in (("--cluster", cluster), ("--scheduler", scheduler),
+                                ("--scheduler-file", scheduler_file)) if v]
+        if given:
+            raise click.UsageError(f"{given[0]} goes with --executor dask")
+        return None
+    from ._cluster import dask_target
+
+    try:
+        return dask_target(cluster, scheduler, scheduler_file, wait_for_workers)
+    except DagenError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _check_dask_workers(servicer: Any, target: Any) -> None:
+    """Check the served module on the dask workers: at once for a local cluster (a
+    module that does not import there stops the server), in the background for batch
+    jobs, which may wait in the queue (the first call then says what is wrong)."""
+    executor = servicer.executor
+    if target.cluster is not None and target.cluster.kind == "local":
+        try:
+            executor.check_workers(target.wait_for_workers)
+        except DagenError as e:
+            servicer.close()
+            raise click.ClickException(str(e)) from None
+        return
+
+    def check() -> None:
+        try:
+            executor.check_workers(target.wait_for_workers)
+        except DagenError as e:
+            logging.getLogger("dagen.server").error("%s", e)
+        except Exception:  # noqa: BLE001 - stopping, or the scheduler went: calls will say
+            return
+        else:
+            logging.getLogger("dagen.server").info("dask workers ready on %s", target.describe())
+
+    threading.Thread(target=check, name="dagen-dask-check", daemon=True).start()
 
 
 @main.command()

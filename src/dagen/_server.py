@@ -14,7 +14,7 @@ import time
 import types
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import grpc
 
@@ -22,10 +22,11 @@ from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
 from ._codecs import accepted_codecs
 from ._contract import CONTRACT_METADATA_KEY, ContractInfo
 from ._errors import ERROR_METADATA_KEY, remote_error_details
-from ._exceptions import InsecureRefused
+from ._exceptions import ClusterUnavailable, InsecureRefused
 from ._executor import (
     CallState,
     Cancelled,
+    Executor,
     Slots,
     ThreadExecutor,
     make_executor,
@@ -55,6 +56,9 @@ from ._wire import (
     frame_deserializer,
     frame_serializer,
 )
+
+if TYPE_CHECKING:
+    from ._cluster import DaskTarget
 
 log = logging.getLogger("dagen.server")
 
@@ -92,6 +96,7 @@ class ServerOptions:
     workers: int = 8  # calls run at the same time
     policy: Policy | None = None  # who may call what; None: every certificate of the CA
     call_limits: CallLimits = CallLimits()  # calls in progress, per identity, memory
+    dask: DaskTarget | None = None  # --executor dask: the cluster or scheduler (dagen._cluster)
 
 
 class Servicer:
@@ -135,8 +140,22 @@ class Servicer:
                 self._functions[key] = functools.partial(_construct_and_call, owner, fn.name)
             else:
                 self._functions[key] = getattr(owner, fn.name)
-        self._executor = make_executor(self.options.executor, self.module, self.options.workers)
+        self._executor = self._make_executor()
         self.admission = Admission(self.options.call_limits)  # see dagen._guard
+
+    def _make_executor(self) -> Executor:
+        options = self.options
+        if options.executor != "dask":
+            return make_executor(options.executor, self.module, options.workers)
+        if options.dask is None:
+            raise ValueError("--executor dask needs --cluster, --scheduler or --scheduler-file")
+        from ._executors._dask import DaskExecutor  # imports dask only when asked for
+
+        return DaskExecutor(self.module, options.dask, options.workers)
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
 
     def close(self) -> None:
         """Stop the executor (its worker processes, if any)."""
@@ -423,6 +442,9 @@ class Servicer:
                     yield method.output_cls(progress=state_to_proto(state, sequence))
         except Cancelled as e:
             self._stop_gone(method, context, e, started, call)
+        except ClusterUnavailable as e:  # no dask worker to run it: the caller may retry later
+            log.warning("%s(): %s", method.name, e)
+            self._abort_with(context, e, method, grpc.StatusCode.UNAVAILABLE)
         except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
             log.info(
                 "%s() raised %s: %s", method.name, type(e).__name__, e, exc_info=self.options.debug
@@ -442,6 +464,9 @@ class Servicer:
             what = f"its worker process {call.worker_pid} was terminated" if call.worker_pid else (
                 "it had not started"
             )
+        elif self._executor.kind == "dask":
+            what = ("its task sees dagen.cancelled(); one that does not stop within a few "
+                    "seconds has its worker restarted, if that worker runs one task at a time")
         else:
             what = "it stops when it checks progress.cancelled or dagen.cancelled(), or returns"
         log.info(
