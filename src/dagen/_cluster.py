@@ -253,11 +253,15 @@ def start_cluster(spec: ClusterSpec) -> Any:
                 options["security"] = secure
             cluster = LocalCluster(n_workers=0, **options)
         else:
-            options.setdefault("dashboard_address", ":0")  # a free port, not 8787
+            scheduler_options = dict(options.get("scheduler_options") or {})
+            scheduler_options.setdefault("dashboard_address", ":0")  # a free port, not 8787
+            options["scheduler_options"] = scheduler_options
             cluster = cls(security=secure, **options)
     except (TypeError, ValueError) as e:
-        raise ClusterError(f"{spec.source}: {class_name(spec.kind)} refused the options: {e}") \
-            from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ClusterError(
+            f"{spec.source}: {class_name(spec.kind)} refused the options: {first}"
+        ) from None
     if spec.jobs is not None:
         if spec.kind == "local":
             cluster.scale(spec.jobs)
