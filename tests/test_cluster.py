@@ -239,3 +239,18 @@ def test_no_worker_ever_arrives_fails_the_call_with_unavailable(
             server.stop()
         scheduler.terminate()
         scheduler.wait(15)
+
+
+def test_a_pyproject_table_is_a_cluster_file(tmp_path):
+    from dagen import ClusterError
+    from dagen._cluster import load_cluster_spec
+
+    path = tmp_path / "pyproject.toml"
+    path.write_text('[tool.dagen.cluster]\nkind = "pbs"\noptions = {cores = 2, memory = "4GB"}\n'
+                    "adapt = {minimum = 0, maximum = 5}\n")
+    spec = load_cluster_spec(path)
+    assert (spec.kind, dict(spec.options), spec.adapt, spec.jobs) == (
+        "pbs", {"cores": 2, "memory": "4GB"}, (0, 5), None)
+    path.write_text("[tool.other]\n")
+    with pytest.raises(ClusterError, match=r"no \[tool.dagen.cluster\] table"):
+        load_cluster_spec(path)
