@@ -22,8 +22,8 @@ import numpy as np
 import xarray as xr
 
 from dagen._build import build
-from dagen._security import init_ca, issue_client, issue_server
 from dagen._relay import asyncssh_module
+from dagen._security import init_ca, issue_client, issue_server
 
 HERE = Path(__file__).resolve().parent
 DAGEN = [sys.executable, "-m", "dagen._cli"]

@@ -21,8 +21,8 @@ def test_every_registered_executor_is_found_by_its_name() -> None:
 
 
 def test_an_unknown_executor_is_refused_with_the_names_there_are() -> None:
-    with pytest.raises(ValueError, match=r"unknown executor 'dask': expected one of thread, process"):
-        executor_class("dask")
+    with pytest.raises(ValueError, match=r"unknown executor 'slurm': expected one of thread, process, dask"):
+        executor_class("slurm")
 
 
 def test_what_differs_between_executors_is_on_the_executor() -> None:

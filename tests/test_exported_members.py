@@ -16,7 +16,8 @@ def test_top_level_exports():
          "Progress", "NO_PROGRESS", "ProgressReport", "ProgressStep", "cancelled",
          "call_options", "close", "caller", "Identity",
          "BuildError", "ContractError", "CertificateError", "PolicyError", "InsecureRefused",
-         "CodecUnavailable", "RelayError", "DagenWarning", "CertificateExpiryWarning"]
+         "CodecUnavailable", "RelayError", "ClusterError", "ClusterUnavailable", "DagenWarning",
+         "CertificateExpiryWarning"]
     )
     for name in dagen.__all__:
         assert hasattr(dagen, name)
@@ -30,7 +31,8 @@ def test_one_exception_hierarchy():
 
     errors = [dagen.RemoteError, dagen.CallError, dagen.ContractMismatch, dagen.ServerUnavailable,
               dagen.BuildError, dagen.ContractError, dagen.CertificateError, dagen.PolicyError,
-              dagen.InsecureRefused, dagen.CodecUnavailable, dagen.RelayError]
+              dagen.InsecureRefused, dagen.CodecUnavailable, dagen.RelayError, dagen.ClusterError,
+              dagen.ClusterUnavailable]
     assert all(issubclass(e, dagen.DagenError) for e in errors)
     assert issubclass(dagen.CodecUnavailable, ImportError)  # `except ImportError` still works
     assert issubclass(dagen.ServerUnavailable, ConnectionError)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from dagen._security import issue_server
 
 import dagen
+from dagen._security import issue_server
 from tests.conftest import DAGEN, SERVICES, stop_process
 from tests.guarded import wait_until
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ._exceptions import DagenError
 from ._executors import EXECUTORS
 from ._version import __version__
 
@@ -162,8 +163,34 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             type=click.Choice(EXECUTORS),
             help="Where functions run: threads of the server (a cancelled call stops when "
-            "its function checks dagen.cancelled()), or worker processes (a cancelled "
-            "call's worker is terminated at once).",
+            "its function checks dagen.cancelled()), worker processes (a cancelled "
+            "call's worker is terminated at once), or a dask cluster (one task per call; "
+            "with --cluster, --scheduler or --scheduler-file).",
+        ),
+        click.option(
+            "--cluster",
+            type=click.Path(dir_okay=False),
+            help="With --executor dask: a cluster file (cluster.yaml, or a pyproject.toml's "
+            "[tool.dagen.cluster]) that dagen starts: kind (slurm, pbs, sge, lsf, "
+            "htcondor, local), options, scale or adapt.",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="With --executor dask: the address of a dask scheduler that already runs "
+            "(tls://host:8786; its TLS settings come from dask's configuration).",
+        ),
+        click.option(
+            "--scheduler-file",
+            type=click.Path(dir_okay=False),
+            help="With --executor dask: the scheduler file of a dask scheduler that already runs.",
+        ),
+        click.option(
+            "--wait-for-workers",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="With --executor dask: how long a call waits for a dask worker before it "
+            "fails with UNAVAILABLE [default: the cluster file's wait_for_workers, or 300].",
         ),
         click.option(
             "--chunk-size",
@@ -201,6 +228,10 @@ def _run(
     relay_key: str | None = None,
     relay_known_hosts: str | None = None,
     relay_name: str | None = None,
+    cluster: str | None = None,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    wait_for_workers: float | None = None,
     **access: Any,  # --policy, --socket and the limits: dagen._security._settings
 ) -> None:
     from ._exceptions import CertificateError, InsecureRefused, RelayError
@@ -215,11 +246,13 @@ def _run(
                            socket=settings.socket) if relay else None
     options = ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor,
                             workers=workers, limits=settings.limits, policy=settings.policy,
-                            call_limits=settings.call_limits)
+                            call_limits=settings.call_limits,
+                            executor_config=_dask_target(executor, cluster, scheduler,
+                                                         scheduler_file, wait_for_workers))
     try:
         servicer = servicer_cls(options)
-    except ValueError as e:  # a function this executor cannot run
-        raise click.ClickException(str(e)) from None
+    except (ValueError, DagenError) as e:  # a function this executor cannot run, a cluster
+        raise click.ClickException(str(e)) from None  # that cannot start or import the module
     try:
         serve(servicer, host=host, port=port, certs=certs, insecure=insecure,
               allow_remote_insecure=allow_remote_insecure, socket=settings.socket,
@@ -237,6 +270,27 @@ def _relay_tunnel(relay: str, **options: Any) -> Any:
 
         return RelayTunnel(relay, **options)
     except RelayError as e:
+        raise click.ClickException(str(e)) from None
+
+
+
+def _dask_target(
+    executor: str, cluster: str | None, scheduler: str | None, scheduler_file: str | None,
+    wait_for_workers: float | None,
+) -> Any:
+    """The DaskTarget of --executor dask (None for the other executors); a bad cluster
+    file stops the server here, with one line that says what is wrong."""
+    if executor != "dask":
+        given = [n for n, v in (("--cluster", cluster), ("--scheduler", scheduler),
+                                ("--scheduler-file", scheduler_file)) if v]
+        if given:
+            raise click.UsageError(f"{given[0]} goes with --executor dask")
+        return None
+    from ._cluster import dask_target
+
+    try:
+        return dask_target(cluster, scheduler, scheduler_file, wait_for_workers)
+    except DagenError as e:
         raise click.ClickException(str(e)) from None
 
 

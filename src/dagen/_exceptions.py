@@ -42,6 +42,16 @@ class CodecUnavailable(DagenError, ImportError):
     """The library a codec needs is not installed here."""
 
 
+class ClusterError(DagenError):
+    """A cluster file that cannot be used, or a dask cluster that cannot run the served
+    module; the message says where and why (see dagen._cluster)."""
+
+
+class ClusterUnavailable(ClusterError):
+    """No dask worker is there to run a call (the jobs never started, or all ended):
+    the call fails with UNAVAILABLE rather than waiting for ever."""
+
+
 class DagenWarning(UserWarning):
     """Base of the warnings dagen gives."""
 

@@ -20,11 +20,14 @@ import grpc
 from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
 from ._codecs import accepted_codecs
 from ._errors import ERROR_METADATA_KEY, remote_error_details
+from ._exceptions import ClusterUnavailable
 from ._executors import (
     CallState,
     Cancelled,
+    Executor,
     Slots,
     executor_class,
+    make_executor,
     stopped,
     supervise,
 )
@@ -60,10 +63,11 @@ class ServerOptions:
     debug: bool = False  # send tracebacks to callers
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     limits: Limits = Limits()
-    executor: str = "thread"  # or "process": see dagen._executors
+    executor: str = "thread"  # or "process", "dask": see dagen._executors
     workers: int = 8  # calls run at the same time
     policy: Policy | None = None  # who may call what; None: every certificate of the CA
     call_limits: CallLimits = CallLimits()  # calls in progress, per identity, memory
+    executor_config: Any = None  # what the executor needs: dask's cluster (dagen._cluster)
 
 
 class Servicer:
@@ -107,8 +111,13 @@ class Servicer:
                 self._functions[key] = functools.partial(_construct_and_call, owner, fn.name)
             else:
                 self._functions[key] = getattr(owner, fn.name)
-        self._executor = executor(self.module, self.options.workers)
+        self._executor = make_executor(self.options.executor, self.module, self.options.workers,
+                                       self.options.executor_config)
         self.admission = Admission(self.options.call_limits)  # see dagen._security._guard
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
 
     def close(self) -> None:
         """Stop the executor (its worker processes, if any)."""
@@ -396,6 +405,9 @@ class Servicer:
                     yield method.output_cls(progress=state_to_proto(state, sequence))
         except Cancelled as e:
             self._stop_gone(method, context, e, started, call)
+        except ClusterUnavailable as e:  # no dask worker to run it: the caller may retry later
+            log.warning("%s(): %s", method.name, e)
+            self._abort_with(context, e, method, grpc.StatusCode.UNAVAILABLE)
         except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
             log.info(
                 "%s() raised %s: %s", method.name, type(e).__name__, e, exc_info=self.options.debug

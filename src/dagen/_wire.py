@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -131,16 +132,77 @@ def iter_chunks(array_id: int, array: np.ndarray, chunk_bytes: int) -> Iterator[
         yield ChunkOut(array_id, start, shape, sub.reshape(-1).view(np.uint8))
 
 
-def iter_dask_chunks(array_id: int, array: Any, chunk_bytes: int) -> Iterator[ChunkOut]:
-    """Compute a dask array one block at a time and send each block's chunks, so the
-    whole array is never in memory at once."""
+# Blocks of a dask array computed at once and held by the sender, at most (in bytes).
+DASK_IN_FLIGHT_BYTES = 128 << 20
+_MAX_BLOCKS_IN_FLIGHT = 32
+
+
+def iter_dask_chunks(
+    array_id: int, array: Any, chunk_bytes: int, in_flight_bytes: int = DASK_IN_FLIGHT_BYTES
+) -> Iterator[ChunkOut]:
+    """Compute a dask array in batches of blocks and send each block's chunks as it
+    is computed; each block is let go once sent, so at most ``in_flight_bytes`` (and
+    at least one block) are held at once, never the whole array.
+
+    A batch is one computation: the work its blocks share (a reduction over the whole
+    array, say) runs once per batch, not once per block as ``array.blocks[i].compute()``
+    did (dask/dask#9888). With a distributed client as dask's scheduler, a batch runs
+    on the cluster and its blocks are sent in the order they finish."""
     offsets = [list(itertools.accumulate(sizes, initial=0)) for sizes in array.chunks]
-    for index in itertools.product(*(range(n) for n in array.numblocks)):
-        block = np.asarray(array.blocks[index].compute())
-        origin = tuple(offsets[axis][i] for axis, i in enumerate(index))
-        for chunk in iter_chunks(array_id, block, chunk_bytes):
-            chunk.start = tuple(a + o for a, o in zip(chunk.start, origin, strict=True))
-            yield chunk
+    indices = list(itertools.product(*(range(n) for n in array.numblocks)))
+    largest = math.prod(max(sizes, default=0) for sizes in array.chunks) * array.dtype.itemsize
+    per_batch = max(1, min(_MAX_BLOCKS_IN_FLIGHT, in_flight_bytes // max(largest, 1)))
+    client = _distributed_client()
+    for first in range(0, len(indices), per_batch):
+        batch = indices[first : first + per_batch]
+        for index, block in _computed_blocks(array, batch, client):
+            origin = tuple(offsets[axis][i] for axis, i in enumerate(index))
+            for chunk in iter_chunks(array_id, np.asarray(block), chunk_bytes):
+                chunk.start = tuple(a + o for a, o in zip(chunk.start, origin, strict=True))
+                yield chunk
+            del block
+
+
+def _distributed_client() -> Any:
+    """The distributed client dask computes with now, or None (dask's own schedulers)."""
+    if "distributed" not in sys.modules:
+        return None
+    import dask.base
+
+    scheduler = dask.base.get_scheduler()
+    owner = getattr(scheduler, "__self__", None)
+    from distributed import Client
+
+    return owner if isinstance(owner, Client) else None
+
+
+def _computed_blocks(
+    array: Any, batch: list[tuple[int, ...]], client: Any
+) -> Iterator[tuple[tuple[int, ...], Any]]:
+    """The blocks of one batch, computed together: in completion order on a cluster,
+    in order otherwise; each handed over and forgotten here."""
+    blocks = [array.blocks[index] for index in batch]
+    if client is None:
+        import dask
+
+        results = list(dask.compute(*blocks))
+        del blocks
+        for k, index in enumerate(batch):
+            block, results[k] = results[k], None
+            yield index, block
+        return
+    from distributed import as_completed
+
+    futures = client.compute(blocks)
+    del blocks
+    where = {future.key: index for future, index in zip(futures, batch, strict=True)}
+    try:
+        for future in as_completed(futures):
+            block = future.result()
+            future.release()
+            yield where[future.key], block
+    finally:
+        client.cancel(futures)
 
 
 def _varint(n: int) -> bytes:

@@ -4,6 +4,8 @@
   function stops when it checks ``dagen.cancelled()``.
 * ``process`` (:mod:`._process`, with :mod:`._worker` and :mod:`._shm`): worker
   processes, each terminated at once when its call is cancelled.
+* ``dask`` (:mod:`._dask`, configured by :mod:`dagen._cluster`): each call is a task on
+  a dask cluster (SLURM, PBS, ... through dask-jobqueue, or a scheduler already running).
 
 Another executor is one new module here, whose class derives from :class:`Executor`
 (:mod:`._base`), and one line in ``_REGISTRY``; its module is imported only when a
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import types
+from typing import Any
 
 from ._base import CallState, Cancelled, Executor, ReportQueue, Slots, stopped, supervise
 
@@ -21,6 +24,7 @@ from ._base import CallState, Cancelled, Executor, ReportQueue, Slots, stopped, 
 _REGISTRY: dict[str, tuple[str, str]] = {
     "thread": ("._thread", "ThreadExecutor"),
     "process": ("._process", "ProcessExecutor"),
+    "dask": ("._dask", "DaskExecutor"),
 }
 EXECUTORS = tuple(_REGISTRY)  # the names, the default first
 
@@ -37,10 +41,14 @@ def executor_class(name: str) -> type[Executor]:
     return found
 
 
-def make_executor(name: str, module: types.ModuleType, workers: int) -> Executor:
+def make_executor(name: str, module: types.ModuleType, workers: int,
+                  config: object = None) -> Executor:
     """The executor called ``name``, running the functions of ``module``, ``workers``
-    calls at once."""
-    return executor_class(name)(module, workers)
+    calls at once; ``config`` is what that executor needs beyond that (for dask: the
+    cluster or scheduler, a :class:`dagen._cluster.DaskTarget`)."""
+    cls: Any = executor_class(name)  # an executor that needs a config takes it third
+    made: Executor = cls(module, workers) if config is None else cls(module, workers, config)
+    return made
 
 
 __all__ = [
