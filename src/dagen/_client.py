@@ -49,15 +49,9 @@ from ._handshake import CONTRACT_METADATA_KEY, ContractInfo
 from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
 from ._protocol import Method, receive, receive_each, send
-from ._security import CHANNEL_OPTIONS, channel_credentials, channel_options, physical_memory
-from ._wire import (
-    DEFAULT_CHUNK_BYTES,
-    MAX_CHUNK_BYTES,
-    Limits,
-    WireError,
-    frame_deserializer,
-    frame_serializer,
-)
+from ._security import physical_memory
+from ._transport import GrpcTransport, Transport
+from ._wire import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, Limits, WireError
 
 DEFAULT_TIMEOUT = 3600.0
 
@@ -122,6 +116,11 @@ class ServiceClient:
         (the default) for none; ``$DAGEN_COMPRESSION`` when omitted. It needs the
         codec's package (``pip install 'dagen-grpc[compression]'``) here, and on the
         server to compress responses and to accept compressed uploads.
+    transport
+        How calls reach the server: a gRPC channel made of ``target``, ``certs``,
+        ``identity``, ``insecure`` and ``server_name`` when omitted; for tests of code
+        that uses a client, a :class:`dagen.testing.MockTransport` answers calls with a
+        function instead (and takes none of those five).
 
     The client's attributes are the served functions and classes only. dagen's state
     is ``client.__dagen__`` (a :class:`Connection`: ``target``, ``timeout``,
@@ -181,6 +180,7 @@ class ServiceClient:
         transfer_threshold: int = TRANSFER_THRESHOLD,
         server_name: str | None = None,
         compression: str | None | object = ...,
+        transport: Transport | None = None,
     ) -> None:
         spec = getattr(type(self), "__dagen_spec__", None)
         if spec is None:
@@ -199,6 +199,7 @@ class ServiceClient:
             transfer_threshold=transfer_threshold,
             server_name=server_name,
             compression=compression,
+            transport=transport,
         )
 
     def __enter__(self) -> Any:
@@ -213,10 +214,10 @@ class ServiceClient:
 
 
 class Connection:
-    """dagen's state of one client, ``client.__dagen__``: the channel, the settings
-    (``target``, ``identity``, ``timeout``, ``chunk_bytes``, ``limits``,
-    ``on_progress``, ``progress_bar``, ``transfer_threshold``, ``compression``; see
-    :class:`ServiceClient`), and the calls."""
+    """dagen's state of one client, ``client.__dagen__``: the transport (a gRPC
+    channel, ``channel``), the settings (``target``, ``identity``, ``timeout``,
+    ``chunk_bytes``, ``limits``, ``on_progress``, ``progress_bar``,
+    ``transfer_threshold``, ``compression``; see :class:`ServiceClient`), and the calls."""
 
     def __init__(
         self,
@@ -234,26 +235,39 @@ class Connection:
         transfer_threshold: int,
         server_name: str | None,
         compression: str | None | object,
+        transport: Transport | None = None,
     ) -> None:
         env = os.environ
         compression = compression_from_env() if compression is ... else (
             normalize_compression(compression))  # type: ignore[arg-type]
         require(compression)  # CodecUnavailable (an ImportError) before any call
-        server_name = server_name or env.get(ENV_SERVER_NAME) or None
-        target = target or env.get(ENV_TARGET)
-        if not target:
-            raise ValueError(f"no server address: pass target='host:port' or set ${ENV_TARGET}")
-        if insecure is None:
-            insecure = env.get(ENV_INSECURE, "").lower() in ("1", "true", "yes")
-        if certs is None and not insecure:
-            certs = env.get(ENV_CERTS)
-            if certs is None:
+        if transport is not None:
+            given = [name for name, value in [("certs", certs), ("identity", identity),
+                                              ("insecure", insecure), ("server_name", server_name)]
+                     if value is not None]
+            if given:
                 raise ValueError(
-                    f"no certificates: pass certs='folder' (with ca.crt and the identity's "
-                    f"pair) or set ${ENV_CERTS}; insecure=True only for a plain-text server"
+                    f"{', '.join(given)}: these configure the gRPC channel, and "
+                    f"transport={transport!r} replaces it; configure the transport instead"
                 )
-        if identity is None:
-            identity = env.get(ENV_IDENTITY) or None
+            target = target or transport.target
+        else:
+            server_name = server_name or env.get(ENV_SERVER_NAME) or None
+            target = target or env.get(ENV_TARGET)
+            if not target:
+                raise ValueError(
+                    f"no server address: pass target='host:port' or set ${ENV_TARGET}")
+            if insecure is None:
+                insecure = env.get(ENV_INSECURE, "").lower() in ("1", "true", "yes")
+            if certs is None and not insecure:
+                certs = env.get(ENV_CERTS)
+                if certs is None:
+                    raise ValueError(
+                        f"no certificates: pass certs='folder' (with ca.crt and the identity's "
+                        f"pair) or set ${ENV_CERTS}; insecure=True only for a plain-text server"
+                    )
+            if identity is None:
+                identity = env.get(ENV_IDENTITY) or None
         if timeout is ...:
             timeout = float(env[ENV_TIMEOUT]) if env.get(ENV_TIMEOUT) else DEFAULT_TIMEOUT
         if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
@@ -270,16 +284,11 @@ class Connection:
         self.progress_bar = progress_bar
         self.transfer_threshold = transfer_threshold
         self.compression: str | None = compression  # type: ignore[assignment]
-        self.tls = not insecure
         self.bound: dict[type, type] = {}  # remote classes bound to this client (bound_class)
-        if insecure:
-            self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-        else:
-            assert certs is not None
-            credentials = channel_credentials(certs, identity)
-            self.channel = grpc.secure_channel(
-                target, credentials, options=channel_options(target, server_name)
-            )
+        if transport is None:
+            transport = GrpcTransport(target, None if insecure else certs, identity, server_name)
+        self.transport = transport
+        self.tls = transport.tls
         self._contract_headers = {  # the same on every call: made once
             name: (CONTRACT_METADATA_KEY, self.contract.header(m.fn.rpc))
             for name, m in self.methods.items()
@@ -287,27 +296,18 @@ class Connection:
         }
         # functions called with one request and one response: (method, stub, metadata)
         self._unary: dict[str, tuple[Method, Any, Any]] = {}
-        self.stubs: dict[str, Any] = {}
+        self.stubs: dict[str, Any] = {name: transport.stub(m) for name, m in self.methods.items()}
         for name, method in self.methods.items():
-            if method.streaming:
-                self.stubs[name] = self.channel.stream_stream(
-                    method.path,
-                    request_serializer=frame_serializer,
-                    response_deserializer=frame_deserializer(method.output_cls),
-                )
-            elif method.fn.generator:
-                self.stubs[name] = self.channel.unary_stream(
-                    method.path,
-                    request_serializer=method.request_cls.SerializeToString,
-                    response_deserializer=method.response_cls.FromString,
-                )
-            else:
-                self.stubs[name] = self.channel.unary_unary(
-                    method.path,
-                    request_serializer=method.request_cls.SerializeToString,
-                    response_deserializer=method.response_cls.FromString,
-                )
+            if not method.streaming and not method.fn.generator:
                 self._unary[name] = (method, self.stubs[name], self._metadata(method))
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The gRPC channel of a client that talks to a server (the default transport)."""
+        channel: grpc.Channel = getattr(self.transport, "channel", None)
+        if channel is None:
+            raise AttributeError(f"{self.transport!r} has no gRPC channel")
+        return channel
 
     @contextmanager
     def options(self, **options: Any) -> Iterator[None]:
@@ -418,7 +418,7 @@ class Connection:
 
     def close(self) -> None:
         """Close the channel: calls in progress are cancelled."""
-        self.channel.close()
+        self.transport.close()
 
     def __repr__(self) -> str:
         return f"<dagen connection target={self.target!r}>"
