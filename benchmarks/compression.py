@@ -171,7 +171,7 @@ def echo_end_to_end(variables: dict[str, np.ndarray], repeat: int, work: Path) -
 
     from common import PORT_LINE, Processes, make_certs, wait_for_line
 
-    import dagen._client
+    import dagen._transport
     from dagen._build import build
     from dagen._wire import frame_deserializer, frame_serializer
 
@@ -193,8 +193,8 @@ def echo_end_to_end(variables: dict[str, np.ndarray], repeat: int, work: Path) -
 
         return deserialize
 
-    dagen._client.frame_serializer = serialize  # type: ignore[assignment]
-    dagen._client.frame_deserializer = deserializer  # type: ignore[assignment]
+    dagen._transport.frame_serializer = serialize  # type: ignore[assignment]
+    dagen._transport.frame_deserializer = deserializer  # type: ignore[assignment]
     procs = Processes(work)
     rows = []
     try:

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -153,7 +152,7 @@ def test_server_reloads_renewed_certificates_without_dropping_connections(
         assert alice.add(1, 1) == 2  # connected
         call = threading.Thread(target=lambda: results.append(alice.sleep(2.0)))
         call.start()
-        time.sleep(0.3)
+        assert wait_until(lambda: "sleep" in served.records(), 15)  # the call runs
         with pytest.raises(dagen.ServerUnavailable):  # zed's CA is not trusted yet
             Client(served.target, certs=new, identity="zed", timeout=10).add(1, 1)
         # the operator rotates: both CAs trusted for a while, the server's new pair

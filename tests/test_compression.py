@@ -12,7 +12,7 @@ from conftest import SERVICES, SHARED_DATA, start_server
 from xarray.testing import assert_identical
 
 import dagen
-import dagen._client
+import dagen._transport
 from dagen import _codecs
 from dagen._arrays import EncodeContext, attach_array
 from dagen._codecs import (
@@ -36,6 +36,7 @@ from dagen._wire import (
     frame_serializer,
     iter_chunks,
 )
+from dagen.testing import MockTransport
 from dagen.v1 import array_pb2
 
 zstandard = pytest.importorskip("zstandard")
@@ -360,27 +361,27 @@ def test_accepted_codecs_keeps_the_callers_order_and_what_this_side_has(monkeypa
         available.cache_clear()
 
 
-def test_a_client_without_the_library_fails_before_sending(echo_client_module, echo_server,
-                                                           certs, monkeypatch, clean_env):
+def test_a_client_without_the_library_fails_before_sending(echo_client_module, monkeypatch,
+                                                           clean_env):
     Client = echo_client_module.Client
+    transport = MockTransport(lambda request: request.arguments["a"])
     monkeypatch.setitem(sys.modules, "zstandard", None)
     with pytest.raises(CodecUnavailable, match=r"compression='zstd' needs the Python package "
                                                r"'zstandard'.*pip install zstandard"):
-        Client(echo_server.target, certs=certs.folder, identity="alice", compression="zstd")
+        Client(transport=transport, compression="zstd")
     monkeypatch.setenv("DAGEN_COMPRESSION", "zstd")
     with pytest.raises(ImportError, match="zstandard"):
-        Client(echo_server.target, certs=certs.folder, identity="alice")
+        Client(transport=transport)
     monkeypatch.delenv("DAGEN_COMPRESSION")
-    sent = []
-    with Client(echo_server.target, certs=certs.folder, identity="alice") as client:
-        client.__dagen__.stubs["echo_array"] = lambda *a, **k: sent.append(a)  # would send
+    with Client(transport=transport) as client:
         with pytest.raises(CodecUnavailable, match="zstandard"):
             with client.__dagen__.options(compression="zstd"):
                 client.echo_array(np.zeros(3))
         with pytest.raises(ValueError, match="unknown compression 'zip'"):
             with dagen.call_options(compression="zip"):
                 client.echo_array(np.zeros(3))
-    assert not sent
+        assert transport.requests == []  # nothing was sent
+        np.testing.assert_array_equal(client.echo_array(np.zeros(3)), np.zeros(3))
 
 
 def test_the_environment_sets_a_clients_compression(echo_client_module, echo_server, certs,
@@ -417,8 +418,8 @@ class WireCounter:
 
             return deserialize
 
-        monkeypatch.setattr(dagen._client, "frame_serializer", serialize)
-        monkeypatch.setattr(dagen._client, "frame_deserializer", deserializer)
+        monkeypatch.setattr(dagen._transport, "frame_serializer", serialize)
+        monkeypatch.setattr(dagen._transport, "frame_deserializer", deserializer)
 
     def reset(self) -> tuple[int, int]:
         out = (self.sent, self.received)

@@ -8,6 +8,7 @@ import pytest
 from conftest import SERVICES, start_server
 
 import dagen
+from dagen.testing import MockTransport, RpcError
 
 
 @pytest.mark.parametrize(
@@ -19,11 +20,21 @@ import dagen
         ("zero", ZeroDivisionError, "division by zero"),
     ],
 )
-def test_builtin_exceptions_keep_their_type(echo, kind, exc_type, text):
+def test_builtin_exceptions_keep_their_type(echo_client_module, kind, exc_type, text):
+    def handler(request):  # what the server sends when fail() raises
+        raise RpcError.raised(exc_type(text), request.key)
+
+    echo = echo_client_module.Client(transport=MockTransport(handler, target="there:1"))
     with pytest.raises(exc_type) as info:
         echo.fail(kind)
     assert type(info.value) is exc_type
     assert info.value.args == (text,)
+    assert any("fail() on the server at there:1" in note for note in info.value.__notes__)
+
+
+def test_a_remote_error_keeps_the_server_running(echo):
+    with pytest.raises(ZeroDivisionError, match="division by zero") as info:
+        echo.fail("zero")
     assert any("fail()" in note and echo.__dagen__.target in note for note in info.value.__notes__)
     assert echo.add(1, 1) == 2  # the server keeps serving
 
@@ -75,10 +86,11 @@ def test_wrong_return_type_is_reported(echo):
     ],
 )
 def test_bad_arguments_fail_in_the_client(call, message, echo_client_module, clean_env):
-    # Nothing listens on this target: the TypeError must come before any connection.
-    client = echo_client_module.Client("127.0.0.1:9", insecure=True, timeout=5)
+    transport = MockTransport(lambda request: pytest.fail(f"{request.key}() was sent"))
+    client = echo_client_module.Client(transport=transport, timeout=5)
     with pytest.raises(TypeError, match=message):
         call(client)
+    assert transport.requests == []
 
 
 def _free_port() -> int:

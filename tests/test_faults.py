@@ -104,7 +104,7 @@ def test_a_client_that_dies_mid_transfer_leaves_nothing_behind(
         assert child.stdout is not None
         line = child.stdout.readline()
         assert says in line, (line, child.stderr.read() if child.poll() is not None else "")
-        time.sleep(0.5)
+        wait_until(lambda: server.rss() - baseline > 96 * MiB, 15)  # the server holds it
         during = server.rss() - baseline
         child.kill()  # no goodbye: the kernel closes its connection
         child.wait(10)
@@ -142,7 +142,7 @@ def test_a_server_killed_mid_call_raises_at_once(guarded_client_module, certs, t
 
         thread = threading.Thread(target=call)
         thread.start()
-        time.sleep(0.5)
+        assert wait_until(lambda: "sleep" in served.records(), 15)  # the call runs
         killed = time.perf_counter()
         served.kill()
         thread.join(20)

@@ -10,7 +10,7 @@ import time
 import grpc
 import numpy as np
 import pytest
-from guarded import SERVICE, MiB, raw_channel, serve
+from guarded import SERVICE, MiB, raw_channel, serve, wait_until
 
 import dagen
 from dagen._security import Admission, CallLimits
@@ -31,6 +31,11 @@ def client(module, served, certs, who: str):
     return module.Client(served.target, certs=certs.folder, identity=who, timeout=30)
 
 
+def sleeping(served, n: int) -> bool:
+    """Wait until ``n`` calls of sleep() have started on ``served``, ever."""
+    return wait_until(lambda: served.records().count("sleep") >= n, 15)
+
+
 def background(fn, *args) -> threading.Thread:
     thread = threading.Thread(target=fn, args=args)
     thread.start()
@@ -43,8 +48,9 @@ def test_calls_in_progress_are_limited_per_identity_and_in_all(
     with client(guarded_client_module, limited, certs, "alice") as alice, \
          client(guarded_client_module, limited, certs, "bob") as bob:
         assert alice.add(0, 0) == 0 and bob.add(0, 0) == 0  # connected
+        before = limited.records().count("sleep")
         running = [background(alice.sleep, 1.5), background(alice.sleep, 1.5)]
-        time.sleep(0.4)
+        assert sleeping(limited, before + 2)
         started = time.perf_counter()
         with pytest.raises(dagen.CallError) as refused:
             alice.add(1, 1)
@@ -55,7 +61,7 @@ def test_calls_in_progress_are_limited_per_identity_and_in_all(
         print(refused.value)
         assert bob.add(2, 2) == 4  # another identity gets in
         running.append(background(bob.sleep, 1.0))
-        time.sleep(0.3)
+        assert sleeping(limited, before + 3)
         with pytest.raises(dagen.CallError) as full:
             bob.add(3, 3)
         assert full.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -91,21 +97,30 @@ def test_memory_held_by_calls_in_progress_is_limited(certs, tmp_path, guarded_cl
             yield sys_pb2.TotalInput(request=sys_pb2.TotalRequest(a=header)).SerializeToString()
             release.wait(30)  # holds its buffer, sends nothing
 
+        def refusal(alice) -> dagen.CallError | None:
+            """The refusal of a 24 MiB call, or None if it ran."""
+            try:
+                alice.total(np.ones(3 * MiB))
+            except dagen.CallError as e:
+                return e
+            return None
+
         with raw_channel(served.target, certs.folder, "bob") as channel:
             holding = channel.stream_stream(SERVICE + "Total")(frames(), timeout=60)
-            time.sleep(0.5)
             with client(guarded_client_module, served, certs, "alice") as alice:
-                with pytest.raises(dagen.CallError) as refused:
-                    alice.total(np.ones(3 * MiB))  # 24 MiB
-                assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-                message = str(refused.value)
+                # until the server has read the header of the holding call, a call fits
+                refused: list[dagen.CallError | None] = []
+                assert wait_until(lambda: refused.append(refusal(alice)) or refused[-1], 15)
+                assert refused[-1].code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert served.records().count("total ") == len(refused) - 1
+                message = str(refused[-1])
                 print(message)
                 assert "25165824 bytes would take the arrays held by calls in progress to " \
                        "58720256 bytes, over max_memory=50331648 (48 MiB)" in message
                 holding.cancel()
                 release.set()
-                time.sleep(0.3)
-                assert alice.total(np.ones(3 * MiB)) == 3 * MiB
+                assert wait_until(lambda: refusal(alice) is None, 15)  # the budget is back
+                assert served.records()[-1] == "total "
     finally:
         release.set()
         served.stop()
@@ -216,7 +231,7 @@ def test_a_flood_of_calls_on_one_connection_is_refused_and_others_are_served(
 
             started = time.perf_counter()
             flood = [background(call) for _ in range(24)]
-            time.sleep(0.3)
+            assert sleeping(served, 1)  # the flood is on
             assert bob.add(2, 2) == 4  # the other identity's slot is free
             for thread in flood:
                 thread.join(30)

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import DAGEN, import_client
 from cryptography import x509
-from guarded import GUARDED, SERVICE, MiB, raw_channel, serve
+from guarded import GUARDED, SERVICE, MiB, raw_channel, serve, wait_until
 
 import dagen
 from dagen import PolicyError
@@ -489,7 +489,7 @@ def test_calls_in_flight_are_not_cut_by_a_revocation(guarded_client_module, tmp_
             assert dave.add(1, 1) == 2  # connected
             call = threading.Thread(target=lambda: results.append(dave.sleep(1.5)))
             call.start()
-            time.sleep(0.5)  # the call has started
+            assert wait_until(lambda: "sleep" in served.records(), 15)  # the call runs
             revoke(folder, "dave")
             call.join(15)
             assert results == [1.5]

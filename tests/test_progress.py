@@ -17,6 +17,7 @@ import xarray as xr
 from conftest import SERVICES, start_server
 
 import dagen
+from dagen.testing import MockTransport, ProgressState, Reply
 
 sys.path.insert(0, str(SERVICES))
 progress_service = importlib.import_module("progress_service")
@@ -54,9 +55,15 @@ def test_ten_reports_reach_the_callback_in_order_before_the_result(client):
     assert {(r.function, r.phase) for r in reports} == {("count", "run")}
 
 
-def test_callback_per_client_and_per_call(progress_client_module, server, certs):
+def counting(request):
+    """count(n) as the server runs it: n reports, then n."""
+    n = request.arguments.get("n", 0)
+    return Reply(n, progress=[ProgressState(i / n, f"step {i} of {n}") for i in range(1, n + 1)])
+
+
+def test_callback_per_client_and_per_call(progress_client_module):
     seen, per_call = [], []
-    with progress_client_module.Client(server.target, certs=certs.folder, identity="alice",
+    with progress_client_module.Client(transport=MockTransport(counting),
                                        on_progress=seen.append) as client:
         assert client.count(3) == 3
         assert len(seen) == 3
@@ -200,9 +207,9 @@ def test_transfers_above_the_threshold_are_reported(client):
     assert reports == []
 
 
-def test_nothing_is_shown_when_stderr_is_not_a_terminal(client, capsys):
+def test_nothing_is_shown_when_stderr_is_not_a_terminal(progress_client_module, capsys):
+    client = progress_client_module.Client(transport=MockTransport(counting))
     assert client.count(10) == 10
-    assert client.checksum(np.ones(1000)) == 1000.0
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
 

@@ -6,12 +6,12 @@ of ``certs.folder``; ``certs.other`` is another CA with its own client "mallory"
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 import pytest
 from conftest import DAGEN, SERVICES, Certs, Server, start_server
+from guarded import wait_until
 
 import dagen
 from dagen._introspect import load_module
@@ -329,6 +330,7 @@ def logged_server(
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
+            env={**os.environ, "DAGEN_TEST_MARKS": str(tmp_path)},  # sleep.started
         )
     try:
         assert process.stdout is not None
@@ -348,6 +350,7 @@ def test_sigterm_finishes_the_call_in_progress_and_exits_0(
     echo_client_module, logged_server, certs: Certs
 ) -> None:
     process, port, log = logged_server
+    started = log.parent / "sleep.started"
     results: list[float] = []
     with echo_client_module.Client(
         f"localhost:{port}", certs=certs.folder, identity="bob", timeout=30
@@ -356,7 +359,7 @@ def test_sigterm_finishes_the_call_in_progress_and_exits_0(
         assert list(client.echo_array(np.arange(3))) == [0, 1, 2]  # a transfer: logged
         call = threading.Thread(target=lambda: results.append(client.sleep(1.5)))
         call.start()
-        time.sleep(0.3)
+        assert wait_until(started.exists, 15)  # the call runs
         process.send_signal(signal.SIGTERM)
         call.join(timeout=15)
     assert results == [1.5]

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from guarded import wait_until
 
 from dagen._threads import LastIdlePool
 
@@ -25,7 +26,7 @@ def test_sequential_calls_run_on_the_thread_that_went_idle_last(monkeypatch):
         assert len({t.name for t in threading.enumerate() if t.name.startswith("test-last")}) == 2
         gate.set()
         slow.result(5)
-        time.sleep(0.05)  # both idle now; the slow call's thread went idle last
+        assert wait_until(lambda: len(pool._idle) == 2, 5)  # the slow call's thread went idle last
         after = {pool.submit(lambda: threading.current_thread().name).result(5) for _ in range(20)}
         assert after == {names[0]}, (after, other)
     finally:
@@ -46,8 +47,9 @@ def test_it_grows_to_max_workers_and_queues_the_rest_in_order():
 
     try:
         futures = [pool.submit(job, k) for k in range(7)]
-        time.sleep(0.2)
-        assert sorted(running) == [0, 1, 2]  # three threads at most; the rest wait
+        assert wait_until(lambda: len(running) == 3, 5)
+        assert len(pool._backlog) == 4  # three threads at most; the rest wait
+        assert sorted(running) == [0, 1, 2]
         gate.set()
         assert [f.result(5) for f in futures] == list(range(7))
         assert running[3:] == [3, 4, 5, 6]  # waiting calls ran in the order they came
@@ -108,7 +110,7 @@ def test_a_thread_back_from_a_long_call_goes_to_the_back_of_the_line(monkeypatch
         assert other != short
         gate.set()
         long_thread = long_call.result(5)
-        time.sleep(0.05)
+        assert wait_until(lambda: len(pool._idle) == 2, 5)  # both idle again
         # the thread of the long call went idle last, but a short call's thread is next
         assert pool.submit(name).result(5) != long_thread
     finally:

@@ -1,6 +1,8 @@
 """Functions the end-to-end tests call through a real server."""
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -72,5 +74,7 @@ def bad_return() -> int:
 
 def sleep(seconds: float) -> float:
     """Sleep, then return how long."""
+    if os.environ.get("DAGEN_TEST_MARKS"):  # a test waits for the call to have started
+        Path(os.environ["DAGEN_TEST_MARKS"], "sleep.started").touch()
     time.sleep(seconds)
     return seconds
