@@ -19,9 +19,9 @@ import functools
 import inspect
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import grpc
@@ -81,6 +81,8 @@ class ClientSpec:
     service: Service
     methods: dict[str, Method]  # by function key: "anomaly", "Model.predict"
     contract: ContractInfo | None
+    # the mirrors of the served module's exceptions, by "module.qualname" on the server
+    exceptions: Mapping[str, type[Exception]] = field(default_factory=dict)
 
 
 class ServiceClient:
@@ -143,6 +145,7 @@ class ServiceClient:
         pb2: Any = None,
         contract: ContractInfo | None = None,
         classes: list[type[RemoteObject]] | tuple[type[RemoteObject], ...] = (),
+        exceptions: Mapping[str, type[Exception]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -162,7 +165,7 @@ class ServiceClient:
         remote_classes = [introspect_class(c, cls.__module__) for c in classes]
         service = make_service(pb2.DESCRIPTOR.package, cls.__doc__, functions, remote_classes)
         methods = {fn.key: Method(service, fn, pb2) for fn in service.rpcs}
-        cls.__dagen_spec__ = ClientSpec(pb2, service, methods, contract)
+        cls.__dagen_spec__ = ClientSpec(pb2, service, methods, contract, dict(exceptions or {}))
         for c in classes:
             c._dagen_client_class_ = cls
 
@@ -330,7 +333,8 @@ class Connection:
                 response = stub(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as e:
                 raise exception_from_rpc_error(
-                    e, function=name, target=self.target, timeout=timeout, tls=self.tls
+                    e, function=name, target=self.target, timeout=timeout, tls=self.tls,
+                    mirrors=self.spec.exceptions,
                 ) from None
             if method.result_as_is:
                 return response.result
@@ -375,7 +379,8 @@ class Connection:
             return method.decode_response(message, dctx)
         except grpc.RpcError as e:
             raise exception_from_rpc_error(
-                e, function=name, target=self.target, timeout=settings.timeout, tls=self.tls
+                e, function=name, target=self.target, timeout=settings.timeout, tls=self.tls,
+                mirrors=self.spec.exceptions,
             ) from None
         except WireError as e:
             raise CallError(
@@ -406,7 +411,8 @@ class Connection:
                     yield method.decode_response(response, NO_ARRAYS)
         except grpc.RpcError as e:
             raise exception_from_rpc_error(
-                e, function=method.name, target=self.target, timeout=timeout, tls=self.tls
+                e, function=method.name, target=self.target, timeout=timeout, tls=self.tls,
+                mirrors=self.spec.exceptions,
             ) from None
         except WireError as e:
             raise CallError(

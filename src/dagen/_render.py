@@ -7,7 +7,8 @@ equal to the originals, and each is checked by evaluating it, so that the genera
 client's ``inspect.signature`` equals the original function's. Types the client cannot
 import (the server module's dataclasses, enums, pydantic models, TypedDicts and
 classes) are re-created in the client package as mirrors with the same names, fields,
-defaults and docstrings.
+defaults and docstrings; so are the served module's public exceptions (same name, same
+built-in bases, docstring), which the client raises for the remote ones.
 
 The user's names belong to the user: the generated client module refers to the modules
 it imports under reserved names (``import xarray as _dagen_xarray``; no served name may
@@ -36,7 +37,7 @@ import jinja2
 
 from ._introspect import BuildError
 from ._layout import Contract
-from ._model import Function, RemoteClass, Service
+from ._model import Function, RemoteClass, RemoteException, Service
 from ._resources import data_dir
 from ._types import NOTHING, EnumNode, ModelField, ModelNode, own_doc
 
@@ -280,7 +281,7 @@ class PyClass:
 def served_names(service: Service) -> set[str]:
     """The names the served module defines in the generated client module: functions,
     classes and their methods, mirrored types and their fields and members."""
-    names = {fn.name for fn in service.functions}
+    names = {fn.name for fn in service.functions} | {e.name for e in service.exceptions}
     for c in service.classes:
         names |= {c.name, *(m.name for m in c.methods)}
     for d in service.definitions():
@@ -365,6 +366,14 @@ class _ClientWriter:
         header = f"class {cls.name}(_dagen_client.RemoteObject):"
         return PyClass(cls.name, header, "", cls.doc, [], methods)
 
+    def exception(self, exc: RemoteException) -> PyClass:
+        """The mirror of a served module's exception: its name, bases and docstring."""
+        bases = ", ".join(
+            self.writer.builtin(b.removeprefix("builtins.")) if b.startswith("builtins.") else b
+            for b in exc.bases
+        )
+        return PyClass(exc.name, f"class {exc.name}({bases}):", "", exc.doc, [], [])
+
     def mirror(self, node: ModelNode | EnumNode) -> PyClass:
         w = self.writer
         cls = node.annotation
@@ -426,6 +435,7 @@ class _ClientWriter:
             for d in self.definitions
             if isinstance(d, ModelNode | EnumNode) and isinstance(d.annotation, type)
         ]
+        exceptions = [self.exception(e) for e in service.exceptions]
         classes = [self.remote_class(c) for c in service.classes]
         methods = [self.function(fn, True) for fn in service.functions]
         functions = [self.function(fn, False) for fn in service.functions]
@@ -434,13 +444,14 @@ class _ClientWriter:
             service=service,
             version=version,
             imports=[(m, alias(m)) for m in sorted(self.writer.imports)],
-            mirrors=mirrors,
+            mirrors=[*exceptions, *mirrors],
             classes=classes,
             methods=methods,
             functions=functions,
             contract=contract,
             exported=[
                 "Client",
+                *(e.name for e in exceptions),
                 *(m.name for m in mirrors),
                 *(c.name for c in service.classes),
                 *(fn.name for fn in service.functions),
