@@ -246,6 +246,7 @@ class Connection:
         target = target or env.get(ENV_TARGET)
         if not target:
             raise ValueError(f"no server address: pass target='host:port' or set ${ENV_TARGET}")
+        check_target(target)
         if insecure is None:
             insecure = env.get(ENV_INSECURE, "").lower() in ("1", "true", "yes")
         if certs is None and not insecure:
@@ -258,7 +259,7 @@ class Connection:
         if identity is None:
             identity = env.get(ENV_IDENTITY) or None
         if timeout is ...:
-            timeout = float(env[ENV_TIMEOUT]) if env.get(ENV_TIMEOUT) else DEFAULT_TIMEOUT
+            timeout = timeout_from_env()
         if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be between 1 and {MAX_CHUNK_BYTES}")
         self.spec = spec
@@ -428,6 +429,50 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<dagen connection target={self.target!r}>"
+
+
+def check_target(target: str) -> None:
+    """Refuse a target grpc would misread: a URL, or a host without its port (grpc
+    would take 443 and fail later, or hang on an address nobody serves)."""
+    if target.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
+        return
+    scheme, sep, rest = target.partition("://")
+    if sep:
+        address = rest.split("/", 1)[0]
+        raise ValueError(
+            f"the target {target!r} is a URL: give host:port ({address or 'host:port'!r}); "
+            f"{scheme}:// is not needed: the connection is TLS unless insecure=True"
+        )
+    host, sep, port = target.rpartition(":")
+    if ":" in host and not host.startswith("["):
+        raise ValueError(
+            f"the target {target!r} looks like an IPv6 address without brackets: give "
+            "host:port, with the address in brackets ('[::1]:50051')"
+        )
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(
+            f"the target {target!r} has no port: give host:port (e.g. '{target.rstrip(':')}:50051', "
+            "the port the server printed when it started)"
+        )
+
+
+def timeout_from_env() -> float | None:
+    """``$DAGEN_TIMEOUT`` in seconds (``none`` for no timeout), else one hour."""
+    text = os.environ.get(ENV_TIMEOUT, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(
+            f"${ENV_TIMEOUT}={text!r} is not a timeout: give seconds as a positive number "
+            f"({ENV_TIMEOUT}=10 or 2.5), or 'none' to wait as long as a call takes"
+        )
+    return value
 
 
 class RemoteObject:

@@ -239,6 +239,15 @@ def exception_from_rpc_error(
                 "the network failed. No result was returned (nothing partial either); the "
                 "call may or may not have run."
             )
+        elif not tls and any(
+            word in lowered for word in ("socket closed", "connection reset", "eof", "goaway")
+        ):
+            hint = (
+                " The client speaks plain text (insecure=True or DAGEN_INSECURE) and the "
+                "server closed the connection: most likely it serves TLS (dagen serve "
+                "--certs). Drop insecure=True and pass certs= (the folder with the server's "
+                "ca.crt and your pair) and identity=."
+            )
         elif tls and any(word in lowered for word in ("socket closed", "connection reset")):
             # TLS 1.3: a server that refuses the client certificate just closes the socket.
             hint = (
