@@ -3,9 +3,11 @@ checking that it names the cause and the fix (and not a wrong one)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
+import textwrap
 
 import pytest
 from conftest import DAGEN, SERVICES
@@ -130,3 +132,140 @@ def test_certs_and_insecure_together_are_refused(certs):
     err = serve_fails("--certs", str(certs.folder), "--insecure", "--port", "0")
     assert "--insecure contradict each other" in err
     assert "every certificate of the CA" not in err
+
+
+# -- building and serving a module ----------------------------------------------------------------
+
+
+def build_fails(tmp_path, source: str, name: str = "tools") -> str:
+    """`dagen build` of a module with ``source`` that must fail: its stderr."""
+    module = tmp_path / f"{name}.py"
+    module.write_text(textwrap.dedent(source))
+    done = subprocess.run([*DAGEN, "build", str(module), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    return done.stderr
+
+
+def one_error_line(stderr: str) -> str:
+    """The stderr of a failed command: one ``Error:`` line, no traceback."""
+    assert "Traceback" not in stderr
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("Error: ")
+    return line
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import numpy\nimport not_a_module_dagen_test\n",
+         r"tools\.py:2: importing .*tools\.py failed with ModuleNotFoundError: No module "
+         r"named 'not_a_module_dagen_test'; install not_a_module_dagen_test"),
+        ("from math import not_a_name\n",
+         r"tools\.py:1: importing .* failed with ImportError: .*not_a_name.*; check the name"),
+        ("def f(a: int) -> int\n    return a\n",
+         r"tools\.py:1: .* has a syntax error: expected ':' \(def f\(a: int\) -> int\); fix it"),
+        ("X = 1\nY = X / 0\n",
+         r"tools\.py:2: importing .* failed with ZeroDivisionError: division by zero; "
+         r"importing the module runs its top-level code"),
+    ],
+)
+def test_a_module_whose_import_fails_is_one_error_line_with_file_and_line(
+    tmp_path, source, expected
+):
+    line = one_error_line(build_fails(tmp_path, source))
+    assert re.search(expected, line), line
+    assert str(tmp_path / "tools.py") in line
+
+
+def test_serve_of_a_module_whose_import_fails_is_one_error_line(tmp_path):
+    module = tmp_path / "tools.py"
+    module.write_text("import not_a_module_dagen_test\n")
+    done = subprocess.run([*DAGEN, "serve", str(module), "--insecure", "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert f"{module}:1: importing" in one_error_line(done.stderr)
+
+
+def test_the_process_executor_refuses_classes_in_one_line_with_file_and_line(tmp_path):
+    module = tmp_path / "models.py"
+    module.write_text(textwrap.dedent("""\
+        class Model:
+            def __init__(self, k: int) -> None:
+                self.k = k
+
+            def predict(self, x: int) -> int:
+                return self.k * x
+        """))
+    done = subprocess.run([*DAGEN, "serve", str(module), "--insecure", "--port", "0",
+                           "--executor", "process"], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    line = one_error_line(done.stderr)
+    assert f"{module}:5: Model.predict(): class methods and generators run only with " \
+           "--executor thread" in line
+    assert "serve the module with --executor thread" in line
+
+
+def test_a_lambda_default_factory_names_file_line_and_fix(tmp_path):
+    line = one_error_line(build_fails(tmp_path, """\
+        from dataclasses import dataclass, field
+
+
+        @dataclass
+        class Box:
+            name: str
+            items: list[int] = field(default_factory=lambda: [1, 2])
+
+
+        def size(box: Box) -> int:
+            return len(box.items)
+        """))
+    assert f"{tmp_path / 'tools.py'}:7: Box.items: the default factory a lambda" in line
+    assert "use default_factory=list (and fill it in __post_init__)" in line
+
+
+@pytest.mark.parametrize(
+    ("annotation", "advice"),
+    [
+        ("Path", "pathlib.Path is not a supported type: send the path as str (str(path))"),
+        ("list[Path]", "pathlib.Path is not a supported type: send the path as str"),
+        ("Any", "typing.Any is not a supported type: give the type of the values"),
+        ("Station", "tools.Station is not a supported type: make Station a dataclass"),
+        ("Callable[[int], int]", "functions cannot be sent: take the name of one"),
+        ("np.float32", "use the Python scalar type"),
+    ],
+)
+def test_an_unsupported_type_suggests_a_conversion(tmp_path, annotation, advice):
+    line = one_error_line(build_fails(tmp_path, f"""\
+        from collections.abc import Callable
+        from pathlib import Path
+        from typing import Any
+
+        import numpy as np
+
+
+        class Station:
+            pass
+
+
+        def use(value: {annotation}) -> int:
+            return 0
+        """))
+    assert "tools.py:12: in tools.use, parameter 'value'" in line
+    assert advice in line
+
+
+def test_a_dataframe_suggests_a_conversion_until_it_is_supported(tmp_path):
+    import dagen._types as types_
+
+    pd = pytest.importorskip("pandas")
+    if pd.DataFrame in types_.KNOWN:
+        pytest.skip("DataFrames are supported")
+    line = one_error_line(build_fails(tmp_path, """\
+        import pandas as pd
+
+
+        def rows(table: pd.DataFrame) -> int:
+            return len(table)
+        """))
+    assert "send it as an xarray.Dataset (xarray.Dataset.from_dataframe(df)" in line

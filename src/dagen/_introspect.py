@@ -15,6 +15,7 @@ import importlib.util
 import inspect
 import sys
 import textwrap
+import traceback
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -68,14 +69,48 @@ def load_module(spec: str) -> types.ModuleType:
         sys.modules[name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception:
+        except Exception as e:
             del sys.modules[name]
-            raise
+            raise import_failure(spec, e, path.parent) from None
         return module
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as e:
-        raise BuildError(f"cannot import module {spec!r}: {e}") from None
+        if e.name == spec:
+            raise BuildError(
+                f"cannot import module {spec!r}: {e}; give a file path (path/to/{spec}.py) "
+                "or add its folder to PYTHONPATH"
+            ) from None
+        raise import_failure(spec, e, None) from None
+    except Exception as e:  # noqa: BLE001 - the module's own code failed: said in one line
+        raise import_failure(spec, e, None) from None
+
+
+def import_failure(spec: str, e: BaseException, folder: Path | None) -> BuildError:
+    """One line for a module whose import failed: where (the module's own line that
+    failed, else the deepest one) and what to do."""
+    if isinstance(e, SyntaxError):
+        text = f" ({e.text.strip()})" if e.text and e.text.strip() else ""
+        return BuildError(
+            f"{e.filename}:{e.lineno}: {spec} has a syntax error: {e.msg}{text}; fix it "
+            "(python -m py_compile FILE shows it too)"
+        )
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not f.filename.startswith("<frozen")]
+    own = [f for f in frames if folder is not None and Path(f.filename).parent == folder]
+    found = own or frames
+    where = f"{found[-1].filename}:{found[-1].lineno}: " if found else ""
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        top = e.name.split(".")[0]
+        fix = (f"install {top} in this environment (pip install {top}), or fix the "
+               "import")
+    elif isinstance(e, ImportError):
+        fix = "check the name imported and the installed version of its package"
+    else:
+        fix = "importing the module runs its top-level code, which must not fail"
+    return BuildError(
+        f"{where}importing {spec} failed with {type(e).__name__}: {e}; {fix}"
+    )
 
 
 def is_data_type(cls: type) -> bool:

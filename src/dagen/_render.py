@@ -292,6 +292,28 @@ def served_names(service: Service) -> set[str]:
     return names
 
 
+def _callable_name(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return "a lambda" if name.endswith("<lambda>") else name
+
+
+def _safe_to_call(fn: Any) -> bool:
+    """Only lambdas are called to see what they make (a factory with no argument)."""
+    return getattr(fn, "__name__", "") == "<lambda>"
+
+
+def field_where(cls: Any, name: str) -> str:
+    """``file:line`` of a field of a class (its first line that assigns or annotates it)."""
+    try:
+        lines, first = inspect.getsourcelines(cls)
+        path = inspect.getsourcefile(cls) or "<unknown>"
+    except (OSError, TypeError):
+        return getattr(cls, "__qualname__", repr(cls))
+    pattern = re.compile(rf"^\s+{re.escape(name)}\s*[:=]")
+    offset = next((i for i, line in enumerate(lines) if pattern.match(line)), 0)
+    return f"{path}:{first + offset}"
+
+
 class _ClientWriter:
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -415,8 +437,18 @@ class _ClientWriter:
         text = f"{f.name}: {ann}"
         if f.factory is not NOTHING:
             if f.factory not in (list, dict, set, tuple, frozenset):
+                made = f.factory() if _safe_to_call(f.factory) else NOTHING
+                hint = (
+                    f"default_factory={type(made).__name__} (and fill it in __post_init__), "
+                    if type(made) in (list, dict, set, tuple, frozenset)
+                    else ""
+                )
                 raise BuildError(
-                    f"{node.name}.{f.name}: only builtin default factories can be mirrored"
+                    f"{field_where(node.annotation, f.name)}: {node.name}.{f.name}: the "
+                    f"default factory {_callable_name(f.factory)} cannot be written into the "
+                    "client, which must make the same default: use "
+                    f"{hint or 'a builtin factory (list, dict, set, tuple, frozenset), '}"
+                    "a literal default, or no default"
                 )
             maker = (
                 f"{w.module('dataclasses')}.field"
@@ -425,8 +457,15 @@ class _ClientWriter:
             )
             text += f" = {maker}(default_factory={w.builtin(f.factory.__name__)})"
         elif f.default is not NOTHING:
-            text += f" = {w.default(f.default)}"
+            try:
+                text += f" = {w.default(f.default)}"
+            except BuildError as e:
+                raise BuildError(
+                    f"{field_where(node.annotation, f.name)}: {node.name}.{f.name}: {e}: give "
+                    "a literal default (a number, string, tuple...), or no default"
+                ) from None
         return text
+
 
     def render(self, contract: Contract, version: str) -> str:
         service = self.service

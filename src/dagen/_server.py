@@ -101,12 +101,22 @@ class Servicer:
         self.options = options or ServerOptions()
         self._functions: dict[str, Callable[..., Any]] = {}
         executor = executor_class(self.options.executor)
+        refusals = [(m.fn, why) for m in self.methods.values()
+                    if (why := executor.refuses(m.fn)) is not None]
+        if refusals:
+            fn, why = refusals[0]
+            others = (f" ({', '.join(f.key + '()' for f, _ in refusals[1:])} too)"
+                      if len(refusals) > 1 else "")
+            where = getattr(self.module, "__file__", None) or self.module.__name__
+            raise ValueError(
+                f"{where}:{fn.line}: {fn.key}(): {why}{others}; serve the module with "
+                "--executor thread (the default), or make "
+                + ("the method a module-level function" if fn.owner
+                   else "the generator return a list")
+            )
         for key, method in self.methods.items():
             fn = method.fn
             owner: Any = getattr(self.module, fn.owner) if fn.owner else self.module
-            refused = executor.refuses(fn)
-            if refused is not None:
-                raise ValueError(f"{key}(): {refused}")
             if fn.has_instance:  # a method: called on an object made per call
                 self._functions[key] = functools.partial(_construct_and_call, owner, fn.name)
             else:
