@@ -9,8 +9,9 @@ import socket
 import subprocess
 import textwrap
 
+import grpc
 import pytest
-from conftest import DAGEN, SERVICES
+from conftest import DAGEN, SERVICES, start_server
 
 import dagen
 
@@ -269,3 +270,39 @@ def test_a_dataframe_suggests_a_conversion_until_it_is_supported(tmp_path):
             return len(table)
         """))
     assert "send it as an xarray.Dataset (xarray.Dataset.from_dataframe(df)" in line
+
+
+# -- what the server logs ---------------------------------------------------------------------------
+
+
+def test_the_server_logs_an_unknown_method_and_who_called(tmp_path):
+    log = tmp_path / "server.log"
+    server = start_server(SERVICES / "echo_service.py", "--insecure", log=log)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = channel.unary_unary("/other.Service/Method")
+            with pytest.raises(grpc.RpcError) as refused:
+                call(b"", timeout=20)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert "called /other.Service/Method, which this server does not serve" in text
+    assert "ipv4:127.0.0.1:" in text  # who: the peer (no certificate over plain text)
+
+
+def test_a_call_ended_by_the_server_stopping_does_not_blame_the_caller(monkeypatch):
+    from dagen._executors import _base
+
+    class Ended:  # an rpc grpc has ended, with no deadline
+        def time_remaining(self):
+            return None
+
+        def is_active(self):
+            return False
+
+    monkeypatch.setattr(_base, "_server_stop", {"ends": None, "grace": None})
+    assert _base.stopped(Ended()).reason == "the caller cancelled it"
+    _base.server_stopping(0.0)  # the grace period is over: grpc cut the call short
+    reason = _base.stopped(Ended()).reason
+    assert reason == "the server stopped: its grace period of 0 s for calls in progress ran out"

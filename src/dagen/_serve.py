@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 import grpc
 
 from ._exceptions import InsecureRefused
+from ._executors import server_stopping
 from ._security import (
     SERVER_OPTIONS,
     Guard,
@@ -33,7 +34,7 @@ from ._security import (
     server_credentials,
     unix_target,
 )
-from ._server import Servicer
+from ._server import Servicer, UnknownMethods
 from ._threads import LastIdlePool
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ def create_server(
     server.add_registered_method_handlers(
         servicer.service.full_name, guard.wrap(servicer.method_handlers())
     )
+    server.add_generic_rpc_handlers((UnknownMethods(servicer.service.full_name),))
     if socket is not None:
         bind_unix_socket(server, socket, credentials)
         return server, 0
@@ -222,6 +224,7 @@ def serve(
             print(f"dagen: stopping (finishing calls in progress for up to {GRACE:g} s)",
                   flush=True)
         finally:
+            server_stopping(GRACE)  # calls cut short then: the server's doing, not the caller's
             server.stop(grace=GRACE).wait()
             if tunnel is not None:
                 tunnel.stop()

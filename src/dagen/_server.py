@@ -299,8 +299,10 @@ class Servicer:
             if key == CONTRACT_METADATA_KEY:
                 if value.partition(":")[2] not in served:
                     assert self.contract is not None
-                    context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                  f"{method.fn.key}(): {self.contract.check(method.rpc, value)}")
+                    why = self.contract.check(method.rpc, value)
+                    log.warning("%s %s() refused: its client was built from another contract "
+                                "(%s): %s", caller_of(context), method.fn.key, value, why)
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{method.fn.key}(): {why}")
                 return
 
     def _decode(
@@ -488,6 +490,28 @@ class Servicer:
                 bytes_out,
                 time.perf_counter() - started,
             )
+
+
+class UnknownMethods(grpc.GenericRpcHandler):
+    """The paths the server does not serve (grpc matches its registered methods first):
+    logged with who asked, then UNIMPLEMENTED as grpc would answer."""
+
+    def __init__(self, service: str) -> None:
+        self.service_name = service
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        path = details.method  # type: ignore[attr-defined]
+
+        def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+            log.warning(
+                "%s called %s, which this server does not serve (it serves %s): a client "
+                "built from another module, or another server's client", caller_of(context),
+                path, self.service_name,
+            )
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not served here")
+            yield b""  # unreachable: abort raises
+
+        return grpc.stream_stream_rpc_method_handler(refuse)
 
 
 def caller_of(context: grpc.ServicerContext) -> str:
