@@ -508,7 +508,7 @@ class UnknownMethods(grpc.GenericRpcHandler):
                 "built from another module, or another server's client", caller_of(context),
                 path, self.service_name,
             )
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not served here")
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
             yield b""  # unreachable: abort raises
 
         return grpc.stream_stream_rpc_method_handler(refuse)
