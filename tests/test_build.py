@@ -102,7 +102,7 @@ def _build(tmp_path, source: str):
         ("""\
             def complex_numbers(a: complex) -> int:
                 return 0
-            """, 1, r"parameter 'a': annotation complex: not a supported type"),
+            """, 1, r"parameter 'a': annotation complex: complex is not a supported type"),
     ],
 )
 def test_unsupported_modules_are_refused_with_module_function_parameter_and_line(

@@ -126,7 +126,7 @@ def test_entry_points_of_generated_code_keep_their_signatures():
         "client.default_client": "(cls, /)",
         "client.bound_class": "(cls, /)",
         "client.close": "(client, /)",
-        "client.ServiceClient subclass": "(*, pb2=None, contract=None, classes=(), **kwargs)",
+        "client.ServiceClient subclass": "(*, pb2=None, contract=None, classes=(), exceptions=None, **kwargs)",
         "client.ContractInfo": "(revision, fingerprints, accepted=<factory>)",
         "server.ContractInfo": "(revision, fingerprints, accepted=<factory>)",
         "server.Servicer subclass": "(*, module, pb2, contract=None, **kwargs)",

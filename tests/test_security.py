@@ -107,10 +107,11 @@ def test_every_identity_of_the_ca_works(echo_client_module, echo_server: Server,
 
 
 def test_client_without_a_certificate_is_refused(
-    echo_client_module, echo_server: Server, certs: Certs, echo
+    echo_client_module, echo_server: Server, certs: Certs, echo, tmp_path: Path
 ) -> None:
+    shutil.copy(certs.folder / "ca.crt", tmp_path)  # the CA, and no client pair to present
     with echo_client_module.Client(
-        echo_server.target, certs=certs.folder, identity=None, timeout=30
+        echo_server.target, certs=tmp_path, identity=None, timeout=30
     ) as anonymous:
         with pytest.raises(dagen.ServerUnavailable) as refused:
             anonymous.add(2, 3)
@@ -138,10 +139,12 @@ def test_client_with_a_certificate_from_another_ca_is_refused(
 
 @pytest.mark.parametrize("who", ["no-certificate", "foreign-certificate"])
 def test_refused_client_certificate_error_says_it_is_about_certificates(
-    echo_client_module, echo_server: Server, certs: Certs, foreign_cert_folder: Path, who: str
+    echo_client_module, echo_server: Server, certs: Certs, foreign_cert_folder: Path, who: str,
+    tmp_path: Path,
 ) -> None:
+    shutil.copy(certs.folder / "ca.crt", tmp_path)  # the CA, and no client pair to present
     folder, identity = (
-        (certs.folder, None) if who == "no-certificate" else (foreign_cert_folder, "mallory")
+        (tmp_path, None) if who == "no-certificate" else (foreign_cert_folder, "mallory")
     )
     with echo_client_module.Client(
         echo_server.target, certs=folder, identity=identity, timeout=30

@@ -239,6 +239,12 @@ def _run(
     from ._serve import serve
     from ._server import ServerOptions
 
+    if certs is not None and insecure:
+        raise click.UsageError(
+            f"--certs {certs} and --insecure contradict each other: --insecure serves plain "
+            "text, with no certificates; drop --insecure to serve over mutual TLS with "
+            f"{certs}, or drop --certs to serve plain text"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = security_settings(servicer_cls, insecure=insecure, **access)
     tunnel = _relay_tunnel(relay, certs=None if insecure else certs, key=relay_key,

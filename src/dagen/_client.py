@@ -19,9 +19,9 @@ import functools
 import inspect
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import grpc
@@ -75,6 +75,8 @@ class ClientSpec:
     service: Service
     methods: dict[str, Method]  # by function key: "anomaly", "Model.predict"
     contract: ContractInfo | None
+    # the mirrors of the served module's exceptions, by "module.qualname" on the server
+    exceptions: Mapping[str, type[Exception]] = field(default_factory=dict)
 
 
 class ServiceClient:
@@ -142,6 +144,7 @@ class ServiceClient:
         pb2: Any = None,
         contract: ContractInfo | None = None,
         classes: list[type[RemoteObject]] | tuple[type[RemoteObject], ...] = (),
+        exceptions: Mapping[str, type[Exception]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -161,7 +164,7 @@ class ServiceClient:
         remote_classes = [introspect_class(c, cls.__module__) for c in classes]
         service = make_service(pb2.DESCRIPTOR.package, cls.__doc__, functions, remote_classes)
         methods = {fn.key: Method(service, fn, pb2) for fn in service.rpcs}
-        cls.__dagen_spec__ = ClientSpec(pb2, service, methods, contract)
+        cls.__dagen_spec__ = ClientSpec(pb2, service, methods, contract, dict(exceptions or {}))
         for c in classes:
             c._dagen_client_class_ = cls
 
@@ -257,6 +260,7 @@ class Connection:
             if not target:
                 raise ValueError(
                     f"no server address: pass target='host:port' or set ${ENV_TARGET}")
+            check_target(target)
             if insecure is None:
                 insecure = env.get(ENV_INSECURE, "").lower() in ("1", "true", "yes")
             if certs is None and not insecure:
@@ -269,7 +273,7 @@ class Connection:
             if identity is None:
                 identity = env.get(ENV_IDENTITY) or None
         if timeout is ...:
-            timeout = float(env[ENV_TIMEOUT]) if env.get(ENV_TIMEOUT) else DEFAULT_TIMEOUT
+            timeout = timeout_from_env()
         if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be between 1 and {MAX_CHUNK_BYTES}")
         self.spec = spec
@@ -330,7 +334,8 @@ class Connection:
                 response = stub(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as e:
                 raise exception_from_rpc_error(
-                    e, function=name, target=self.target, timeout=timeout, tls=self.tls
+                    e, function=name, target=self.target, timeout=timeout, tls=self.tls,
+                    mirrors=self.spec.exceptions,
                 ) from None
             if method.result_as_is:
                 return response.result
@@ -375,7 +380,8 @@ class Connection:
             return method.decode_response(message, dctx)
         except grpc.RpcError as e:
             raise exception_from_rpc_error(
-                e, function=name, target=self.target, timeout=settings.timeout, tls=self.tls
+                e, function=name, target=self.target, timeout=settings.timeout, tls=self.tls,
+                mirrors=self.spec.exceptions,
             ) from None
         except WireError as e:
             raise CallError(
@@ -406,7 +412,8 @@ class Connection:
                     yield method.decode_response(response, NO_ARRAYS)
         except grpc.RpcError as e:
             raise exception_from_rpc_error(
-                e, function=method.name, target=self.target, timeout=timeout, tls=self.tls
+                e, function=method.name, target=self.target, timeout=timeout, tls=self.tls,
+                mirrors=self.spec.exceptions,
             ) from None
         except WireError as e:
             raise CallError(
@@ -422,6 +429,50 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<dagen connection target={self.target!r}>"
+
+
+def check_target(target: str) -> None:
+    """Refuse a target grpc would misread: a URL, or a host without its port (grpc
+    would take 443 and fail later, or hang on an address nobody serves)."""
+    if target.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
+        return
+    scheme, sep, rest = target.partition("://")
+    if sep:
+        address = rest.split("/", 1)[0]
+        raise ValueError(
+            f"the target {target!r} is a URL: give host:port ({address or 'host:port'!r}); "
+            f"{scheme}:// is not needed: the connection is TLS unless insecure=True"
+        )
+    host, sep, port = target.rpartition(":")
+    if ":" in host and not host.startswith("["):
+        raise ValueError(
+            f"the target {target!r} looks like an IPv6 address without brackets: give "
+            "host:port, with the address in brackets ('[::1]:50051')"
+        )
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(
+            f"the target {target!r} has no port: give host:port (e.g. '{target.rstrip(':')}:50051', "
+            "the port the server printed when it started)"
+        )
+
+
+def timeout_from_env() -> float | None:
+    """``$DAGEN_TIMEOUT`` in seconds (``none`` for no timeout), else one hour."""
+    text = os.environ.get(ENV_TIMEOUT, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(
+            f"${ENV_TIMEOUT}={text!r} is not a timeout: give seconds as a positive number "
+            f"({ENV_TIMEOUT}=10 or 2.5), or 'none' to wait as long as a call takes"
+        )
+    return value
 
 
 class RemoteObject:

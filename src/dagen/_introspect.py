@@ -15,6 +15,7 @@ import importlib.util
 import inspect
 import sys
 import textwrap
+import traceback
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -22,9 +23,25 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import BuildError
-from ._model import INSTANCE_FIELD, Function, Parameter, RemoteClass, Service, camel
+from ._model import (
+    INSTANCE_FIELD,
+    Function,
+    Parameter,
+    RemoteClass,
+    RemoteException,
+    Service,
+    camel,
+)
 from ._progress import is_progress_annotation
-from ._types import EnumNode, ModelNode, OptionalNode, UnsupportedType, show_annotation, type_node
+from ._types import (
+    EnumNode,
+    ModelNode,
+    OptionalNode,
+    UnsupportedType,
+    own_doc,
+    show_annotation,
+    type_node,
+)
 
 
 def load_module(spec: str) -> types.ModuleType:
@@ -52,14 +69,48 @@ def load_module(spec: str) -> types.ModuleType:
         sys.modules[name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception:
+        except Exception as e:
             del sys.modules[name]
-            raise
+            raise import_failure(spec, e, path.parent) from None
         return module
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as e:
-        raise BuildError(f"cannot import module {spec!r}: {e}") from None
+        if e.name == spec:
+            raise BuildError(
+                f"cannot import module {spec!r}: {e}; give a file path (path/to/{spec}.py) "
+                "or add its folder to PYTHONPATH"
+            ) from None
+        raise import_failure(spec, e, None) from None
+    except Exception as e:  # noqa: BLE001 - the module's own code failed: said in one line
+        raise import_failure(spec, e, None) from None
+
+
+def import_failure(spec: str, e: BaseException, folder: Path | None) -> BuildError:
+    """One line for a module whose import failed: where (the module's own line that
+    failed, else the deepest one) and what to do."""
+    if isinstance(e, SyntaxError):
+        text = f" ({e.text.strip()})" if e.text and e.text.strip() else ""
+        return BuildError(
+            f"{e.filename}:{e.lineno}: {spec} has a syntax error: {e.msg}{text}; fix it "
+            "(python -m py_compile FILE shows it too)"
+        )
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not f.filename.startswith("<frozen")]
+    own = [f for f in frames if folder is not None and Path(f.filename).parent == folder]
+    found = own or frames
+    where = f"{found[-1].filename}:{found[-1].lineno}: " if found else ""
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        top = e.name.split(".")[0]
+        fix = (f"install {top} in this environment (pip install {top}), or fix the "
+               "import")
+    elif isinstance(e, ImportError):
+        fix = "check the name imported and the installed version of its package"
+    else:
+        fix = "importing the module runs its top-level code, which must not fail"
+    return BuildError(
+        f"{where}importing {spec} failed with {type(e).__name__}: {e}; {fix}"
+    )
 
 
 def is_data_type(cls: type) -> bool:
@@ -72,10 +123,13 @@ def is_data_type(cls: type) -> bool:
     )
 
 
-def public_members(module: types.ModuleType) -> tuple[list[Callable[..., Any]], list[type]]:
-    """The functions and remote classes a module offers: those in ``__all__`` when it
-    has one, else the public ones defined in it. Data types (dataclasses, enums,
-    pydantic models, exceptions...) are types of values, not remote classes."""
+def public_members(
+    module: types.ModuleType,
+) -> tuple[list[Callable[..., Any]], list[type], list[type[Exception]]]:
+    """The functions, remote classes and exception classes a module offers: those in
+    ``__all__`` when it has one, else the public ones defined in it. Data types
+    (dataclasses, enums, pydantic models, exceptions...) are types of values, not
+    remote classes; exceptions are mirrored in the client."""
     names = getattr(module, "__all__", None)
     if names is None:
         names = [
@@ -87,12 +141,15 @@ def public_members(module: types.ModuleType) -> tuple[list[Callable[..., Any]], 
         ]
     functions: list[Callable[..., Any]] = []
     classes: list[type] = []
+    exceptions: list[type[Exception]] = []
     for name in names:
         obj = getattr(module, name, None)
         if inspect.isfunction(obj):
             functions.append(obj)
         elif inspect.isclass(obj):
-            if not is_data_type(obj):
+            if issubclass(obj, Exception):
+                exceptions.append(obj)
+            elif not is_data_type(obj):
                 classes.append(obj)
         elif obj is None:
             raise BuildError(f"{module.__name__}.__all__ names {name!r}, which does not exist")
@@ -100,7 +157,49 @@ def public_members(module: types.ModuleType) -> tuple[list[Callable[..., Any]], 
             raise BuildError(
                 f"{module.__name__}.__all__ names {name!r}, which is neither a function nor a class"
             )
-    return functions, classes
+    return functions, classes, exceptions
+
+
+def _mirror_bases(cls: type, mirrored: set[type]) -> list[type]:
+    """The bases of an exception's mirror: its built-in and mirrored bases; a base that
+    is neither (private, or of another library) stands for its own bases."""
+    found: list[type] = []
+    for base in cls.__bases__:
+        if base in mirrored or base.__module__ == "builtins":
+            if issubclass(base, BaseException):
+                found.append(base)
+        else:
+            found.extend(_mirror_bases(base, mirrored))
+    unique = list(dict.fromkeys(found))
+    # (ValueError, Exception) would be no valid class: a base another one implies goes
+    return [b for b in unique if not any(o is not b and issubclass(o, b) for o in unique)]
+
+
+def introspect_exceptions(found: list[type[Exception]]) -> tuple[RemoteException, ...]:
+    """The exception classes to mirror in the client, each after its mirrored bases."""
+    mirrored = set(found)
+    out = []
+    for cls in sorted(found, key=lambda c: len(c.__mro__)):  # a base has the shorter MRO
+        bases = _mirror_bases(cls, mirrored)
+        try:
+            type(cls.__name__, tuple(bases), {})
+        except TypeError as e:
+            raise BuildError(
+                f"{_class_where(cls)}: the exception {cls.__name__} cannot be mirrored in the "
+                f"client with the bases {', '.join(b.__name__ for b in bases)}: {e}"
+            ) from None
+        out.append(
+            RemoteException(
+                name=cls.__name__,
+                wire_name=f"{cls.__module__}.{cls.__qualname__}",
+                bases=tuple(
+                    b.__name__ if b in mirrored else f"builtins.{b.__qualname__}" for b in bases
+                ),
+                doc=own_doc(cls),
+                line=_class_line(cls),
+            )
+        )
+    return tuple(out)
 
 
 def _arg_lines(fn: Callable[..., Any]) -> dict[str, int]:
@@ -306,6 +405,13 @@ def _check_name(name: str, where: str, what: str) -> None:
         )
 
 
+def _class_line(cls: type) -> int:
+    try:
+        return inspect.getsourcelines(cls)[1]
+    except (OSError, TypeError):
+        return 0
+
+
 def _class_where(cls: type, line: int = 0) -> str:
     try:
         path = inspect.getsourcefile(cls) or "<unknown>"
@@ -339,6 +445,8 @@ def check_client_names(service: Service, path: str, found_classes: dict[str, typ
         claim(fn.name, f"{path}:{fn.line}", "function")
     for c in service.classes:
         claim(c.name, _class_where(found_classes[c.name]), "class")
+    for e in service.exceptions:
+        claim(e.name, _class_where(found_classes[e.name]), "exception")
     for d in service.definitions():
         cls = getattr(d, "annotation", None)
         if not isinstance(d, ModelNode | EnumNode) or not isinstance(cls, type):
@@ -380,12 +488,17 @@ def make_service(
 
 def introspect_module(module: types.ModuleType) -> Service:
     """The service a module offers: one rpc per public function and class method."""
-    found_functions, found_classes = public_members(module)
+    found_functions, found_classes, found_exceptions = public_members(module)
     functions = [introspect_function(fn, module.__name__) for fn in found_functions]
     classes = [introspect_class(cls, module.__name__) for cls in found_classes]
     if not functions and not classes:
         raise BuildError(f"module {module.__name__} has no public functions or classes to serve")
-    service = make_service(module.__name__, module.__doc__, functions, classes)
+    service = dataclasses.replace(
+        make_service(module.__name__, module.__doc__, functions, classes),
+        exceptions=introspect_exceptions(found_exceptions),
+    )
     path = getattr(module, "__file__", None) or module.__name__
-    check_client_names(service, path, {cls.__name__: cls for cls in found_classes})
+    check_client_names(
+        service, path, {cls.__name__: cls for cls in (*found_classes, *found_exceptions)}
+    )
     return service

@@ -115,11 +115,24 @@ class RemoteClass:
 
 
 @dataclass(frozen=True)
+class RemoteException:
+    """A public exception class of the served module, mirrored in the client package:
+    a remote one is raised there as the mirror (same name, same built-in bases)."""
+
+    name: str
+    wire_name: str  # "module.qualname" of the class on the server, as errors name it
+    bases: tuple[str, ...]  # "builtins.ValueError", or the name of another mirrored exception
+    doc: str | None
+    line: int
+
+
+@dataclass(frozen=True)
 class Service:
     module: str  # the Python module served, e.g. "ocean_tools"
     doc: str | None
     functions: tuple[Function, ...]  # module-level functions
     classes: tuple[RemoteClass, ...] = ()
+    exceptions: tuple[RemoteException, ...] = ()  # bases before the classes derived from them
 
     @property
     def name(self) -> str:

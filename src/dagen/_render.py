@@ -7,7 +7,8 @@ equal to the originals, and each is checked by evaluating it, so that the genera
 client's ``inspect.signature`` equals the original function's. Types the client cannot
 import (the server module's dataclasses, enums, pydantic models, TypedDicts and
 classes) are re-created in the client package as mirrors with the same names, fields,
-defaults and docstrings.
+defaults and docstrings; so are the served module's public exceptions (same name, same
+built-in bases, docstring), which the client raises for the remote ones.
 
 The user's names belong to the user: the generated client module refers to the modules
 it imports under reserved names (``import xarray as _dagen_xarray``; no served name may
@@ -36,7 +37,7 @@ import jinja2
 
 from ._introspect import BuildError
 from ._layout import Contract
-from ._model import Function, RemoteClass, Service
+from ._model import Function, RemoteClass, RemoteException, Service
 from ._resources import data_dir
 from ._types import NOTHING, EnumNode, ModelField, ModelNode, own_doc
 
@@ -280,7 +281,7 @@ class PyClass:
 def served_names(service: Service) -> set[str]:
     """The names the served module defines in the generated client module: functions,
     classes and their methods, mirrored types and their fields and members."""
-    names = {fn.name for fn in service.functions}
+    names = {fn.name for fn in service.functions} | {e.name for e in service.exceptions}
     for c in service.classes:
         names |= {c.name, *(m.name for m in c.methods)}
     for d in service.definitions():
@@ -289,6 +290,28 @@ def served_names(service: Service) -> set[str]:
         elif isinstance(d, EnumNode) and isinstance(d.annotation, type):
             names |= {d.annotation.__name__, *d.annotation.__members__}  # type: ignore[attr-defined]
     return names
+
+
+def _callable_name(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return "a lambda" if name.endswith("<lambda>") else name
+
+
+def _safe_to_call(fn: Any) -> bool:
+    """Only lambdas are called to see what they make (a factory with no argument)."""
+    return getattr(fn, "__name__", "") == "<lambda>"
+
+
+def field_where(cls: Any, name: str) -> str:
+    """``file:line`` of a field of a class (its first line that assigns or annotates it)."""
+    try:
+        lines, first = inspect.getsourcelines(cls)
+        path = inspect.getsourcefile(cls) or "<unknown>"
+    except (OSError, TypeError):
+        return getattr(cls, "__qualname__", repr(cls))
+    pattern = re.compile(rf"^\s+{re.escape(name)}\s*[:=]")
+    offset = next((i for i, line in enumerate(lines) if pattern.match(line)), 0)
+    return f"{path}:{first + offset}"
 
 
 class _ClientWriter:
@@ -365,6 +388,14 @@ class _ClientWriter:
         header = f"class {cls.name}(_dagen_client.RemoteObject):"
         return PyClass(cls.name, header, "", cls.doc, [], methods)
 
+    def exception(self, exc: RemoteException) -> PyClass:
+        """The mirror of a served module's exception: its name, bases and docstring."""
+        bases = ", ".join(
+            self.writer.builtin(b.removeprefix("builtins.")) if b.startswith("builtins.") else b
+            for b in exc.bases
+        )
+        return PyClass(exc.name, f"class {exc.name}({bases}):", "", exc.doc, [], [])
+
     def mirror(self, node: ModelNode | EnumNode) -> PyClass:
         w = self.writer
         cls = node.annotation
@@ -406,8 +437,18 @@ class _ClientWriter:
         text = f"{f.name}: {ann}"
         if f.factory is not NOTHING:
             if f.factory not in (list, dict, set, tuple, frozenset):
+                made = f.factory() if _safe_to_call(f.factory) else NOTHING
+                hint = (
+                    f"default_factory={type(made).__name__} (and fill it in __post_init__), "
+                    if type(made) in (list, dict, set, tuple, frozenset)
+                    else ""
+                )
                 raise BuildError(
-                    f"{node.name}.{f.name}: only builtin default factories can be mirrored"
+                    f"{field_where(node.annotation, f.name)}: {node.name}.{f.name}: the "
+                    f"default factory {_callable_name(f.factory)} cannot be written into the "
+                    "client, which must make the same default: use "
+                    f"{hint or 'a builtin factory (list, dict, set, tuple, frozenset), '}"
+                    "a literal default, or no default"
                 )
             maker = (
                 f"{w.module('dataclasses')}.field"
@@ -416,8 +457,15 @@ class _ClientWriter:
             )
             text += f" = {maker}(default_factory={w.builtin(f.factory.__name__)})"
         elif f.default is not NOTHING:
-            text += f" = {w.default(f.default)}"
+            try:
+                text += f" = {w.default(f.default)}"
+            except BuildError as e:
+                raise BuildError(
+                    f"{field_where(node.annotation, f.name)}: {node.name}.{f.name}: {e}: give "
+                    "a literal default (a number, string, tuple...), or no default"
+                ) from None
         return text
+
 
     def render(self, contract: Contract, version: str) -> str:
         service = self.service
@@ -426,6 +474,7 @@ class _ClientWriter:
             for d in self.definitions
             if isinstance(d, ModelNode | EnumNode) and isinstance(d.annotation, type)
         ]
+        exceptions = [self.exception(e) for e in service.exceptions]
         classes = [self.remote_class(c) for c in service.classes]
         methods = [self.function(fn, True) for fn in service.functions]
         functions = [self.function(fn, False) for fn in service.functions]
@@ -434,13 +483,14 @@ class _ClientWriter:
             service=service,
             version=version,
             imports=[(m, alias(m)) for m in sorted(self.writer.imports)],
-            mirrors=mirrors,
+            mirrors=[*exceptions, *mirrors],
             classes=classes,
             methods=methods,
             functions=functions,
             contract=contract,
             exported=[
                 "Client",
+                *(e.name for e in exceptions),
                 *(m.name for m in mirrors),
                 *(c.name for c in service.classes),
                 *(fn.name for fn in service.functions),

@@ -11,9 +11,11 @@ command lines that lead here live in :mod:`dagen._cli`; this module needs no cli
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import signal
+import socket as socketlib
 import sys
 import time
 import types
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 import grpc
 
 from ._exceptions import InsecureRefused
+from ._executors import server_stopping
 from ._security import (
     SERVER_OPTIONS,
     Guard,
@@ -31,7 +34,7 @@ from ._security import (
     server_credentials,
     unix_target,
 )
-from ._server import Servicer
+from ._server import Servicer, UnknownMethods
 from ._threads import LastIdlePool
 
 if TYPE_CHECKING:
@@ -108,6 +111,7 @@ def create_server(
     server.add_registered_method_handlers(
         servicer.service.full_name, guard.wrap(servicer.method_handlers())
     )
+    server.add_generic_rpc_handlers((UnknownMethods(servicer.service.full_name),))
     if socket is not None:
         bind_unix_socket(server, socket, credentials)
         return server, 0
@@ -119,8 +123,38 @@ def create_server(
     except RuntimeError:  # grpcio raises "Failed to bind" where older versions returned 0
         bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {address} (is the port in use?)")
+        raise OSError(f"cannot listen on {address}: {why_not_bound(host, port)}")
     return server, bound
+
+
+def why_not_bound(host: str, port: int) -> str:
+    """Why grpc could not listen on host:port (it does not say): found by binding a
+    plain socket there (a bind sends nothing)."""
+    try:
+        infos = socketlib.getaddrinfo(host, port, type=socketlib.SOCK_STREAM,
+                                      flags=socketlib.AI_PASSIVE)
+    except socketlib.gaierror as e:
+        return f"the host {host!r} is not a name or address this machine knows ({e.strerror})"
+    for family, kind, proto, _, sockaddr in infos:
+        with socketlib.socket(family, kind, proto) as probe:
+            try:
+                probe.bind(sockaddr)
+            except OSError as e:
+                if e.errno == errno.EADDRNOTAVAIL:
+                    return (
+                        f"{host} is not an address of this machine: use one of its own "
+                        "addresses, 127.0.0.1 (this machine only) or 0.0.0.0 (every "
+                        "interface), with a firewall in front"
+                    )
+                if e.errno == errno.EADDRINUSE:
+                    return f"port {port} is in use: stop what listens there, or pick another --port"
+                if e.errno == errno.EACCES:
+                    return (
+                        f"port {port} needs privileges (ports below 1024 do): pick one above "
+                        "1023"
+                    )
+                return e.strerror or str(e)
+    return f"grpc could not listen there, though a plain socket can bind {host}:{port}"
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -190,6 +224,7 @@ def serve(
             print(f"dagen: stopping (finishing calls in progress for up to {GRACE:g} s)",
                   flush=True)
         finally:
+            server_stopping(GRACE)  # calls cut short then: the server's doing, not the caller's
             server.stop(grace=GRACE).wait()
             if tunnel is not None:
                 tunnel.stop()

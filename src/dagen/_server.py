@@ -101,12 +101,22 @@ class Servicer:
         self.options = options or ServerOptions()
         self._functions: dict[str, Callable[..., Any]] = {}
         executor = executor_class(self.options.executor)
+        refusals = [(m.fn, why) for m in self.methods.values()
+                    if (why := executor.refuses(m.fn)) is not None]
+        if refusals:
+            fn, why = refusals[0]
+            others = (f" ({', '.join(f.key + '()' for f, _ in refusals[1:])} too)"
+                      if len(refusals) > 1 else "")
+            where = getattr(self.module, "__file__", None) or self.module.__name__
+            raise ValueError(
+                f"{where}:{fn.line}: {fn.key}(): {why}{others}; serve the module with "
+                "--executor thread (the default), or make "
+                + ("the method a module-level function" if fn.owner
+                   else "the generator return a list")
+            )
         for key, method in self.methods.items():
             fn = method.fn
             owner: Any = getattr(self.module, fn.owner) if fn.owner else self.module
-            refused = executor.refuses(fn)
-            if refused is not None:
-                raise ValueError(f"{key}(): {refused}")
             if fn.has_instance:  # a method: called on an object made per call
                 self._functions[key] = functools.partial(_construct_and_call, owner, fn.name)
             else:
@@ -289,8 +299,10 @@ class Servicer:
             if key == CONTRACT_METADATA_KEY:
                 if value.partition(":")[2] not in served:
                     assert self.contract is not None
-                    context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                  f"{method.fn.key}(): {self.contract.check(method.rpc, value)}")
+                    why = self.contract.check(method.rpc, value)
+                    log.warning("%s %s() refused: its client was built from another contract "
+                                "(%s): %s", caller_of(context), method.fn.key, value, why)
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{method.fn.key}(): {why}")
                 return
 
     def _decode(
@@ -478,6 +490,28 @@ class Servicer:
                 bytes_out,
                 time.perf_counter() - started,
             )
+
+
+class UnknownMethods(grpc.GenericRpcHandler):
+    """The paths the server does not serve (grpc matches its registered methods first):
+    logged with who asked, then UNIMPLEMENTED as grpc would answer."""
+
+    def __init__(self, service: str) -> None:
+        self.service_name = service
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        path = details.method  # type: ignore[attr-defined]
+
+        def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+            log.warning(
+                "%s called %s, which this server does not serve (it serves %s): a client "
+                "built from another module, or another server's client", caller_of(context),
+                path, self.service_name,
+            )
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
+            yield b""  # unreachable: abort raises
+
+        return grpc.stream_stream_rpc_method_handler(refuse)
 
 
 def caller_of(context: grpc.ServicerContext) -> str:

@@ -18,7 +18,16 @@ import importlib
 import types
 from typing import Any
 
-from ._base import CallState, Cancelled, Executor, ReportQueue, Slots, stopped, supervise
+from ._base import (
+    CallState,
+    Cancelled,
+    Executor,
+    ReportQueue,
+    Slots,
+    server_stopping,
+    stopped,
+    supervise,
+)
 
 # name (as --executor takes it) -> the module and the class, imported when picked
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -60,6 +69,7 @@ __all__ = [
     "Slots",
     "executor_class",
     "make_executor",
+    "server_stopping",
     "stopped",
     "supervise",
 ]

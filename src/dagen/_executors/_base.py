@@ -14,6 +14,7 @@ import collections
 import functools
 import queue
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -142,7 +143,24 @@ def stopped(context: grpc.ServicerContext) -> Cancelled | None:
     if context.is_active():
         return None
     deadline = remaining is not None and remaining < _DEADLINE_SLACK
-    return Cancelled("its deadline passed" if deadline else "the caller cancelled it", deadline)
+    if deadline:
+        return Cancelled("its deadline passed", deadline)
+    ends = _server_stop["ends"]
+    if ends is not None and time.monotonic() >= ends - _DEADLINE_SLACK:
+        return Cancelled(
+            f"the server stopped: its grace period of {_server_stop['grace']:g} s for calls "
+            "in progress ran out"
+        )
+    return Cancelled("the caller cancelled it")
+
+
+_server_stop: dict[str, float | None] = {"ends": None, "grace": None}
+
+
+def server_stopping(grace: float) -> None:
+    """The server is stopping: calls still running ``grace`` seconds from now end
+    because of it, not because their callers cancelled them (what their log says)."""
+    _server_stop.update(ends=time.monotonic() + grace, grace=grace)
 
 
 # -- executors --------------------------------------------------------------------------------------

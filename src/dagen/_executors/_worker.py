@@ -4,19 +4,20 @@ run the calls the server sends through the pipe until told to stop.
 Messages, server to worker: ``("call", function, progress parameter, arena name,
 arena roots, payload, caller)`` and ``("stop",)``; worker to server: ``("ready",
 pid)`` or ``("failed", traceback)`` once, then per call any number of ``("progress",
-state)`` and one ``("result", payload)`` or ``("error", *describe_exception(e))``.
+state)`` and one ``("result", payload)`` or ``("error", *describe_exception(e))``
+(the exception pickled, and described as a ``dagen.v1.RemoteError``).
 Arrays do not go through the pipe: see :mod:`dagen._executors._shm`.
 """
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import ctypes
 import multiprocessing.connection
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -24,14 +25,18 @@ import types
 from pathlib import Path
 from typing import Any
 
+from .._errors import instantiate, remote_error_details
 from .._progress import Progress
 from .._security import set_caller
+from ..v1 import errors_pb2
 from ._shm import Arena
 
 # -- errors across the pipe ---------------------------------------------------------------------------
 
 
-def describe_exception(exc: BaseException) -> tuple[bytes | None, str, str, str, str]:
+def describe_exception(exc: BaseException) -> tuple[bytes | None, bytes]:
+    """The exception pickled (when it survives pickling) and described as a
+    ``dagen.v1.RemoteError`` with its traceback, for :func:`rebuild_exception`."""
     pickled: bytes | None = None
     try:
         data = pickle.dumps(exc)
@@ -39,26 +44,38 @@ def describe_exception(exc: BaseException) -> tuple[bytes | None, str, str, str,
         pickled = data
     except Exception:  # noqa: BLE001 - an exception that does not survive pickling: described
         pass
-    cls = type(exc)
-    message = str(exc.args[0]) if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
-    tb = "".join(traceback.format_exception(exc))
-    return pickled, cls.__qualname__, cls.__module__, message, tb
+    return pickled, remote_error_details(exc, "", debug=True).SerializeToString()
 
 
-def rebuild_exception(
-    pickled: bytes | None, qualname: str, module: str, message: str, tb: str
-) -> BaseException:
+def _loaded_class(module: str, qualname: str) -> type[BaseException] | None:
+    """The exception class ``module.qualname`` if the server has that module loaded
+    (builtins, the served module): looked up, never imported."""
+    obj: Any = sys.modules.get(module)
+    for attr in qualname.split("."):
+        obj = getattr(obj, attr, None)
+    return obj if isinstance(obj, type) and issubclass(obj, Exception) else None
+
+
+def rebuild_exception(pickled: bytes | None, described: bytes) -> BaseException:
+    """The worker's exception in the server: unpickled, else of the same class (or of
+    a stand-in with the same name and nearest built-in base) with the same arguments."""
+    details = errors_pb2.RemoteError.FromString(described)
     exc: BaseException | None = None
     if pickled is not None:
         with contextlib.suppress(Exception):
             exc = pickle.loads(pickled)  # noqa: S301 - our own worker's bytes
     if exc is None:
-        cls: Any = getattr(builtins, qualname, None) if module == "builtins" else None
-        if not (isinstance(cls, type) and issubclass(cls, Exception)):
-            cls = type(qualname.rsplit(".", 1)[-1], (Exception,), {})
-            cls.__qualname__, cls.__module__ = qualname, module
-        exc = cls(message)
-    exc.add_note(f"Traceback in the worker process:\n{tb.rstrip()}")
+        cls = _loaded_class(details.module, details.type)
+        if cls is None:
+            base = next(
+                filter(None, (_loaded_class(*b.rsplit(".", 1)) for b in details.bases
+                              if b.startswith("builtins."))),
+                Exception,
+            )
+            cls = type(details.type.rsplit(".", 1)[-1], (base,), {})
+            cls.__qualname__, cls.__module__ = details.type, details.module
+        exc = instantiate(cls, details)
+    exc.add_note(f"Traceback in the worker process:\n{details.traceback.rstrip()}")
     return exc
 
 

@@ -91,10 +91,14 @@ class SecuritySettings:
     call_limits: CallLimits
     policy: Policy | None
     socket: str | None
+    insecure: bool = False
 
     def describe(self) -> str:
         lim, calls = self.limits, self.call_limits
-        who = f"policy {self.policy.describe()}" if self.policy else "every certificate of the CA"
+        if self.insecure:
+            who = "anyone who reaches the address (plain text: no certificates, no identities)"
+        else:
+            who = f"policy {self.policy.describe()}" if self.policy else "every certificate of the CA"
         return (
             f"callers: {who}; limits: max_calls={calls.max_calls}, "
             f"max_calls_per_identity={calls.max_calls_per_identity}, "
@@ -140,4 +144,4 @@ def security_settings(
         max_calls_per_identity=min(max_calls_per_identity, max_calls),
         max_memory=max_memory if max_memory is not None else default_max_memory(),
     )
-    return SecuritySettings(limits, call_limits, found, socket)
+    return SecuritySettings(limits, call_limits, found, socket, insecure)

@@ -58,11 +58,24 @@ def _read(folder: Path, name: str, hint: str) -> bytes:
     return path.read_bytes()
 
 
+def check_server_folder(folder: str | Path) -> Path:
+    """The server's certificate folder, which must exist: a mistyped ``--certs`` is
+    not a reason to make a new CA (which no client would trust)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"the certificate folder {folder} (--certs) {what}: give the folder that holds "
+            f"{CA_CERT}, {SERVER_CERT} and {SERVER_KEY} (check the path for a typo)"
+        )
+    return folder
+
+
 def server_credentials(folder: str | Path) -> grpc.ServerCredentials:
     """mTLS server credentials: the server's pair, and the CA that client certs need;
     a certificate that expires within 14 days is logged as a warning."""
-    folder = Path(folder)
-    _read(folder, CA_CERT, f"run 'dagen certs init {folder}'")
+    folder = check_server_folder(folder)
+    _read(folder, CA_CERT, f"run 'dagen certs init {folder}' to make a new CA there")
     hint = f"run 'dagen certs server {folder} --host HOST --ip IP'"
     _read(folder, SERVER_CERT, hint)
     _read(folder, SERVER_KEY, hint)
@@ -74,9 +87,18 @@ def server_credentials(folder: str | Path) -> grpc.ServerCredentials:
 def channel_credentials(
     folder: str | os.PathLike[str], identity: str | None
 ) -> grpc.ChannelCredentials:
-    """mTLS client credentials: the CA to trust and, for ``identity``, its pair."""
+    """mTLS client credentials: the CA to trust and, for ``identity``, its pair (when
+    it is None: the folder's one client pair, if it has exactly one)."""
     folder = Path(folder)
-    ca = _read(folder, CA_CERT, "copy the server's ca.crt into it")
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"the certificate folder {folder} does not exist: make it and copy into it the "
+            f"server's {CA_CERT} and your pair NAME.crt and NAME.key, which the server's "
+            "operator gives you (or pass certs= the folder that holds them)"
+        )
+    ca = _read(folder, CA_CERT, "copy the server's ca.crt into it (the server's operator has it)")
+    if identity is None:
+        identity = only_identity(folder)
     if identity is None:
         warn_if_expiring([folder / CA_CERT], server=False)
         return grpc.ssl_channel_credentials(root_certificates=ca)
@@ -87,6 +109,29 @@ def channel_credentials(
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
+
+
+def client_pairs(folder: Path) -> list[str]:
+    """The client identities of a folder: each NAME.crt with its NAME.key, except the
+    CA's and the server's."""
+    return sorted(
+        crt.stem
+        for crt in folder.glob("*.crt")
+        if crt.name not in (CA_CERT, SERVER_CERT) and crt.with_suffix(".key").is_file()
+    )
+
+
+def only_identity(folder: Path) -> str | None:
+    """The identity to present when none is named: the folder's one client pair; None
+    when it has none (the server then refuses, unless it asks for no client
+    certificate); several are an error that lists them."""
+    pairs = client_pairs(folder)
+    if len(pairs) > 1:
+        raise ValueError(
+            f"{folder} holds {len(pairs)} client certificate pairs ({', '.join(pairs)}): "
+            f"say which to present with identity='{pairs[0]}' (or set DAGEN_IDENTITY)"
+        )
+    return pairs[0] if pairs else None
 
 
 def channel_options(target: str, server_name: str | None) -> list[tuple[str, int | str]]:

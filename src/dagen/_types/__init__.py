@@ -34,9 +34,11 @@ serve every revision of a contract.
 
 from __future__ import annotations
 
+import collections.abc
 import enum
 import types
 import typing
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -204,5 +206,38 @@ def type_node(
         model = model_node(annotation, lambda a: type_node(a, _seen=seen))
         if model is not None:
             return model
-    raise UnsupportedType(f"not a supported type (supported: {SUPPORTED})")
+    advice = conversion_advice(annotation)
+    raise UnsupportedType(
+        f"{show_annotation(annotation)} is not a supported type"
+        f"{': ' + advice if advice else ''} (supported: {SUPPORTED})"
+    )
+
+
+def conversion_advice(annotation: Any) -> str:
+    """What to send instead of an unsupported type, for the types people try."""
+    if annotation is typing.Any or annotation is object:
+        return ("give the type of the values (int, str, list[float], numpy.ndarray, ...): "
+                "the contract and the client's checks are written from it")
+    if isinstance(annotation, type) and issubclass(annotation, PurePath):
+        return ("send the path as str (str(path)) and make a Path of it on the server; a "
+                "path names a file of the machine that reads it, so the server reads its "
+                "own files")
+    module = getattr(annotation, "__module__", "") or ""
+    name = getattr(annotation, "__name__", "")
+    if module.split(".")[0] == "pandas" and name in ("DataFrame", "Series"):
+        return ("send it as an xarray.Dataset (xarray.Dataset.from_dataframe(df); "
+                "Dataset.to_dataframe() makes the table again) or as dict[str, numpy.ndarray] "
+                "of its columns")
+    if typing.get_origin(annotation) is collections.abc.Callable or annotation is (
+        collections.abc.Callable
+    ):
+        return ("functions cannot be sent: take the name of one (str, or Literal[...] of "
+                "the names) and look it up on the server")
+    if isinstance(annotation, type) and issubclass(annotation, np.generic):
+        return "use the Python scalar type (float, int, bool) or numpy.ndarray"
+    if isinstance(annotation, type):
+        return (f"make {name} a dataclass (or a pydantic model) whose fields are supported "
+                "types, or send its data as such a type and rebuild the object on the "
+                "other side")
+    return ""
 
