@@ -486,3 +486,29 @@ def test_the_loop_script_restarts_a_failing_server(tmp_path: Path) -> None:
     assert counter.read_text().count("x") == 3  # failed twice, restarted, then done
     log = (tmp_path / ".local" / "state" / "t.log").read_text()
     assert log.count("exited with 1, restarting") == 2
+
+
+def test_a_unary_function_can_be_called_as_grpcurl_does(own_server, certs: Certs) -> None:
+    """From reflection alone (no .proto, no client): the request message built from
+    JSON, the response read back; the array stream is a stream of dagen's frames."""
+    from google.protobuf import json_format
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from google.protobuf.message_factory import GetMessageClass
+
+    channel = raw_channel(own_server.target, certs.folder, "alice")
+    try:
+        pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        service = pool.FindServiceByName("secret_ocean.SecretOcean")
+        add = service.methods_by_name["Add"]
+        assert not add.client_streaming and not add.server_streaming
+        request_cls = GetMessageClass(add.input_type)
+        response_cls = GetMessageClass(add.output_type)
+        call = channel.unary_unary(f"/{service.full_name}/Add",
+                                   request_serializer=request_cls.SerializeToString,
+                                   response_deserializer=response_cls.FromString)
+        answer = call(json_format.Parse('{"a": 20, "b": 22}', request_cls()), timeout=10)
+        assert json_format.MessageToDict(answer) == {"result": "42"}  # int64 in JSON
+        scale = service.methods_by_name["Scale"]
+        assert scale.client_streaming and scale.server_streaming
+    finally:
+        channel.close()
