@@ -135,19 +135,16 @@ def test_the_dask_executor_is_unready_without_workers() -> None:
     from dagen._executors._dask import DaskExecutor
 
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
-        executor = object.__new__(DaskExecutor)  # without the check at start, which waits
-        from distributed import Client
-
-        executor._client = Client(cluster)
-        executor._target = dask_target(None, cluster.scheduler_address, None, 1.0)
-        executor._closed = False
+        executor = DaskExecutor(sys.modules[__name__], 1,
+                                dask_target(None, cluster.scheduler_address, None, 1.0))
         try:
-            assert "no dask worker" in (executor.unready() or "")
+            assert "no dask worker in " in (executor.unready() or "")
             cluster.scale(1)
-            executor._client.wait_for_workers(1, timeout=30)
+            executor.client.wait_for_workers(1, timeout=30)
             assert executor.unready() is None
         finally:
-            executor._client.close()
+            executor.shutdown()
+        assert executor.unready() == "the executor is shut down"
 
 
 # -- reflection, and what any certificate of the CA may call -------------------------------------

@@ -460,10 +460,12 @@ def service_unit(name: str | None, script: bool, serve_args: tuple[str, ...]) ->
     from ._units import loop_script, systemd_unit
 
     try:
-        serve.make_context("dagen serve", list(serve_args))
+        # (under this command's context: click keeps the help option of the first one)
+        parsed = serve.make_context("dagen serve", list(serve_args),
+                                    parent=click.get_current_context())
     except click.ClickException as e:
         raise click.UsageError(f"the options of dagen serve: {e.format_message()}") from None
-    module = next((a for a in serve_args if not a.startswith("-")), "server")
+    module = parsed.params["module"]
     name = name or "dagen-" + Path(module).stem.replace("_", "-")
     python_path = os.environ.get("PYTHONPATH", "")
     command = [sys.executable, "-m", "dagen", "serve", *serve_args]
