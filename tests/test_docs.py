@@ -62,7 +62,8 @@ RUN_EXAMPLES = {
 }
 # Programs of console blocks that are not dagen's and are not run here (ssh, compilers,
 # Node.js, the shell's own words).
-OTHER_PROGRAMS = {"ssh", "ssh-keygen", "autossh", "echo", "protoc", "node", "npm", "cd", "pip", "for", "do", "done"}
+OTHER_PROGRAMS = {"ssh", "ssh-keygen", "autossh", "echo", "protoc", "node", "npm", "cd", "pip", "for", "do", "done",
+                  "grpcurl", "systemctl", "loginctl", "journalctl", "crontab", "chmod", "mkdir"}
 
 
 # -- the pages' blocks -----------------------------------------------------------------------
@@ -197,7 +198,7 @@ def check_dagen(words: list[str]) -> None:
         sub = command.get_command(ctx, args[0]) if args else None
         assert sub is not None, f"{' '.join(path)} has no command {args[:1]}"
         command, path = sub, [*path, args.pop(0)]
-    ctx = click.Context(command, info_name=" ".join(path))
+    ctx = click.Context(command, info_name=" ".join(path), **command.context_settings)
     try:
         values, rest, _ = command.make_parser(ctx).parse_args(args)
     except click.UsageError as error:
@@ -207,6 +208,10 @@ def check_dagen(words: list[str]) -> None:
         if isinstance(param, click.Argument) and param.required:
             assert isinstance(values.get(param.name), (str, list, tuple)), (
                 f"{' '.join(words)}: missing the argument {param.human_readable_name}")
+    if path == ["dagen", "service-unit"]:  # what follows is a dagen serve command line
+        serve_args = list(values["serve_args"])
+        check_dagen(["dagen", "serve", *serve_args[:serve_args.index(">")
+                                                     if ">" in serve_args else None]])
 
 
 @cache

@@ -103,13 +103,16 @@ def status(refused: pytest.ExceptionInfo[PermissionError]) -> grpc.StatusCode:
 
 def test_a_method_nobody_serves_is_unimplemented_not_refused(policed, team):
     """The guard wraps the served functions only: an unknown path is grpc's to answer
-    (UNIMPLEMENTED, not PERMISSION_DENIED), whoever calls, and logs no refusal."""
+    (UNIMPLEMENTED, not PERMISSION_DENIED), whoever calls, and logs it as an unknown
+    method, not as a refusal."""
     for identity in ("alice", "carol"):
         with raw_channel(policed.target, team, identity) as channel:
             with pytest.raises(grpc.RpcError) as unknown:
                 channel.unary_unary(SERVICE + "Nope")(b"", timeout=10)
         assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "Nope" not in policed.logged()
+    lines = [line for line in policed.logged().splitlines() if "Nope" in line]
+    assert len(lines) == 2 and all(f"unknown method {SERVICE}Nope called" in line
+                                   for line in lines)
 
 
 # -- identity -------------------------------------------------------------------------------------

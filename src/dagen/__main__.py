@@ -13,7 +13,9 @@ from pathlib import Path
 
 # The top-level modules of the `server` extra's distributions (pyproject.toml).
 SERVER_EXTRA_MODULES = {"click": "click", "jinja2": "jinja2",
-                        "docstring_parser": "docstring_parser", "grpc_tools": "grpcio-tools"}
+                        "docstring_parser": "docstring_parser", "grpc_tools": "grpcio-tools",
+                        "grpc_health": "grpcio-health-checking",
+                        "grpc_reflection": "grpcio-reflection"}
 SERVER_EXTRA = "pip install 'dagen-grpc[server]'"
 _PACKAGE = Path(__file__).resolve().parent
 

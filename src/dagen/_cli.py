@@ -203,6 +203,22 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--debug", is_flag=True, help="Send tracebacks of failed calls to the callers."
         ),
+        click.option(
+            "--reflection/--no-reflection",
+            default=True,
+            show_default=True,
+            help="Serve gRPC server reflection (grpcurl lists and calls the service "
+            "without its .proto); any certificate of the CA may use it.",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help="The log on stderr: lines of text, or one JSON object per line (time, "
+            "level, event, call_id, identity, function, bytes_in, bytes_out, seconds, "
+            "status, reason).",
+        ),
         *_relay_options,
     ]
     for option in reversed(options):
@@ -224,6 +240,8 @@ def _run(
     executor: str,
     chunk_size: int,
     debug: bool,
+    reflection: bool = True,
+    log_format: str = "text",
     relay: str | None = None,
     relay_key: str | None = None,
     relay_known_hosts: str | None = None,
@@ -235,6 +253,7 @@ def _run(
     **access: Any,  # --policy, --socket and the limits: dagen._security._settings
 ) -> None:
     from ._exceptions import CertificateError, InsecureRefused, RelayError
+    from ._logs import configure_logging
     from ._security import security_settings
     from ._serve import serve
     from ._server import ServerOptions
@@ -245,7 +264,7 @@ def _run(
             "text, with no certificates; drop --insecure to serve over mutual TLS with "
             f"{certs}, or drop --certs to serve plain text"
         )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(log_format)
     settings = security_settings(servicer_cls, insecure=insecure, **access)
     tunnel = _relay_tunnel(relay, certs=None if insecure else certs, key=relay_key,
                            known_hosts=relay_known_hosts, name=relay_name,
@@ -262,7 +281,7 @@ def _run(
     try:
         serve(servicer, host=host, port=port, certs=certs, insecure=insecure,
               allow_remote_insecure=allow_remote_insecure, socket=settings.socket,
-              settings=settings.describe(), tunnel=tunnel)
+              settings=settings.describe(), tunnel=tunnel, reflection=reflection)
     except (InsecureRefused, OSError, CertificateError, RelayError) as e:
         raise click.ClickException(str(e)) from None
 
@@ -336,6 +355,128 @@ def run_servicer(servicer_cls: Any) -> None:
         _run(servicer_cls, **options)
 
     command(prog_name=f"python -m {servicer_cls.service.package}_server")
+
+
+# -- operators: describe, ping, service-unit -------------------------------------------------------
+
+
+def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.argument("target", required=False),
+        click.option("--certs", type=click.Path(file_okay=False),
+                     help="Folder with ca.crt and your certificate pair [default: $DAGEN_CERTS]."),
+        click.option("--identity", help="Which pair of --certs to present [default: "
+                     "$DAGEN_IDENTITY, or the folder's only one]."),
+        click.option("--server-name", help="The name in the server's certificate, when TARGET "
+                     "is not it (an address, a relay) [default: $DAGEN_SERVER_NAME]."),
+        click.option("--insecure", is_flag=True, help="Plain text, for a server run with --insecure."),
+        click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0,
+                     min_open=True), help="Seconds to wait for the server."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _ask_server(ask: Callable[[Any], Any], target: str | None, timeout: float,
+                **credentials: Any) -> Any:
+    """``ask(channel)``, with the server's failure as one line and a non-zero exit."""
+    import grpc
+
+    from ._exceptions import CertificateError
+    from ._meta import open_channel
+
+    try:
+        channel = open_channel(target, **credentials)
+    except (ValueError, CertificateError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        return ask(channel)
+    except grpc.RpcError as e:
+        code = e.code()  # type: ignore[attr-defined]
+        raise click.ClickException(
+            f"{target or 'the server'}: {code.name if code else 'failed'}: "
+            f"{e.details()}") from None  # type: ignore[attr-defined]
+    finally:
+        channel.close()
+
+
+@main.command()
+@_client_options
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON, for tools.")
+def describe(target: str | None, timeout: float, as_json: bool, **credentials: Any) -> None:
+    """Show what the dagen server at TARGET serves: its functions and classes with
+    their Python signatures and docstrings, the contract revision and its dagen version.
+
+    TARGET is host:port or unix:PATH [default: $DAGEN_TARGET]. The served module is
+    not needed: the server describes itself.
+    """
+    import json
+
+    from ._meta import describe_remote, description_dict, description_lines
+
+    d = _ask_server(lambda channel: describe_remote(channel, timeout), target, timeout,
+                    **credentials)
+    if as_json:
+        click.echo(json.dumps(description_dict(d), indent=2))
+    else:
+        for line in description_lines(d):
+            click.echo(line)
+
+
+@main.command()
+@_client_options
+def ping(target: str | None, timeout: float, **credentials: Any) -> None:
+    """Check the dagen server at TARGET: its health, the round-trip time, and the
+    identity it sees for your certificate. Exits with 1 unless it is SERVING (for
+    scripts and cron)."""
+    from ._meta import ping as ping_server
+
+    pong = _ask_server(lambda channel: ping_server(channel, timeout), target, timeout,
+                       **credentials)
+    who = pong.caller
+    identity = who.identity or "(no certificate: plain text)"
+    click.echo(f"{target or 'server'}: {pong.status}, round trip {pong.seconds * 1000:.1f} ms; "
+               f"{who.service} (dagen {who.dagen_version}) sees you as {identity}"
+               + (f" (serial {who.serial})" if who.serial else ""))
+    if pong.status != "SERVING":
+        sys.exit(1)
+
+
+@main.command("service-unit", context_settings={"ignore_unknown_options": True})
+@click.option("--name", help="The service's name [default: dagen-MODULE].")
+@click.option("--script", is_flag=True,
+              help="Print a shell script that restarts the server when it fails, for hosts "
+              "without a user systemd (start it from cron with @reboot).")
+@click.argument("serve_args", nargs=-1, required=True, type=click.UNPROCESSED)
+def service_unit(name: str | None, script: bool, serve_args: tuple[str, ...]) -> None:
+    """Print a user systemd unit that keeps 'dagen serve SERVE_ARGS' running.
+
+    SERVE_ARGS are those of 'dagen serve' (MODULE and its options); they are checked
+    now. The unit runs in the current folder with this Python and PYTHONPATH, and
+    restarts the server when it fails. Install it with
+
+    \b
+      dagen service-unit MODULE --certs certs/ > ~/.config/systemd/user/NAME.service
+      systemctl --user daemon-reload && systemctl --user enable --now NAME
+      loginctl enable-linger      (to keep it running when you log out)
+    """
+    import os
+
+    from ._units import loop_script, systemd_unit
+
+    try:
+        # (under this command's context: click keeps the help option of the first one)
+        parsed = serve.make_context("dagen serve", list(serve_args),
+                                    parent=click.get_current_context())
+    except click.ClickException as e:
+        raise click.UsageError(f"the options of dagen serve: {e.format_message()}") from None
+    module = parsed.params["module"]
+    name = name or "dagen-" + Path(module).stem.replace("_", "-")
+    python_path = os.environ.get("PYTHONPATH", "")
+    command = [sys.executable, "-m", "dagen", "serve", *serve_args]
+    make = loop_script if script else systemd_unit
+    click.echo(make(name, command, os.getcwd(), python_path), nl=False)
 
 
 # -- relay --------------------------------------------------------------------------------------

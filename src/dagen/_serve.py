@@ -25,6 +25,7 @@ import grpc
 
 from ._exceptions import InsecureRefused
 from ._executors import server_stopping
+from ._meta import Health, enable_reflection, meta_handler
 from ._security import (
     SERVER_OPTIONS,
     Guard,
@@ -74,9 +75,31 @@ def create_server(
     allow_remote_insecure: bool = False,
     workers: int = 8,
     socket: str | None = None,
+    reflection: bool = True,
 ) -> tuple[grpc.Server, int]:
     """A started-ready grpc server and the port it listens on (``port=0`` picks one);
-    with ``socket``, it listens on that Unix socket file instead (mode 0600)."""
+    with ``socket``, it listens on that Unix socket file instead (mode 0600). Beside the
+    service it serves health, ``dagen.v1.Meta`` and (unless ``reflection=False``)
+    server reflection: see dagen._meta."""
+    server, bound, _ = _create_server(
+        servicer, host=host, port=port, certs=certs, insecure=insecure,
+        allow_remote_insecure=allow_remote_insecure, workers=workers, socket=socket,
+        reflection=reflection)
+    return server, bound
+
+
+def _create_server(
+    servicer: Servicer,
+    *,
+    host: str,
+    port: int,
+    certs: str | None,
+    insecure: bool,
+    allow_remote_insecure: bool,
+    workers: int,
+    socket: str | None,
+    reflection: bool,
+) -> tuple[grpc.Server, int, Health]:
     address = join_host_port(host, port)
     if insecure:
         if socket is None and not is_loopback(host) and not allow_remote_insecure:
@@ -111,10 +134,17 @@ def create_server(
     server.add_registered_method_handlers(
         servicer.service.full_name, guard.wrap(servicer.method_handlers())
     )
+    # Not guarded: any certificate of the CA may ask (policies and limits are for calls)
+    server.add_generic_rpc_handlers((meta_handler(servicer),))
+    health = Health(server, servicer.service.full_name, servicer.executor)
+    health.start()
+    if reflection:
+        enable_reflection(server, servicer.service.full_name)
+    # last: logs a method nobody serves, then UNIMPLEMENTED
     server.add_generic_rpc_handlers((UnknownMethods(servicer.service.full_name),))
     if socket is not None:
         bind_unix_socket(server, socket, credentials)
-        return server, 0
+        return server, 0, health
     try:
         if credentials is None:
             bound = server.add_insecure_port(address)
@@ -124,7 +154,7 @@ def create_server(
         bound = 0
     if bound == 0:
         raise OSError(f"cannot listen on {address}: {why_not_bound(host, port)}")
-    return server, bound
+    return server, bound, health
 
 
 def why_not_bound(host: str, port: int) -> str:
@@ -182,6 +212,7 @@ def serve(
     socket: str | None = None,
     settings: str = "",
     tunnel: Tunnel | None = None,
+    reflection: bool = True,
 ) -> None:
     """Serve ``servicer`` until SIGTERM or Ctrl-C, then stop gracefully; close it.
 
@@ -193,15 +224,18 @@ def serve(
     With a ``tunnel`` (``dagen serve --relay``: dagen._tunnel), the server listens on the
     tunnel's Unix socket only, and the tunnel is started once the server listens and
     stopped after the calls in progress have finished through it (a tunnel that cannot
-    start raises RelayError)."""
+    start raises RelayError).
+
+    Its health (grpc.health.v1) turns NOT_SERVING as soon as it is told to stop, before
+    the calls in progress finish (``enter_graceful_shutdown``)."""
     interrupt_on_sigterm()
     if tunnel is not None:
         socket = tunnel.socket
     try:
-        server, bound = create_server(
+        server, bound, health = _create_server(
             servicer, host=host, port=port, certs=certs, insecure=insecure,
             allow_remote_insecure=allow_remote_insecure, workers=servicer.options.workers,
-            socket=socket,
+            socket=socket, reflection=reflection,
         )
         if settings:
             log.info("%s", settings)
@@ -224,6 +258,7 @@ def serve(
             print(f"dagen: stopping (finishing calls in progress for up to {GRACE:g} s)",
                   flush=True)
         finally:
+            health.shutdown()  # NOT_SERVING: health watchers learn it before the drain
             server_stopping(GRACE)  # calls cut short then: the server's doing, not the caller's
             server.stop(grace=GRACE).wait()
             if tunnel is not None:

@@ -33,6 +33,7 @@ from ._executors import (
 )
 from ._handshake import CONTRACT_METADATA_KEY, ContractInfo
 from ._introspect import introspect_module
+from ._logs import call_id
 from ._model import Service
 from ._progress import (
     cancellation_scope,
@@ -272,7 +273,8 @@ class Servicer:
                     return
                 except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
                     log.info("%s() raised %s: %s", method.name, type(e).__name__, e,
-                             exc_info=self.options.debug)
+                             exc_info=self.options.debug, extra=call_fields(
+                                 context, method, "failed", "UNKNOWN", reason=_reason(e)))
                     self._abort_with(context, e, method, grpc.StatusCode.UNKNOWN)
                 yield item
         finally:
@@ -299,10 +301,13 @@ class Servicer:
             if key == CONTRACT_METADATA_KEY:
                 if value.partition(":")[2] not in served:
                     assert self.contract is not None
-                    why = self.contract.check(method.rpc, value)
-                    log.warning("%s %s() refused: its client was built from another contract "
-                                "(%s): %s", caller_of(context), method.fn.key, value, why)
-                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{method.fn.key}(): {why}")
+                    reason = self.contract.check(method.rpc, value)
+                    log.warning("%s %s() refused: contract mismatch: %s", caller_of(context),
+                                method.fn.key, reason, extra=call_fields(
+                                    context, method, "contract_mismatch", "FAILED_PRECONDITION",
+                                    reason=reason))
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                  f"{method.fn.key}(): {reason}")
                 return
 
     def _decode(
@@ -361,7 +366,9 @@ class Servicer:
                 self._stop_gone(method, context, gone, started)
         if failure is not None:
             log.info("%s() raised %s: %s", method.name, type(failure).__name__, failure,
-                     exc_info=failure if self.options.debug else None)  # (outside the except)
+                     exc_info=failure if self.options.debug else None,  # (outside the except)
+                     extra=call_fields(context, method, "failed", "UNKNOWN",
+                                       reason=_reason(failure), seconds=_since(started)))
             self._abort_with(context, failure, method, grpc.StatusCode.UNKNOWN)
         return result
 
@@ -418,11 +425,14 @@ class Servicer:
         except Cancelled as e:
             self._stop_gone(method, context, e, started, call)
         except ClusterUnavailable as e:  # no dask worker to run it: the caller may retry later
-            log.warning("%s(): %s", method.name, e)
+            log.warning("%s(): %s", method.name, e, extra=call_fields(
+                context, method, "failed", "UNAVAILABLE", reason=str(e), seconds=_since(started)))
             self._abort_with(context, e, method, grpc.StatusCode.UNAVAILABLE)
         except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
             log.info(
-                "%s() raised %s: %s", method.name, type(e).__name__, e, exc_info=self.options.debug
+                "%s() raised %s: %s", method.name, type(e).__name__, e, exc_info=self.options.debug,
+                extra=call_fields(context, method, "failed", "UNKNOWN", reason=_reason(e),
+                                  seconds=_since(started)),
             )
             self._abort_with(context, e, method, grpc.StatusCode.UNKNOWN)
         raise AssertionError("unreachable: abort raises")
@@ -443,6 +453,9 @@ class Servicer:
             time.perf_counter() - started,
             e.reason,
             what,
+            extra=call_fields(context, method, "cancelled",
+                              "DEADLINE_EXCEEDED" if e.deadline else "CANCELLED",
+                              reason=e.reason, seconds=_since(started)),
         )
 
     def _encode(
@@ -481,6 +494,7 @@ class Servicer:
         # line (and the caller's certificate lookup) costs a tiny call ~20% of its time.
         level = logging.INFO if method.streaming else logging.DEBUG
         if log.isEnabledFor(level):
+            seconds = _since(started)
             log.log(
                 level,
                 "%s %s() in %d B, out %d B, %.3f s",
@@ -488,7 +502,9 @@ class Servicer:
                 method.name,
                 bytes_in,
                 bytes_out,
-                time.perf_counter() - started,
+                seconds,
+                extra=call_fields(context, method, "call", "OK", bytes_in=bytes_in,
+                                  bytes_out=bytes_out, seconds=seconds),
             )
 
 
@@ -503,10 +519,14 @@ class UnknownMethods(grpc.GenericRpcHandler):
         path = details.method  # type: ignore[attr-defined]
 
         def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+            who = caller_of(context)
             log.warning(
-                "%s called %s, which this server does not serve (it serves %s): a client "
-                "built from another module, or another server's client", caller_of(context),
-                path, self.service_name,
+                "unknown method %s called: %s called %s, which this server does not serve "
+                "(it serves %s): a client built from another module, or another server's "
+                "client", path, who, path, self.service_name,
+                extra={"event": "unknown_method", "call_id": call_id(context), "identity": who,
+                       "function": path, "status": "UNIMPLEMENTED",
+                       "reason": "no such method on this server"},
             )
             context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
             yield b""  # unreachable: abort raises
@@ -519,6 +539,21 @@ def caller_of(context: grpc.ServicerContext) -> str:
     auth = context.auth_context() or {}
     names = auth.get("x509_common_name") or []
     return names[0].decode() if names else context.peer()
+
+
+def call_fields(context: grpc.ServicerContext, method: Method, event: str, status: str,
+                **fields: Any) -> dict[str, Any]:
+    """The fields of a call's log record (``extra=``; --log-format json writes them)."""
+    return {"event": event, "call_id": call_id(context), "identity": caller_of(context),
+            "function": method.fn.key, "status": status, **fields}
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 6)
+
+
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
 
 
 # -- methods ------------------------------------------------------------------------------------

@@ -220,6 +220,11 @@ class Executor:
         """What became of a cancelled call's function, for the server's log."""
         return "it stops when it checks progress.cancelled or dagen.cancelled(), or returns"
 
+    def unready(self) -> str | None:
+        """Why calls cannot run now (the health service then answers NOT_SERVING), or
+        None when they can. Asked every few seconds while the server runs."""
+        return None
+
     def shutdown(self) -> None:
         pass
 

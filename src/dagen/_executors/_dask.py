@@ -250,6 +250,16 @@ class DaskExecutor(Executor):
                 )
             self._ready = True
 
+    def unready(self) -> str | None:
+        if self._closed:
+            return "the executor is shut down"
+        try:
+            if not self._client.nthreads():
+                return f"no dask worker in {self._target.describe()}"
+        except Exception as e:  # noqa: BLE001 - the scheduler went away, or cannot answer
+            return f"the dask scheduler does not answer: {e}"
+        return None
+
     def shutdown(self) -> None:
         self._closed = True
         self._drivers.shutdown(wait=False, cancel_futures=True)

@@ -28,7 +28,14 @@ if TYPE_CHECKING:  # the names of _EXPORTS, for type checkers (a test checks the
     from ._certs import init_ca, issue_client, issue_server
     from ._denylist import DenyList, revoke
     from ._guard import Guard
-    from ._identity import Identity, caller, format_serial, reset_caller, set_caller
+    from ._identity import (
+        Identity,
+        caller,
+        format_serial,
+        identity_from_auth,
+        reset_caller,
+        set_caller,
+    )
     from ._limits import Admission, CallLimits, physical_memory
     from ._policy import Policy
     from ._reload import CertificateReloader
@@ -49,7 +56,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "_certs": ("init_ca", "issue_client", "issue_server"),
     "_denylist": ("DenyList", "revoke"),
     "_guard": ("Guard",),
-    "_identity": ("Identity", "caller", "format_serial", "reset_caller", "set_caller"),
+    "_identity": ("Identity", "caller", "format_serial", "identity_from_auth", "reset_caller",
+                  "set_caller"),
     "_limits": ("Admission", "CallLimits", "physical_memory"),
     "_policy": ("Policy",),
     "_reload": ("CertificateReloader",),

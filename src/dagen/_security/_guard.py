@@ -29,9 +29,10 @@ from typing import Any, NoReturn
 
 import grpc
 
+from .._logs import call_id
 from .._wire import LimitExceeded
 from ._denylist import DENY_LIST, DenyList
-from ._identity import LazyIdentity, reset_caller, set_caller
+from ._identity import Identity, LazyIdentity, reset_caller, set_caller
 from ._limits import Admission
 from ._policy import Policy
 
@@ -91,12 +92,15 @@ class Guard:
         reason = deny_list.refused(identity, refresh=False) if deny_list is not None else None
         if reason is not None:
             log.warning("refused %s() to %s from %s: %s", function, identity,
-                        identity.peer, reason)
+                        identity.peer, reason, extra=_refused(context, function, identity,
+                                                              "PERMISSION_DENIED", reason))
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"{function}(): {reason} on this server")
         if self.policy is not None and not self.policy.allowed(identity, function):
             log.warning("refused %s() to %s from %s: not allowed by the policy %s",
-                        function, identity, identity.peer, self.policy.source)
+                        function, identity, identity.peer, self.policy.source,
+                        extra=_refused(context, function, identity, "PERMISSION_DENIED",
+                                       f"not allowed by the policy {self.policy.source}"))
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{identity} may not call {function}(): the server's policy does not "
@@ -106,7 +110,8 @@ class Guard:
     @staticmethod
     def _refuse_overload(function: str, caller: LazyIdentity, context: grpc.ServicerContext,
                          e: LimitExceeded) -> NoReturn:
-        log.warning("refused %s() to %s: %s", function, caller.get(), e)
+        log.warning("refused %s() to %s: %s", function, caller.get(), e,
+                    extra=_refused(context, function, caller.get(), "RESOURCE_EXHAUSTED", str(e)))
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{function}(): {e}")
         raise AssertionError("unreachable: abort raises")
 
@@ -189,3 +194,10 @@ class Guard:
         ctx = contextvars.copy_context()
         ctx.run(set_caller, caller)
         return ctx
+
+
+def _refused(context: grpc.ServicerContext, function: str, identity: Identity, status: str,
+             reason: str) -> dict[str, Any]:
+    """The fields of a refusal's log record (--log-format json writes them)."""
+    return {"event": "refused", "call_id": call_id(context), "identity": str(identity),
+            "peer": identity.peer, "function": function, "status": status, "reason": reason}
