@@ -173,3 +173,31 @@ def test_old_client_against_new_servers(tmp_path, certs):
     assert "the server runs revision 3" in scale
     assert "Rebuild the client" in scale
     assert offset == "ok 2.0"
+
+
+DICTS = '''
+def per_level(levels: dict[str, float]) -> dict[str, float]:
+    """Means by level."""
+    return levels
+'''
+
+
+def test_a_lock_of_dicts_as_maps_accepts_their_ordered_entries(tmp_path):
+    """Dicts were map<K, V> fields; they are now repeated entries, the same bytes on the
+    wire: a lock written when they were maps sees no break, the numbers stay."""
+    module = write(tmp_path, DICTS)
+    build(str(module), tmp_path / "out")
+    lock_file = module.with_name("tool.dagen.lock")
+    lock = json.loads(lock_file.read_text())
+    for message in ("PerLevelRequest", "PerLevelResponse"):
+        for entry in lock["messages"][message]["fields"].values():
+            assert entry["type"] == "repeated DoubleMapEntry"
+            entry["type"] = "map<string, double>"  # as an older dagen wrote it
+    del lock["messages"]["DoubleMapEntry"]
+    lock_file.write_text(json.dumps(lock))
+    rebuilt = build(str(module), tmp_path / "out")
+    assert fields(lock_of(module), "PerLevelRequest") == {"levels": 1}
+    assert "repeated DoubleMapEntry levels = 1;" in rebuilt.proto.read_text()
+    write(tmp_path, DICTS.replace("levels: dict[str, float]", "levels: dict[str, int]"))
+    with pytest.raises(BuildError, match="changed type from repeated DoubleMapEntry to repeated Int64MapEntry"):
+        build(str(module), tmp_path / "out")

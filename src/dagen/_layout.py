@@ -15,7 +15,15 @@ from typing import Any
 
 from ._docstrings import Docs, parse_docs
 from ._model import INSTANCE_FIELD, Function, Parameter, Service
-from ._types import ModelField, ModelNode, ProtoField, TypeNode, show_annotation, walk
+from ._types import (
+    DictEntryNode,
+    ModelField,
+    ModelNode,
+    ProtoField,
+    TypeNode,
+    show_annotation,
+    walk,
+)
 
 
 @dataclass(frozen=True)
@@ -291,6 +299,8 @@ def lay_out(service: Service, lock: dict[str, Any] | None = None) -> Contract:
         fields, reserved = numbering.fields(d.definition_name, specs)
         if isinstance(d, ModelNode):
             comment = d.doc or f"The fields of {_annotation_text(d)}."
+        elif isinstance(d, DictEntryNode):
+            comment = f"An item of {_annotation_text(d)}, in order (a map entry's bytes)."
         else:
             comment = f"Holds {_annotation_text(d)} where protobuf cannot nest it directly."
         messages.append(Message(d.definition_name, comment, fields, d.oneof(), reserved))

@@ -43,9 +43,35 @@ def _plain(type_text: str) -> str:
     return type_text.removeprefix("optional ")
 
 
+def _entries(messages: dict[str, dict[str, tuple[int, str]]]) -> dict[str, str]:
+    """The messages that are a map's entries ({key = 1; value = 2;}), as ``map<K, V>``."""
+    return {
+        name: f"map<{fields['key'][1]}, {fields['value'][1]}>"
+        for name, fields in messages.items()
+        if fields.keys() == {"key", "value"} and (fields["key"][0], fields["value"][0]) == (1, 2)
+    }
+
+
+def _wire_type(type_text: str, entries: dict[str, str]) -> str:
+    """A field's type as its encoding sees it: ``repeated <Entry>`` is ``map<K, V>`` (dicts
+    were maps before they kept their order), and presence does not matter."""
+    plain = _plain(type_text)
+    element = plain.removeprefix("repeated ")
+    return entries.get(element, plain) if element != plain else plain
+
+
 def breaking_changes(lock: dict[str, Any], contract: Contract) -> list[str]:
     """What in the new contract would break clients built from the locked one."""
     problems = []
+    old_entries = _entries(
+        {
+            name: {f: (e["number"], e["type"]) for f, e in m["fields"].items()}
+            for name, m in lock.get("messages", {}).items()
+        }
+    )
+    new_entries = _entries(
+        {m.name: {f.name: (f.number, f.type_text) for f in m.fields} for m in contract.messages}
+    )
     new_rpcs = {r.name: r for r in contract.rpcs}
     for name, old in lock.get("rpcs", {}).items():
         rpc = new_rpcs.get(name)
@@ -66,7 +92,7 @@ def breaking_changes(lock: dict[str, Any], contract: Contract) -> list[str]:
             f = fields.get(fname)
             if f is None:
                 problems.append(f"{entry['what'] or fname} was removed")
-            elif _plain(f.type_text) != _plain(entry["type"]):
+            elif _wire_type(f.type_text, new_entries) != _wire_type(entry["type"], old_entries):
                 problems.append(
                     f"{entry['what'] or fname} changed type from {_plain(entry['type'])} to {_plain(f.type_text)}"
                 )

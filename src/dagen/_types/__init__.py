@@ -57,6 +57,7 @@ from ._base import (
     walk,
 )
 from ._containers import (
+    DictEntryNode,
     DictNode,
     ListNode,
     OptionalNode,
@@ -103,6 +104,7 @@ __all__ = [
     "Datetime64Node",
     "DateTimeNode",
     "Definition",
+    "DictEntryNode",
     "DictNode",
     "EncodeError",
     "EnumNode",
