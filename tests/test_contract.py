@@ -171,7 +171,25 @@ def test_old_client_against_new_servers(tmp_path, certs):
         server.stop()
     assert scale.startswith("ContractMismatch scale(): this client was built from revision 1")
     assert "the server runs revision 3" in scale
-    assert "Rebuild the client" in scale
+    assert "Ask the service's provider for the current client" in scale
+    assert offset == "ok 2.0"
+
+
+def test_newer_client_against_an_older_server_says_so(tmp_path, certs):
+    module = write(tmp_path, V1)
+    build(str(module), tmp_path / "v1")
+    server = start_server(module, "--certs", str(certs.folder))  # serves revision 1
+    try:
+        write(tmp_path, V1.replace("factor: float = 2.0)", "factor: float = 2.0, bias: float = 0.5)"))
+        v2 = build(str(module), tmp_path / "v2")  # compatible for old clients, not for old servers
+        scale, offset = old_client_calls(v2.client, server, certs)
+    finally:
+        server.stop()
+    assert scale.startswith("ContractMismatch scale(): this client is newer than the server")
+    assert "built from revision 2" in scale and "still runs revision 1" in scale
+    assert "Ask the service's provider for the client of revision 1" in scale
+    assert "redeploy the server" in scale
+    assert "changed this call incompatibly" not in scale and "Rebuild" not in scale
     assert offset == "ok 2.0"
 
 
