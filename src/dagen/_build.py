@@ -99,7 +99,7 @@ def check_imports(result: BuildResult, roots: list[str]) -> None:
     an import-time failure is a build error, not the visitor's."""
     service = result.service
     # absolute: the check runs in the build folder, where a relative -o means nothing
-    paths = [str(Path(p).resolve()) for p in (result.out, result.client, *roots)]
+    paths = [str(Path(p).resolve()) for p in (str(result.out), str(result.client), *roots)]
     code = (
         "import sys\n"
         f"sys.path[:0] = {paths!r}\n"
