@@ -219,3 +219,50 @@ def test_a_lock_of_dicts_as_maps_accepts_their_ordered_entries(tmp_path):
     write(tmp_path, DICTS.replace("levels: dict[str, float]", "levels: dict[str, int]"))
     with pytest.raises(BuildError, match="changed type from repeated DoubleMapEntry to repeated Int64MapEntry"):
         build(str(module), tmp_path / "out")
+
+
+LITERALS = '''
+from typing import Literal
+
+def pick(how: Literal["fast", "exact"] = "fast") -> str:
+    """Echo the choice."""
+    return how
+'''
+
+
+def test_a_value_added_to_a_literal_is_compatible(tmp_path, certs):
+    module = write(tmp_path, LITERALS)
+    v1 = build(str(module), tmp_path / "v1")
+    # inserted in the middle: the old values keep their numbers
+    write(tmp_path, LITERALS.replace('["fast", "exact"]', '["fast", "rough", "exact"]'))
+    v2 = build(str(module), tmp_path / "v2")
+    assert v2.contract.revision == 2
+    values = lock_of(module)["enums"]["LiteralFastRoughExact"]["values"]
+    assert values == {"LITERAL_FAST_ROUGH_EXACT_FAST": 1, "LITERAL_FAST_ROUGH_EXACT_EXACT": 2,
+                      "LITERAL_FAST_ROUGH_EXACT_ROUGH": 3}
+    assert v2.contract.accepted["Pick"] == (v1.contract.fingerprints["Pick"],
+                                            v2.contract.fingerprints["Pick"])
+    server = start_server(module, "--certs", str(certs.folder))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", LITERAL_CLIENT, str(v1.client), server.target, str(certs.folder)],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["exact", "fast"]  # the old client's "exact" still means exact
+    # a value removed still breaks
+    write(tmp_path, LITERALS.replace('["fast", "exact"]', '["fast", "rough"]'))
+    with pytest.raises(BuildError, match="changed type from LiteralFastRoughExact to LiteralFastRough\n"):
+        build(str(module), tmp_path / "v3")
+
+
+LITERAL_CLIENT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from tool_client import Client
+with Client(sys.argv[2], certs=sys.argv[3], identity="alice") as c:
+    print(c.pick("exact"))
+    print(c.pick())
+"""

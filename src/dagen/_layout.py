@@ -22,6 +22,7 @@ from ._types import (
     ProtoField,
     TypeNode,
     show_annotation,
+    snake,
     walk,
 )
 
@@ -126,6 +127,8 @@ class _Numbering:
         self, enum: str, names: list[str]
     ) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
         old = self.lock.get("enums", {}).get(enum)
+        if old is None and enum.startswith("Literal"):
+            return self._extended_literal(enum, names)
         if old is None:
             return tuple((n, i + 1) for i, n in enumerate(names)), ()
         known = dict(old["values"])
@@ -140,6 +143,36 @@ class _Numbering:
         kept = {n for _, n in out}
         reserved = sorted((set(old.get("reserved", [])) | set(known.values())) - kept)
         return tuple(out), tuple(reserved)
+
+
+    def _extended_literal(
+        self, enum: str, names: list[str]
+    ) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
+        """A Literal's enum is named after its values, so a Literal with a value added is
+        a new enum: its values keep the numbers of the locked Literal it extends (the
+        largest whose values it all has), so that old clients' numbers mean the same."""
+        labels = [n.removeprefix(literal_prefix(enum)) for n in names]
+        best: dict[str, int] = {}
+        for name, old in sorted(self.lock.get("enums", {}).items()):
+            if not name.startswith("Literal"):
+                continue
+            known = {k.removeprefix(literal_prefix(name)): v for k, v in old["values"].items()}
+            if known.keys() <= set(labels) and len(known) > len(best):
+                best = known
+        next_number = max(best.values(), default=0) + 1
+        out = []
+        for name, label in zip(names, labels, strict=True):
+            number = best.get(label)
+            if number is None:
+                number, next_number = next_number, next_number + 1
+            out.append((name, number))
+        return tuple(out), ()
+
+
+def literal_prefix(enum: str) -> str:
+    """What a generated enum's value names start with: ``LiteralFastExact`` ->
+    ``LITERAL_FAST_EXACT_``."""
+    return snake(enum).upper() + "_"
 
 
 def parameter_field(p: Parameter) -> ProtoField:
