@@ -56,7 +56,7 @@ def assert_equivalent(actual, expected, where="result"):
         for name in _fields(expected):
             assert_equivalent(getattr(actual, name), getattr(expected, name), f"{where}.{name}")
     elif isinstance(expected, dict):
-        assert type(actual) is dict and actual.keys() == expected.keys(), where
+        assert type(actual) is dict and list(actual) == list(expected), f"{where}: keys or order"
         for key in expected:
             assert_equivalent(actual[key], expected[key], f"{where}[{key!r}]")
     elif isinstance(expected, list | tuple):

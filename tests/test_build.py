@@ -2,6 +2,7 @@
 
 import importlib
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -124,7 +125,8 @@ def test_module_without_functions_is_refused(tmp_path):
 def test_build_by_module_name(tmp_path):
     done = subprocess.run([*DAGEN, "build", "echo_service", "-o", str(tmp_path)],
                           capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "tests" / "services")})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(ROOT / "tests" / "services"), os.environ.get("PYTHONPATH", "")])})
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "echo_service.proto").is_file()
 

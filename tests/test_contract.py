@@ -171,5 +171,98 @@ def test_old_client_against_new_servers(tmp_path, certs):
         server.stop()
     assert scale.startswith("ContractMismatch scale(): this client was built from revision 1")
     assert "the server runs revision 3" in scale
-    assert "Rebuild the client" in scale
+    assert "Ask the service's provider for the current client" in scale
     assert offset == "ok 2.0"
+
+
+def test_newer_client_against_an_older_server_says_so(tmp_path, certs):
+    module = write(tmp_path, V1)
+    build(str(module), tmp_path / "v1")
+    server = start_server(module, "--certs", str(certs.folder))  # serves revision 1
+    try:
+        write(tmp_path, V1.replace("factor: float = 2.0)", "factor: float = 2.0, bias: float = 0.5)"))
+        v2 = build(str(module), tmp_path / "v2")  # compatible for old clients, not for old servers
+        scale, offset = old_client_calls(v2.client, server, certs)
+    finally:
+        server.stop()
+    assert scale.startswith("ContractMismatch scale(): this client is newer than the server")
+    assert "built from revision 2" in scale and "still runs revision 1" in scale
+    assert "Ask the service's provider for the client of revision 1" in scale
+    assert "redeploy the server" in scale
+    assert "changed this call incompatibly" not in scale and "Rebuild" not in scale
+    assert offset == "ok 2.0"
+
+
+DICTS = '''
+def per_level(levels: dict[str, float]) -> dict[str, float]:
+    """Means by level."""
+    return levels
+'''
+
+
+def test_a_lock_of_dicts_as_maps_accepts_their_ordered_entries(tmp_path):
+    """Dicts were map<K, V> fields; they are now repeated entries, the same bytes on the
+    wire: a lock written when they were maps sees no break, the numbers stay."""
+    module = write(tmp_path, DICTS)
+    build(str(module), tmp_path / "out")
+    lock_file = module.with_name("tool.dagen.lock")
+    lock = json.loads(lock_file.read_text())
+    for message in ("PerLevelRequest", "PerLevelResponse"):
+        for entry in lock["messages"][message]["fields"].values():
+            assert entry["type"] == "repeated DoubleMapEntry"
+            entry["type"] = "map<string, double>"  # as an older dagen wrote it
+    del lock["messages"]["DoubleMapEntry"]
+    lock_file.write_text(json.dumps(lock))
+    rebuilt = build(str(module), tmp_path / "out")
+    assert fields(lock_of(module), "PerLevelRequest") == {"levels": 1}
+    assert "repeated DoubleMapEntry levels = 1;" in rebuilt.proto.read_text()
+    write(tmp_path, DICTS.replace("levels: dict[str, float]", "levels: dict[str, int]"))
+    with pytest.raises(BuildError, match="changed type from repeated DoubleMapEntry to repeated Int64MapEntry"):
+        build(str(module), tmp_path / "out")
+
+
+LITERALS = '''
+from typing import Literal
+
+def pick(how: Literal["fast", "exact"] = "fast") -> str:
+    """Echo the choice."""
+    return how
+'''
+
+
+def test_a_value_added_to_a_literal_is_compatible(tmp_path, certs):
+    module = write(tmp_path, LITERALS)
+    v1 = build(str(module), tmp_path / "v1")
+    # inserted in the middle: the old values keep their numbers
+    write(tmp_path, LITERALS.replace('["fast", "exact"]', '["fast", "rough", "exact"]'))
+    v2 = build(str(module), tmp_path / "v2")
+    assert v2.contract.revision == 2
+    values = lock_of(module)["enums"]["LiteralFastRoughExact"]["values"]
+    assert values == {"LITERAL_FAST_ROUGH_EXACT_FAST": 1, "LITERAL_FAST_ROUGH_EXACT_EXACT": 2,
+                      "LITERAL_FAST_ROUGH_EXACT_ROUGH": 3}
+    assert v2.contract.accepted["Pick"] == (v1.contract.fingerprints["Pick"],
+                                            v2.contract.fingerprints["Pick"])
+    server = start_server(module, "--certs", str(certs.folder))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", LITERAL_CLIENT, str(v1.client), server.target, str(certs.folder)],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["exact", "fast"]  # the old client's "exact" still means exact
+    # a value removed still breaks
+    write(tmp_path, LITERALS.replace('["fast", "exact"]', '["fast", "rough"]'))
+    with pytest.raises(BuildError, match="changed type from LiteralFastRoughExact to LiteralFastRough\n"):
+        build(str(module), tmp_path / "v3")
+
+
+LITERAL_CLIENT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from tool_client import Client
+with Client(sys.argv[2], certs=sys.argv[3], identity="alice") as c:
+    print(c.pick("exact"))
+    print(c.pick())
+"""

@@ -94,18 +94,18 @@ message FRequest {
   repeated bool lb = 10;
   repeated string ls = 11;
   repeated bytes lraw = 12;
-  map<string, int64> di = 13;
+  repeated Int64MapEntry di = 13;
   repeated Int64ListValue lli = 14;
-  map<string, DoubleListValue> dlf = 15;
+  repeated DoubleListValueMapEntry dlf = 15;
   repeated OptionalInt64Value loi = 16;
   StringListValue ols = 17;
-  map<string, OptionalInt64Value> doi = 18;
+  repeated OptionalInt64ValueMapEntry doi = 18;
   repeated Int64MapValue ldi = 19;
   dagen.v1.NDArray arr = 20;
   dagen.v1.NDArray farr = 21;
   dagen.v1.NDArray oarr = 22;
   repeated dagen.v1.NDArray larr = 23;
-  map<string, dagen.v1.NDArray> darr = 24;
+  repeated NDArrayMapEntry darr = 24;
   dagen.v1.DataArray da = 25;
   dagen.v1.DataArray oda = 26;
   repeated dagen.v1.DataArray lda = 27;
@@ -115,7 +115,11 @@ message Int64ListValue { repeated int64 value = 1; }
 message DoubleListValue { repeated double value = 1; }
 message OptionalInt64Value { optional int64 value = 1; }
 message StringListValue { repeated string value = 1; }
-message Int64MapValue { map<string, int64> value = 1; }
+message Int64MapValue { repeated Int64MapEntry value = 1; }
+message Int64MapEntry { string key = 1; int64 value = 2; }
+message DoubleListValueMapEntry { string key = 1; DoubleListValue value = 2; }
+message OptionalInt64ValueMapEntry { string key = 1; OptionalInt64Value value = 2; }
+message NDArrayMapEntry { string key = 1; dagen.v1.NDArray value = 2; }
 """
 
 
@@ -268,20 +272,20 @@ def test_has_arrays():
         (int | None, ProtoField("int64", "optional")),
         (typing.Optional[bytes], ProtoField("bytes", "optional")),  # noqa: UP045
         (list[float], ProtoField("double", "repeated")),
-        (dict[str, int], ProtoField("map<string, int64>")),
-        (dict[str, bytes], ProtoField("map<string, bytes>")),
+        (dict[str, int], ProtoField("Int64MapEntry", "repeated")),
+        (dict[str, bytes], ProtoField("BytesMapEntry", "repeated")),
         (list[list[int]], ProtoField("Int64ListValue", "repeated")),
         (list[list[list[str]]], ProtoField("StringListValueListValue", "repeated")),
-        (dict[str, list[float]], ProtoField("map<string, DoubleListValue>")),
+        (dict[str, list[float]], ProtoField("DoubleListValueMapEntry", "repeated")),
         (list[int | None], ProtoField("OptionalInt64Value", "repeated")),
-        (dict[str, int | None], ProtoField("map<string, OptionalInt64Value>")),
+        (dict[str, int | None], ProtoField("OptionalInt64ValueMapEntry", "repeated")),
         (list[dict[str, int]], ProtoField("Int64MapValue", "repeated")),
         (list[str] | None, ProtoField("StringListValue")),  # a message field has presence
         (np.ndarray, ProtoField("dagen.v1.NDArray")),
         (npt.NDArray[np.int8], ProtoField("dagen.v1.NDArray")),
         (np.ndarray | None, ProtoField("dagen.v1.NDArray")),
         (list[np.ndarray], ProtoField("dagen.v1.NDArray", "repeated")),
-        (dict[str, np.ndarray], ProtoField("map<string, dagen.v1.NDArray>")),
+        (dict[str, np.ndarray], ProtoField("NDArrayMapEntry", "repeated")),
         (xr.DataArray, ProtoField("dagen.v1.DataArray")),
         (list[list[xr.DataArray]], ProtoField("DataArrayListValue", "repeated")),
     ],

@@ -225,11 +225,15 @@ async function main() {
       }
     }
 
-    // (e) unary with a list and a map (StringMapValue wraps dict | None).
+    // (e) unary with a list and a dict (StringMapValue wraps dict | None). A dict is a
+    // repeated {key, value} entry, in the dict's order (the bytes of a proto map).
     {
-      const request = { names: ["sst", "sss"], units: { value: { sst: "degC" } } };
+      const units = { sst: "degC" };
+      const entries = (object) => Object.entries(object).map(([key, value]) => ({ key, value }));
+      const request = { names: ["sst", "sss"], units: { value: entries(units) } };
       const reply = await wire.unaryCall(client, "Describe", request, options());
-      print({ call: "Describe", request, result: reply.result });
+      const result = Object.fromEntries(reply.result.map((e) => [e.key, e.value]));
+      print({ call: "Describe", request: { names: request.names, units: { value: units } }, result });
     }
 
     // (f) streaming with a datetime64 coordinate: climatology() and anomaly().

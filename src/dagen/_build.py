@@ -98,7 +98,8 @@ def check_imports(result: BuildResult, roots: list[str]) -> None:
     the build folder (and the folders the served module is imported from) on sys.path:
     an import-time failure is a build error, not the visitor's."""
     service = result.service
-    paths = [str(result.out), str(result.client), *roots]
+    # absolute: the check runs in the build folder, where a relative -o means nothing
+    paths = [str(Path(p).resolve()) for p in (str(result.out), str(result.client), *roots)]
     code = (
         "import sys\n"
         f"sys.path[:0] = {paths!r}\n"

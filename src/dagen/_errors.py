@@ -56,8 +56,9 @@ class CallError(DagenError):
 
 
 class ContractMismatch(CallError):
-    """The client was built from a contract the server no longer serves: rebuild and
-    reinstall the client."""
+    """The client was built from a revision of the contract the server does not serve: an
+    older client after a breaking change, or a client newer than the server; the message
+    says which and what to do (get the matching client, or have the server redeployed)."""
 
 
 class ServerUnavailable(DagenError, ConnectionError):

@@ -32,9 +32,32 @@ class ContractInfo:
         revision, _, fingerprint = header.partition(":")
         if fingerprint in self.served(rpc):
             return None
+        try:
+            theirs = int(revision)
+        except ValueError:
+            theirs = -1
+        ours = self.revision
+        fingerprints = (
+            f"(client fingerprint {fingerprint or '?'}, server {self.fingerprints.get(rpc, '?')})"
+        )
+        if theirs > ours:
+            return (
+                f"this client is newer than the server: it was built from revision {theirs} of "
+                f"the contract, but the server still runs revision {ours}, which does not have "
+                f"this call as the client knows it (a parameter added since, say) {fingerprints}. "
+                f"Ask the service's provider for the client of revision {ours}, or its operator "
+                f"to redeploy the server from the module of revision {theirs}."
+            )
+        if theirs == ours:
+            return (
+                f"this client and the server were both built as revision {ours} of the "
+                f"contract, but from different versions of it {fingerprints}: was the module "
+                "built again without its lock file? Ask the service's provider for the client "
+                "built with the server's lock."
+            )
         return (
             f"this client was built from revision {revision} of the contract, but the server "
-            f"runs revision {self.revision}, which changed this call incompatibly "
-            f"(client fingerprint {fingerprint or '?'}, server {self.fingerprints.get(rpc, '?')}). "
-            "Rebuild the client from the served module (dagen build) and reinstall it."
+            f"runs revision {ours}, which changed this call incompatibly {fingerprints}. "
+            "Ask the service's provider for the current client and reinstall it (the "
+            "provider makes it with dagen build of the served module)."
         )

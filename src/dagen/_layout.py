@@ -15,7 +15,16 @@ from typing import Any
 
 from ._docstrings import Docs, parse_docs
 from ._model import INSTANCE_FIELD, Function, Parameter, Service
-from ._types import ModelField, ModelNode, ProtoField, TypeNode, show_annotation, walk
+from ._types import (
+    DictEntryNode,
+    ModelField,
+    ModelNode,
+    ProtoField,
+    TypeNode,
+    show_annotation,
+    snake,
+    walk,
+)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,8 @@ class _Numbering:
         self, enum: str, names: list[str]
     ) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
         old = self.lock.get("enums", {}).get(enum)
+        if old is None and enum.startswith("Literal"):
+            return self._extended_literal(enum, names)
         if old is None:
             return tuple((n, i + 1) for i, n in enumerate(names)), ()
         known = dict(old["values"])
@@ -132,6 +143,36 @@ class _Numbering:
         kept = {n for _, n in out}
         reserved = sorted((set(old.get("reserved", [])) | set(known.values())) - kept)
         return tuple(out), tuple(reserved)
+
+
+    def _extended_literal(
+        self, enum: str, names: list[str]
+    ) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
+        """A Literal's enum is named after its values, so a Literal with a value added is
+        a new enum: its values keep the numbers of the locked Literal it extends (the
+        largest whose values it all has), so that old clients' numbers mean the same."""
+        labels = [n.removeprefix(literal_prefix(enum)) for n in names]
+        best: dict[str, int] = {}
+        for name, old in sorted(self.lock.get("enums", {}).items()):
+            if not name.startswith("Literal"):
+                continue
+            known = {k.removeprefix(literal_prefix(name)): v for k, v in old["values"].items()}
+            if known.keys() <= set(labels) and len(known) > len(best):
+                best = known
+        next_number = max(best.values(), default=0) + 1
+        out = []
+        for name, label in zip(names, labels, strict=True):
+            number = best.get(label)
+            if number is None:
+                number, next_number = next_number, next_number + 1
+            out.append((name, number))
+        return tuple(out), ()
+
+
+def literal_prefix(enum: str) -> str:
+    """What a generated enum's value names start with: ``LiteralFastExact`` ->
+    ``LITERAL_FAST_EXACT_``."""
+    return snake(enum).upper() + "_"
 
 
 def parameter_field(p: Parameter) -> ProtoField:
@@ -291,6 +332,8 @@ def lay_out(service: Service, lock: dict[str, Any] | None = None) -> Contract:
         fields, reserved = numbering.fields(d.definition_name, specs)
         if isinstance(d, ModelNode):
             comment = d.doc or f"The fields of {_annotation_text(d)}."
+        elif isinstance(d, DictEntryNode):
+            comment = f"An item of {_annotation_text(d)}, in order (a map entry's bytes)."
         else:
             comment = f"Holds {_annotation_text(d)} where protobuf cannot nest it directly."
         messages.append(Message(d.definition_name, comment, fields, d.oneof(), reserved))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ContractError
-from ._layout import Contract
+from ._layout import Contract, literal_prefix
 
 LOCK_VERSION = 1
 
@@ -43,9 +43,60 @@ def _plain(type_text: str) -> str:
     return type_text.removeprefix("optional ")
 
 
+def _entries(messages: dict[str, dict[str, tuple[int, str]]]) -> dict[str, str]:
+    """The messages that are a map's entries ({key = 1; value = 2;}), as ``map<K, V>``."""
+    return {
+        name: f"map<{fields['key'][1]}, {fields['value'][1]}>"
+        for name, fields in messages.items()
+        if fields.keys() == {"key", "value"} and (fields["key"][0], fields["value"][0]) == (1, 2)
+    }
+
+
+def _wire_type(type_text: str, entries: dict[str, str]) -> str:
+    """A field's type as its encoding sees it: ``repeated <Entry>`` is ``map<K, V>`` (dicts
+    were maps before they kept their order), and presence does not matter."""
+    plain = _plain(type_text)
+    element = plain.removeprefix("repeated ")
+    return entries.get(element, plain) if element != plain else plain
+
+
+def _literal_values(name: str, values: Any) -> dict[str, int]:
+    return {k.removeprefix(literal_prefix(name)): n for k, n in dict(values).items()}
+
+
+def _extends(old_type: str, new_type: str, lock: dict[str, Any], contract: Contract) -> bool:
+    """Whether a field's new Literal keeps every value of its old one, with its number:
+    a value added to a Literal is compatible, as one added to an enum."""
+    old_type, new_type = _plain(old_type), _plain(new_type)
+    label = ""
+    for prefix in ("repeated ", ""):
+        if old_type.startswith(prefix) and new_type.startswith(prefix):
+            label = prefix
+            break
+    old_name, new_name = old_type.removeprefix(label), new_type.removeprefix(label)
+    old = lock.get("enums", {}).get(old_name)
+    new = next((e for e in contract.enums if e.name == new_name), None)
+    if old is None or new is None or not (
+        old_name.startswith("Literal") and new_name.startswith("Literal")
+    ):
+        return False
+    old_values = _literal_values(old_name, old["values"])
+    new_values = _literal_values(new_name, new.values)
+    return all(new_values.get(k) == n for k, n in old_values.items())
+
+
 def breaking_changes(lock: dict[str, Any], contract: Contract) -> list[str]:
     """What in the new contract would break clients built from the locked one."""
     problems = []
+    old_entries = _entries(
+        {
+            name: {f: (e["number"], e["type"]) for f, e in m["fields"].items()}
+            for name, m in lock.get("messages", {}).items()
+        }
+    )
+    new_entries = _entries(
+        {m.name: {f.name: (f.number, f.type_text) for f in m.fields} for m in contract.messages}
+    )
     new_rpcs = {r.name: r for r in contract.rpcs}
     for name, old in lock.get("rpcs", {}).items():
         rpc = new_rpcs.get(name)
@@ -66,7 +117,9 @@ def breaking_changes(lock: dict[str, Any], contract: Contract) -> list[str]:
             f = fields.get(fname)
             if f is None:
                 problems.append(f"{entry['what'] or fname} was removed")
-            elif _plain(f.type_text) != _plain(entry["type"]):
+            elif _wire_type(f.type_text, new_entries) != _wire_type(
+                entry["type"], old_entries
+            ) and not _extends(entry["type"], f.type_text, lock, contract):
                 problems.append(
                     f"{entry['what'] or fname} changed type from {_plain(entry['type'])} to {_plain(f.type_text)}"
                 )

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+from xarray.indexes import PandasIndex
 
 from ._arrays import DecodeContext, EncodeContext, attach_array, is_dask, read_array
 from ._wire import WireError, wire_dtype
@@ -45,12 +46,40 @@ def read_variable(m: Any, ctx: DecodeContext) -> xr.Variable:
 
 
 def _fill_coords(obj: xr.DataArray | xr.Dataset, m: Any, ctx: EncodeContext) -> None:
+    indexes = obj.xindexes
     for name, coord in obj.coords.items():
         if isinstance(obj.indexes.get(name), pd.MultiIndex):
             raise TypeError(f"coordinate {name!r} is a MultiIndex, which cannot be sent yet")
+        index = indexes.get(name)
+        if index is not None and type(index) is not PandasIndex:
+            raise TypeError(
+                f"coordinate {name!r} has an index of type {type(index).__name__}, which cannot "
+                "be sent: only pandas indexes can (drop_indexes() it, or set_xindex() a PandasIndex)"
+            )
         c = m.coords.add()
         c.name = _name(name, "coordinate names")
         fill_variable(coord.variable, c.variable, ctx, f"coordinate {name!r}")
+        c.indexed = index is not None
+
+
+def _coordinates(m: Any, ctx: DecodeContext) -> tuple[xr.Coordinates, list[str]]:
+    """The coordinates of a message, without indexes, and the names of those to index:
+    those flagged ``indexed``, or by xarray's default (dimension coordinates)."""
+    variables = {c.name: read_variable(c.variable, ctx) for c in m.coords}
+    indexed = [
+        c.name
+        for c in m.coords
+        if (c.indexed if c.HasField("indexed") else variables[c.name].dims == (c.name,))
+    ]
+    return xr.Coordinates(variables, indexes={}), indexed
+
+
+def _with_indexes(obj: Any, names: list[str]) -> Any:
+    for name in names:
+        if obj[name].ndim != 1:
+            raise WireError(f"coordinate {name!r} is flagged indexed but is {obj[name].ndim}-d")
+        obj = obj.set_xindex(name)
+    return obj
 
 
 def fill_xarray(obj: xr.DataArray | xr.Dataset, m: Any, ctx: EncodeContext) -> None:
@@ -77,15 +106,16 @@ def fill_dataarray(da: xr.DataArray, m: Any, ctx: EncodeContext) -> None:
 
 def read_dataarray(m: Any, ctx: DecodeContext) -> xr.DataArray:
     var = read_variable(m.variable, ctx)
-    coords = {c.name: read_variable(c.variable, ctx) for c in m.coords}
     try:
-        return xr.DataArray(
+        coords, indexed = _coordinates(m, ctx)
+        da = xr.DataArray(
             var.data,
             dims=var.dims,
             coords=coords,
             name=m.name if m.HasField("name") else None,
             attrs=var.attrs,
         )
+        return _with_indexes(da, indexed)
     except (ValueError, TypeError) as e:
         raise WireError(f"inconsistent DataArray: {e}") from None
 
@@ -107,10 +137,10 @@ def fill_dataset(ds: xr.Dataset, m: Any, ctx: EncodeContext) -> None:
 
 def read_dataset(m: Any, ctx: DecodeContext) -> xr.Dataset:
     data_vars = {d.name: read_variable(d.variable, ctx) for d in m.data_vars}
-    coords = {c.name: read_variable(c.variable, ctx) for c in m.coords}
     attrs = {a.name: read_value(a.value) for a in m.attrs}
     try:
-        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+        coords, indexed = _coordinates(m, ctx)
+        return _with_indexes(xr.Dataset(data_vars, coords=coords, attrs=attrs), indexed)
     except (ValueError, TypeError) as e:
         raise WireError(f"inconsistent Dataset: {e}") from None
 

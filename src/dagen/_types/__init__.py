@@ -59,6 +59,7 @@ from ._base import (
     walk,
 )
 from ._containers import (
+    DictEntryNode,
     DictNode,
     ListNode,
     OptionalNode,
@@ -105,6 +106,7 @@ __all__ = [
     "Datetime64Node",
     "DateTimeNode",
     "Definition",
+    "DictEntryNode",
     "DictNode",
     "EncodeError",
     "EnumNode",

@@ -3,6 +3,7 @@ the wrapper message around what protobuf cannot nest directly."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -122,8 +123,39 @@ class ListNode(TypeNode):
 
 
 @dataclass(frozen=True)
+class DictEntryNode(MessageNode, Definition):
+    """The generated ``<Dict>Entry { K key = 1; V value = 2; }`` of a dict's items."""
+
+    annotation: Any = dataclasses.field(compare=False)
+    key: ScalarNode
+    value: TypeNode
+    dict_name: str
+
+    @property
+    def name(self) -> str:
+        return self.dict_name + "Entry"
+
+    @property
+    def definition_name(self) -> str:  # type: ignore[override]
+        return self.name
+
+    def children(self) -> tuple[TypeNode, ...]:
+        return (self.key, self.value)
+
+    def definition_fields(self) -> list[tuple[str, TypeNode, str]]:
+        return [("key", self.key, ""), ("value", self.value, "")]
+
+    def proto_field(self) -> ProtoField:
+        return ProtoField(self.definition_name)
+
+
+@dataclass(frozen=True)
 class DictNode(TypeNode):
-    """``dict[str, V]`` and ``dict[int, V]`` as ``map<string|int64, V>``."""
+    """``dict[str, V]`` and ``dict[int, V]`` as ``repeated <Dict>Entry``, in the dict's order.
+
+    A ``map<K, V>`` field is, on the wire, exactly repeated entries ``{K key = 1;
+    V value = 2;}``; protobuf runtimes do not keep a map's order, a repeated field they
+    do. Peers that declare the field as ``map<K, V>`` read and write the same bytes."""
 
     annotation: Any
     key: ScalarNode
@@ -135,11 +167,15 @@ class DictNode(TypeNode):
         prefix = "" if isinstance(self.key, StrNode) else self.key.name
         return prefix + self.value.name + "Map"
 
+    @property
+    def entry(self) -> DictEntryNode:
+        return DictEntryNode(self.annotation, self.key, self.value, self.name)
+
     def children(self) -> tuple[TypeNode, ...]:
-        return (self.key, self.value)
+        return (self.entry,)
 
     def proto_field(self) -> ProtoField:
-        return ProtoField(f"map<{self.key.proto_type}, {self.value.proto_field().type}>")
+        return ProtoField(self.entry.definition_name, "repeated")
 
     def accepts(self, value: Any) -> bool:
         return isinstance(value, dict)
@@ -154,26 +190,17 @@ class DictNode(TypeNode):
                 key = self.key.check(k)
             except EncodeError as e:
                 raise EncodeError(f"dict key {k!r}: {e.message}") from None
+            entry = target.add()
+            entry.key = key
             try:
-                if isinstance(node, ScalarNode):
-                    target[key] = node.check(v)
-                else:
-                    assert isinstance(node, MessageNode)
-                    node.fill(v, target[key], ctx)
+                node.encode(v, entry, "value", ctx)
             except EncodeError as e:
                 raise e.at(f"[{k!r}]") from None
 
     def decode(self, msg: Any, field: str, ctx: DecodeContext) -> Any:
-        items = getattr(msg, field)
+        # a key sent twice keeps its last value, as a map's would
         node = self.value
-        if isinstance(node, ScalarNode):
-            if node.plain:
-                return dict(items)
-            fd = msg.DESCRIPTOR.fields_by_name[field].message_type.fields_by_name["value"]
-            return {k: node.restore(v, fd) for k, v in items.items()}
-        assert isinstance(node, MessageNode)
-        return {k: node.read(m, ctx) for k, m in items.items()}
-
+        return {e.key: node.decode(e, "value", ctx) for e in getattr(msg, field)}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import xarray as xr
 
 from .._arrays import DecodeContext, EncodeContext, attach_array, read_array
 from .._wire import WireError
-from ._base import MessageNode, ProtoField, TypeNode, mismatch
+from ._base import EncodeError, MessageNode, ProtoField, TypeNode, mismatch
 
 
 @dataclass(frozen=True)
@@ -115,12 +115,19 @@ _MICROSECOND = dt.timedelta(microseconds=1)
 
 @dataclass(frozen=True)
 class DateTimeNode(_KnownMessage):
-    """``datetime.datetime``, naive or aware; the zone survives when it is a ZoneInfo."""
+    """``datetime.datetime``, naive or aware; the zone survives when it is a ZoneInfo.
+
+    A ``numpy.datetime64`` (``ds.time.values[0]``) is accepted too, as the naive datetime
+    it stands for; NaT and sub-microsecond parts are refused (a datetime holds neither)."""
 
     annotation: Any = dt.datetime
     message: ClassVar[str] = "dagen.v1.DateTime"
     proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/time.proto",)
     python: ClassVar[Any] = dt.datetime
+
+    def fill(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        # not in accepts(): in ``datetime | numpy.datetime64`` a datetime64 stays one
+        super().fill(_from_datetime64(value) if isinstance(value, np.datetime64) else value, m, ctx)
 
     def write(self, value: dt.datetime, m: Any, ctx: EncodeContext) -> None:
         offset = value.utcoffset()
@@ -157,6 +164,22 @@ class DateTimeNode(_KnownMessage):
                 raise WireError(f"unknown time zone {m.zone!r}: {e}") from None
         tz = dt.timezone(dt.timedelta(seconds=m.utc_offset_seconds))
         return instant.astimezone(dt.UTC if m.utc_offset_seconds == 0 else tz).replace(fold=int(m.fold))
+
+
+def _from_datetime64(value: np.datetime64) -> dt.datetime:
+    """The naive datetime a datetime64 stands for; EncodeError when there is none."""
+    if np.isnat(value):
+        raise EncodeError("expected a datetime, got NaT (numpy.datetime64 'not a time')")
+    micros = value.astype("datetime64[us]")
+    if micros != value:
+        raise EncodeError(
+            f"{value!r} has a part below the microsecond, which a datetime cannot hold: "
+            "round it first (value.astype('datetime64[us]'))"
+        )
+    try:
+        return _EPOCH + int(micros.astype("int64")) * _MICROSECOND
+    except OverflowError:
+        raise EncodeError(f"{value!r} is outside the years 1 to 9999 a datetime holds") from None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from dagen.v1 import array_pb2 as dagen_dot_v1_dot_array__pb2
 from dagen.v1 import value_pb2 as dagen_dot_v1_dot_value__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64\x61gen/v1/xarray.proto\x12\x08\x64\x61gen.v1\x1a\x14\x64\x61gen/v1/array.proto\x1a\x14\x64\x61gen/v1/value.proto\"9\n\tAttribute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.dagen.v1.Value\"]\n\x08Variable\x12\x0c\n\x04\x64ims\x18\x01 \x03(\t\x12\x1f\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x11.dagen.v1.NDArray\x12\"\n\x05\x61ttrs\x18\x03 \x03(\x0b\x32\x13.dagen.v1.Attribute\"@\n\nCoordinate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\"B\n\x0c\x44\x61taVariable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\"~\n\x07\x44\x61taset\x12)\n\tdata_vars\x18\x01 \x03(\x0b\x32\x16.dagen.v1.DataVariable\x12$\n\x06\x63oords\x18\x02 \x03(\x0b\x32\x14.dagen.v1.Coordinate\x12\"\n\x05\x61ttrs\x18\x03 \x03(\x0b\x32\x13.dagen.v1.Attribute\"s\n\tDataArray\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\x12$\n\x06\x63oords\x18\x03 \x03(\x0b\x32\x14.dagen.v1.CoordinateB\x07\n\x05_nameb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64\x61gen/v1/xarray.proto\x12\x08\x64\x61gen.v1\x1a\x14\x64\x61gen/v1/array.proto\x1a\x14\x64\x61gen/v1/value.proto\"9\n\tAttribute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.dagen.v1.Value\"]\n\x08Variable\x12\x0c\n\x04\x64ims\x18\x01 \x03(\t\x12\x1f\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x11.dagen.v1.NDArray\x12\"\n\x05\x61ttrs\x18\x03 \x03(\x0b\x32\x13.dagen.v1.Attribute\"b\n\nCoordinate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\x12\x14\n\x07indexed\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_indexed\"B\n\x0c\x44\x61taVariable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\"~\n\x07\x44\x61taset\x12)\n\tdata_vars\x18\x01 \x03(\x0b\x32\x16.dagen.v1.DataVariable\x12$\n\x06\x63oords\x18\x02 \x03(\x0b\x32\x14.dagen.v1.Coordinate\x12\"\n\x05\x61ttrs\x18\x03 \x03(\x0b\x32\x13.dagen.v1.Attribute\"s\n\tDataArray\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\x12$\n\x06\x63oords\x18\x03 \x03(\x0b\x32\x14.dagen.v1.CoordinateB\x07\n\x05_nameb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VARIABLE']._serialized_start=138
   _globals['_VARIABLE']._serialized_end=231
   _globals['_COORDINATE']._serialized_start=233
-  _globals['_COORDINATE']._serialized_end=297
-  _globals['_DATAVARIABLE']._serialized_start=299
-  _globals['_DATAVARIABLE']._serialized_end=365
-  _globals['_DATASET']._serialized_start=367
-  _globals['_DATASET']._serialized_end=493
-  _globals['_DATAARRAY']._serialized_start=495
-  _globals['_DATAARRAY']._serialized_end=610
+  _globals['_COORDINATE']._serialized_end=331
+  _globals['_DATAVARIABLE']._serialized_start=333
+  _globals['_DATAVARIABLE']._serialized_end=399
+  _globals['_DATASET']._serialized_start=401
+  _globals['_DATASET']._serialized_end=527
+  _globals['_DATAARRAY']._serialized_start=529
+  _globals['_DATAARRAY']._serialized_end=644
 # @@protoc_insertion_point(module_scope)

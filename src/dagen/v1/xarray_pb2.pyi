@@ -27,12 +27,14 @@ class Variable(_message.Message):
     def __init__(self, dims: _Optional[_Iterable[str]] = ..., data: _Optional[_Union[_array_pb2.NDArray, _Mapping]] = ..., attrs: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ...) -> None: ...
 
 class Coordinate(_message.Message):
-    __slots__ = ("name", "variable")
+    __slots__ = ("name", "variable", "indexed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELD_NUMBER: _ClassVar[int]
     name: str
     variable: Variable
-    def __init__(self, name: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
+    indexed: bool
+    def __init__(self, name: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ..., indexed: _Optional[bool] = ...) -> None: ...
 
 class DataVariable(_message.Message):
     __slots__ = ("name", "variable")

@@ -28,8 +28,8 @@ CONTRACT = dagen.server.ContractInfo(
         "Stats": "578433d3b4dbc6a4",
         "Unique": "3c96e9673a227d5f",
         "Frozen": "6a991c58e52515d6",
-        "ById": "de0b4eba0399f2c7",
-        "Nested": "e9237367685aa1e2",
+        "ById": "39a8323c628a147f",
+        "Nested": "71e06566c381d9f1",
         "Matrix": "61b3f6b3fc6c68b0",
     },
     accepted={
@@ -37,8 +37,8 @@ CONTRACT = dagen.server.ContractInfo(
         "Stats": ("578433d3b4dbc6a4",),
         "Unique": ("3c96e9673a227d5f",),
         "Frozen": ("6a991c58e52515d6",),
-        "ById": ("de0b4eba0399f2c7",),
-        "Nested": ("e9237367685aa1e2",),
+        "ById": ("39a8323c628a147f",),
+        "Nested": ("71e06566c381d9f1",),
         "Matrix": ("61b3f6b3fc6c68b0",),
     },
 )

@@ -53,7 +53,7 @@ class Client(
         fingerprints={
             "Aggregate": "160add04c386d2d4",
             "Choose": "3592cc93df79b2af",
-            "Levels": "f80c52f8b8988eb5",
+            "Levels": "e21dbd7abc450c26",
             "Convert": "c42b310426872773",
         },
     ),

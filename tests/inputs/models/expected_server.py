@@ -26,14 +26,14 @@ CONTRACT = dagen.server.ContractInfo(
     fingerprints={
         "Length": "c7aa4031b727528f",
         "Deepest": "8853431379d38d3f",
-        "Plan": "6c63cd7a2bad6a89",
+        "Plan": "22d420568d113ec1",
         "Smooth": "745351a72a177111",
         "Positive": "2968f55c5e769f1c",
     },
     accepted={
         "Length": ("c7aa4031b727528f",),
         "Deepest": ("8853431379d38d3f",),
-        "Plan": ("6c63cd7a2bad6a89",),
+        "Plan": ("22d420568d113ec1",),
         "Smooth": ("745351a72a177111",),
         "Positive": ("2968f55c5e769f1c",),
     },

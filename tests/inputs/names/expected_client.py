@@ -111,7 +111,7 @@ class Client(
             "Target": "4db3a3c6f2443df2",
             "Timeout": "0e937a316110e616",
             "Compression": "0523463d76720166",
-            "Limits": "ba767952630cc10d",
+            "Limits": "39caae18f2ef24f5",
             "Methods": "36564ce1d173d443",
             "Service": "64463d1231d1054a",
             "Contract": "37c8c28a4604d857",
