@@ -167,7 +167,9 @@ def test_js_client_calls_every_function(chunks, js_client, ocean_build, ocean_se
         "code_name": "UNKNOWN",
         "details": f"ValueError: {message}",
         "remote_error": {"type": "ValueError", "module": "builtins", "message": message,
-                         "traceback": "", "function": "sea_water_density"},
+                         "traceback": "", "function": "sea_water_density",
+                         "args": repr((message,)),
+                         "bases": ["builtins.Exception", "builtins.BaseException"]},
     }
 
     # (e) unary with a list and a dict
