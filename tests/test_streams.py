@@ -104,3 +104,18 @@ def test_dagen_cancelled_answers_inside_a_generator(streams):
     assert wait_for(marks / "patient.working", 5)
     it.close()
     assert wait_for(marks / "patient.cancelled", 5), "dagen.cancelled() never said so"
+
+
+@pytest.mark.parametrize("size", [1000, 2_000_000])  # one chunk; several (16 MB, 4 chunks)
+def test_each_array_item_reaches_the_caller_as_soon_as_it_is_yielded(streams, size):
+    client, marks = streams
+    tag = f"spaced-{size}"
+    arrived = []
+    for item in client.spaced(tag, 4, 1.0, size):
+        arrived.append(time.time())
+        assert item.shape == (size,) and item[0] == len(arrived) - 1
+    yielded = [float(t) for t in (marks / f"{tag}.times").read_text().split()]
+    late = [a - y for a, y in zip(arrived, yielded, strict=True)]
+    print(f"{size * 8} B items, 1.0 s apart, reached the caller "
+          f"{', '.join(f'{d:.3f}' for d in late)} s after being yielded")
+    assert all(d < 0.2 for d in late), late
