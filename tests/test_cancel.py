@@ -219,3 +219,31 @@ def test_a_call_that_waited_for_a_worker_past_its_deadline_never_runs(
             assert client.add(2, 3) == 5  # the server goes on
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_every_cancellation_of_a_tight_reporting_loop_is_logged_once(
+    progress_client_module, certs, tmp_path, executor
+):
+    """The stop races the report being sent: every one of 20 timeouts is logged, once,
+    with its reason."""
+    log = tmp_path / "server.log"
+    server = start_server(MODULE, "--certs", str(certs.folder), "--executor", executor,
+                          "--workers", "2", log=log)
+    try:
+        with _client(progress_client_module, server, certs) as client:
+            for _ in range(20):
+                with client.__dagen__.options(timeout=0.3), pytest.raises(TimeoutError):
+                    client.busy(30.0)
+
+            def lines():
+                return [line for line in log.read_text().splitlines() if "busy() cancelled" in line]
+
+            wait_until(lambda: len(lines()) >= 20, 10)
+            time.sleep(0.5)  # a second line for a call would come now
+            logged = lines()
+            print(f"\n{executor}: {len(logged)} of 20 timeouts logged as cancelled")
+            assert len(logged) == 20, logged
+            assert all("because its deadline passed" in line for line in logged), logged
+    finally:
+        server.stop()

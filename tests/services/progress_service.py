@@ -32,6 +32,16 @@ def regrid(months: int, *, label: str = "regridding", progress: dagen.Progress) 
     return "done"
 
 
+def busy(seconds: float, progress: dagen.Progress) -> int:
+    """Report progress in a tight loop for up to ``seconds``, until cancelled."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end and not progress.cancelled:
+        n += 1
+        progress.update(message=f"report {n}")
+    return n
+
+
 def spin(seconds: float, pidfile: str) -> int:
     """Burn CPU for ``seconds`` and never check for cancellation; write the pid first."""
     Path(pidfile).write_text(str(os.getpid()))

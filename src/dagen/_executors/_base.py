@@ -14,6 +14,7 @@ import collections
 import functools
 import queue
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from .._progress import ProgressState
 
 POLL = 0.05  # seconds between checks of a worker and of the caller
+_CHECK_EVERY = 0.25  # seconds between checks of the caller while the function reports
 _DEADLINE_SLACK = 0.5  # seconds: a call that ends this close to its deadline timed out
 
 
@@ -111,12 +113,15 @@ def supervise(
     """Yield the call's reports while its function runs and return its result; cancel
     the call (raising :class:`Cancelled`) when the caller goes or the deadline passes."""
     future.add_done_callback(lambda _: call.reports.wake())
+    check_at = time.monotonic() + _CHECK_EVERY
     while True:
-        item = call.reports.get(0.25, lambda: future.done() or call.is_cancelled())
-        if item is not None:
+        item = call.reports.get(_CHECK_EVERY, lambda: future.done() or call.is_cancelled())
+        # a function that reports without pause is asked after too (every _CHECK_EVERY s)
+        if item is not None and (time.monotonic() < check_at or future.done()):
             yield item
             continue
-        if future.done():
+        check_at = time.monotonic() + _CHECK_EVERY
+        if item is None and future.done():
             break
         gone = stopped(context)
         if gone is None and call.is_cancelled():
@@ -125,6 +130,8 @@ def supervise(
             call.cancel(gone.reason)
             future.cancel()
             raise gone
+        if item is not None:
+            yield item
     yield from call.reports.drain()
     gone = stopped(context)
     if gone is not None:  # the function returned, but nobody waits for its result
