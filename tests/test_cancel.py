@@ -247,3 +247,15 @@ def test_every_cancellation_of_a_tight_reporting_loop_is_logged_once(
             assert all("because its deadline passed" in line for line in logged), logged
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("where", ["in_thread", "in_process"])
+def test_a_function_sees_the_seconds_left_before_its_deadline(where, request):
+    client = request.getfixturevalue(where)
+    for fn in (client.remaining, client.remaining_reporting):
+        with client.__dagen__.options(timeout=30.0):
+            left = fn()
+        assert 25.0 < left <= 30.5, (fn, left)  # (grpc carries the deadline to ~0.1 s)
+        with client.__dagen__.options(timeout=None):
+            assert fn() is None  # no timeout, no deadline
+    assert dagen.time_remaining() is None  # outside a served call

@@ -119,3 +119,12 @@ def test_each_array_item_reaches_the_caller_as_soon_as_it_is_yielded(streams, si
     print(f"{size * 8} B items, 1.0 s apart, reached the caller "
           f"{', '.join(f'{d:.3f}' for d in late)} s after being yielded")
     assert all(d < 0.2 for d in late), late
+
+
+def test_a_generator_sees_the_seconds_left_before_its_deadline(streams):
+    client, _ = streams
+    with client.__dagen__.options(timeout=20.0):
+        left = list(client.remaining(3))
+    assert all(15.0 < x <= 20.5 for x in left) and left == sorted(left, reverse=True), left
+    with client.__dagen__.options(timeout=None):
+        assert list(client.remaining(2)) == [-1.0, -1.0]

@@ -4,7 +4,8 @@ The public API is small: generated client packages subclass
 :class:`dagen.client.ServiceClient` (``close(client)`` closes one); failed calls raise
 the errors below. A served
 function may declare a ``Progress`` parameter to report progress and check
-``cancelled()``; callers receive ``ProgressReport``s and set per-call options with
+``cancelled()`` and ``time_remaining()``; callers receive ``ProgressReport``s and set
+per-call options with
 ``call_options``. Inside a served function, ``caller()`` is the :class:`Identity` of
 the client certificate that called it.
 """
@@ -25,7 +26,14 @@ from ._exceptions import (
     PolicyError,
     RelayError,
 )
-from ._progress import NO_PROGRESS, Progress, ProgressReport, ProgressStep, cancelled
+from ._progress import (
+    NO_PROGRESS,
+    Progress,
+    ProgressReport,
+    ProgressStep,
+    cancelled,
+    time_remaining,
+)
 from ._security import Identity, caller
 from ._version import __version__
 
@@ -52,6 +60,7 @@ __all__ = [
     "ProgressReport",
     "ProgressStep",
     "cancelled",
+    "time_remaining",
     "call_options",
     "close",
     "caller",

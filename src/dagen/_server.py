@@ -38,7 +38,9 @@ from ._model import Service
 from ._progress import (
     cancellation_scope,
     reset_cancellation_check,
+    reset_time_remaining,
     set_cancellation_check,
+    set_time_remaining,
     state_to_proto,
 )
 from ._protocol import Method, receive, send
@@ -263,7 +265,7 @@ class Servicer:
         try:
             while True:
                 try:
-                    with cancellation_scope(check):
+                    with cancellation_scope(check, context.time_remaining):
                         item = next(iterator)
                 except StopIteration:
                     return
@@ -338,6 +340,7 @@ class Servicer:
                 slots.give()
                 self._stop_gone(method, context, gone, started)
         token = set_cancellation_check(lambda: stopped(context) is not None)
+        remaining = set_time_remaining(context.time_remaining)
         result: Any = None
         failure: Exception | None = None
         try:
@@ -345,6 +348,7 @@ class Servicer:
         except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
             failure = e
         finally:
+            reset_time_remaining(remaining)
             reset_cancellation_check(token)
             slots.give()
         # Its deadline may have passed before grpc ends the rpc: asked after a failure

@@ -42,6 +42,17 @@ def busy(seconds: float, progress: dagen.Progress) -> int:
     return n
 
 
+def remaining() -> float | None:
+    """The seconds left before this call's deadline, as the function sees them."""
+    return dagen.time_remaining()
+
+
+def remaining_reporting(progress: dagen.Progress) -> float | None:
+    """The same, from a function that reports progress (a streaming rpc)."""
+    progress.update(message="asking")
+    return dagen.time_remaining()
+
+
 def spin(seconds: float, pidfile: str) -> int:
     """Burn CPU for ``seconds`` and never check for cancellation; write the pid first."""
     Path(pidfile).write_text(str(os.getpid()))

@@ -59,3 +59,12 @@ def spaced(tag: str, n: int, seconds: float, size: int) -> Iterator[np.ndarray]:
         with times.open("a") as f:
             f.write(f"{time.time()!r}\n")
         yield np.full(size, i, dtype="float64")
+
+
+def remaining(n: int) -> Iterator[float]:
+    """The seconds left before this call's deadline, ``n`` times, as the generator sees them."""
+    import dagen
+
+    for _ in range(n):
+        left = dagen.time_remaining()
+        yield -1.0 if left is None else left

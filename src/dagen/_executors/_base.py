@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import grpc
 import numpy as np
 
+from .._progress import UNBOUNDED_SECONDS
 from ._shm import Arena
 
 if TYPE_CHECKING:
@@ -91,6 +92,13 @@ class CallState:
         self.worker_pid: int | None = None
         self.reason = ""
         self._cancelled = threading.Event()
+        # seconds left before the rpc's deadline (grpc's clock: "infinity" for none)
+        self.time_remaining: Callable[[], float] | None = None
+
+    def deadline(self) -> float | None:
+        """The call's deadline as a ``time.time()``, to send to another process; None: none."""
+        left = self.time_remaining() if self.time_remaining is not None else None
+        return None if left is None or left > UNBOUNDED_SECONDS else time.time() + left
 
     def cancel(self, reason: str) -> None:
         if not self._cancelled.is_set():
@@ -177,6 +185,7 @@ class Executor:
     def open(self, context: grpc.ServicerContext) -> CallState:
         """The state of a new call; cancelled and cleaned up when the rpc ends."""
         call = CallState(self.arena())
+        call.time_remaining = context.time_remaining
 
         def ended() -> None:
             call.cancel("the rpc ended")

@@ -2,7 +2,7 @@
 run the calls the server sends through the pipe until told to stop.
 
 Messages, server to worker: ``("call", function, progress parameter, arena name,
-arena roots, payload, caller)`` and ``("stop",)``; worker to server: ``("ready",
+arena roots, payload, caller, deadline)`` (a ``time.time()``, or None) and ``("stop",)``; worker to server: ``("ready",
 pid)`` or ``("failed", traceback)`` once, then per call any number of ``("progress",
 state)`` and one ``("result", payload)`` or ``("error", *describe_exception(e))``.
 Arrays do not go through the pipe: see :mod:`dagen._executors._shm`.
@@ -24,7 +24,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from .._progress import Progress
+from .._progress import Progress, deadline_clock, set_time_remaining
 from .._security import set_caller
 from ._shm import Arena
 
@@ -132,8 +132,9 @@ def worker_main(
             return
         if message[0] != "call":
             return
-        _, fn_name, progress_param, arena_name, roots, payload, identity = message
+        _, fn_name, progress_param, arena_name, roots, payload, identity, deadline = message
         set_caller(identity)
+        set_time_remaining(deadline_clock(deadline))
         arena = Arena(arena_name, [Path(r) for r in roots], prefix="r")
         try:
             args, kwargs = arena.loads(payload)
