@@ -177,7 +177,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 # would hide them for passing tests, so they are shown in a summary section at the end.
 
 _FIGURE_MODULES = ("test_load.py", "test_faults.py", "test_cancel.py", "test_streams.py",
-                   "test_hostile.py", "test_progress.py", "test_wheelhouse.py", "test_cluster.py")
+                   "test_hostile.py", "test_progress.py", "test_wheelhouse.py", "test_cluster.py",
+                   "test_futures.py")
 _figures: list[tuple[str, str]] = []
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import SERVICES, import_client, start_server
 
+import dagen
 from dagen._arrays import EncodeContext, attach_array
 from dagen._build import build
 from dagen.v1 import array_pb2
@@ -128,3 +129,9 @@ def test_a_generator_sees_the_seconds_left_before_its_deadline(streams):
     assert all(15.0 < x <= 20.5 for x in left) and left == sorted(left, reverse=True), left
     with client.__dagen__.options(timeout=None):
         assert list(client.remaining(2)) == [-1.0, -1.0]
+
+
+def test_a_submitted_generator_gives_its_items_as_a_list(streams):
+    client, _ = streams
+    with client.__dagen__.options(timeout=None):
+        assert dagen.submit(client.remaining, 3).result(30) == [-1.0, -1.0, -1.0]

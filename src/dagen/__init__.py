@@ -2,7 +2,7 @@
 
 The public API is small: generated client packages subclass
 :class:`dagen.client.ServiceClient` (``close(client)`` closes one); failed calls raise
-the errors below. A served
+the errors below; ``submit`` and ``acall`` make several calls at once. A served
 function may declare a ``Progress`` parameter to report progress and check
 ``cancelled()`` and ``time_remaining()``; callers receive ``ProgressReport``s and set
 per-call options with
@@ -63,6 +63,8 @@ __all__ = [
     "time_remaining",
     "call_options",
     "close",
+    "submit",
+    "acall",
     "caller",
     "Identity",
 ]
@@ -75,4 +77,8 @@ def __getattr__(name: str) -> object:
         from ._client import close
 
         return close
+    if name in ("submit", "acall"):
+        from . import _futures
+
+        return getattr(_futures, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,6 +45,7 @@ from ._display import (
     settings_for,
 )
 from ._errors import CallError, exception_from_rpc_error
+from ._futures import current_handle, track
 from ._handshake import CONTRACT_METADATA_KEY, ContractInfo
 from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
@@ -325,9 +326,15 @@ class Connection:
             timeout = self.timeout if not current_overrides() else settings_for(self).timeout
             request = method.encode_request(arguments)  # no arrays: no EncodeContext needed
             try:
-                # A blocking call: no thread per call (future() starts one). grpc checks
-                # for signals while it waits, and Ctrl-C there cancels the call.
-                response = stub(request, timeout=timeout, metadata=metadata)
+                handle = current_handle()
+                if handle is None:
+                    # A blocking call: no thread per call (future() starts one). grpc checks
+                    # for signals while it waits, and Ctrl-C there cancels the call.
+                    response = stub(request, timeout=timeout, metadata=metadata)
+                else:  # a submitted call (dagen.submit): cancelled through its future
+                    rpc = stub.future(request, timeout=timeout, metadata=metadata)
+                    handle.attach(rpc)
+                    response = rpc.result()
             except grpc.RpcError as e:
                 raise exception_from_rpc_error(
                     e, function=name, target=self.target, timeout=timeout, tls=self.tls
@@ -354,6 +361,7 @@ class Connection:
             progress = CallProgress(name, settings)
             upload = UploadCounter(send(method.input_cls, "request", request, ctx))
             frames = stub(iter(upload), timeout=settings.timeout, metadata=metadata)
+            track(frames)
             try:
                 if progress.shows_transfer(ctx.nbytes):
                     upload.follow(progress, ctx.nbytes, frames)
@@ -398,10 +406,12 @@ class Connection:
             if method.streaming:
                 call = stub(send(method.input_cls, "request", request, ctx), timeout=timeout,
                             metadata=metadata)
+                track(call)
                 for message, dctx in receive_each(call, "response", self.limits):
                     yield method.decode_response(message, dctx)
             else:
                 call = stub(request, timeout=timeout, metadata=metadata)
+                track(call)
                 for response in call:
                     yield method.decode_response(response, NO_ARRAYS)
         except grpc.RpcError as e:
