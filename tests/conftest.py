@@ -133,6 +133,17 @@ def progress_build(tmp_path_factory: pytest.TempPathFactory):
     return build(str(SERVICES / "progress_service.py"), tmp_path_factory.mktemp("progress-build"))
 
 
+@pytest.fixture(scope="module")
+def progress_server(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """tests/services/progress_service.py served with 12 workers; its log at ``.log``."""
+    log = tmp_path_factory.mktemp("progress-server") / "server.log"
+    server = start_server(SERVICES / "progress_service.py", "--certs", str(certs.folder),
+                          "--workers", "12", log=log)
+    server.log = log  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def progress_client_module(progress_build):
     return import_client(progress_build.client, "progress_service_client")

@@ -9,26 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SERVICES, start_server
 from guarded import wait_until
 
 import dagen
 
-MODULE = SERVICES / "progress_service.py"
-
 
 @pytest.fixture(scope="module")
-def server(certs, tmp_path_factory):
-    log = tmp_path_factory.mktemp("futures") / "server.log"
-    server = start_server(MODULE, "--certs", str(certs.folder), "--workers", "12", log=log)
-    server.log = log
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def remote(progress_client_module, server, certs):
-    with progress_client_module.Client(server.target, certs=certs.folder, identity="alice",
+def remote(progress_client_module, progress_server, certs):
+    with progress_client_module.Client(progress_server.target, certs=certs.folder, identity="alice",
                                        timeout=60) as client:
         yield client
 

@@ -114,7 +114,8 @@ class ServiceClient:
         running function, and for transfers of large arrays.
     progress_bar
         Show a progress bar on stderr: True, False, or None (the default) for
-        "when stderr is a terminal and there is no ``on_progress``".
+        "when stderr is a terminal or this runs in a Jupyter kernel, and there is no
+        ``on_progress``" (in a kernel, a widget when ipywidgets is installed).
     transfer_threshold
         Transfers of arrays of at least this many bytes (64 MiB) are reported.
     compression
@@ -211,6 +212,13 @@ class ServiceClient:
     def __repr__(self) -> str:
         target = getattr(getattr(self, "__dagen__", None), "target", None)
         return f"<{type(self).__module__}.{type(self).__qualname__} target={target!r}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: server, security, timeout, and the functions with their
+        signatures and first docstring lines."""
+        from ._html import client_html
+
+        return client_html(self)
 
 
 class Connection:

@@ -53,6 +53,21 @@ def remaining_reporting(progress: dagen.Progress) -> float | None:
     return dagen.time_remaining()
 
 
+def tick(seconds: float, log: str, progress: dagen.Progress) -> int:
+    """Append a line to ``log`` every 20 ms for ``seconds``, reporting each one, until
+    cancelled."""
+    n = 0
+    end = time.monotonic() + seconds
+    with Path(log).open("a") as f:
+        while time.monotonic() < end and not progress.cancelled:
+            n += 1
+            f.write(f"{n}\n")
+            f.flush()
+            progress.update(fraction=min(1.0, n * 0.02 / seconds), message=f"line {n}")
+            time.sleep(0.02)
+    return n
+
+
 def spin(seconds: float, pidfile: str) -> int:
     """Burn CPU for ``seconds`` and never check for cancellation; write the pid first."""
     Path(pidfile).write_text(str(os.getpid()))
