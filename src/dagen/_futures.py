@@ -16,7 +16,7 @@ import threading
 import types
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -80,6 +80,8 @@ class CallFuture(Future):  # type: ignore[type-arg]
                 return False
             if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
                 return True
+            if state == PENDING:  # not started: its thread will see it (and notify)
+                return super().cancel()
             # Future.cancel() would refuse a running future: this one stops its rpc
             self._state = CANCELLED_AND_NOTIFIED
             for waiter in self._waiters:  # type: ignore[attr-defined]
