@@ -133,6 +133,17 @@ def progress_build(tmp_path_factory: pytest.TempPathFactory):
     return build(str(SERVICES / "progress_service.py"), tmp_path_factory.mktemp("progress-build"))
 
 
+@pytest.fixture(scope="module")
+def progress_server(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """tests/services/progress_service.py served with 12 workers; its log at ``.log``."""
+    log = tmp_path_factory.mktemp("progress-server") / "server.log"
+    server = start_server(SERVICES / "progress_service.py", "--certs", str(certs.folder),
+                          "--workers", "12", log=log)
+    server.log = log  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def progress_client_module(progress_build):
     return import_client(progress_build.client, "progress_service_client")
@@ -177,7 +188,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 # would hide them for passing tests, so they are shown in a summary section at the end.
 
 _FIGURE_MODULES = ("test_load.py", "test_faults.py", "test_cancel.py", "test_streams.py",
-                   "test_hostile.py", "test_progress.py", "test_wheelhouse.py", "test_cluster.py")
+                   "test_hostile.py", "test_progress.py", "test_wheelhouse.py", "test_cluster.py",
+                   "test_futures.py")
 _figures: list[tuple[str, str]] = []
 
 

@@ -16,6 +16,7 @@ import xarray as xr
 from conftest import SERVICES, start_server
 from guarded import wait_until
 
+import dagen
 from dagen._executors._shm import Arena, default_roots
 
 MODULE = SERVICES / "progress_service.py"
@@ -220,3 +221,43 @@ def test_a_call_that_waited_for_a_worker_past_its_deadline_never_runs(
             assert client.add(2, 3) == 5  # the server goes on
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_every_cancellation_of_a_tight_reporting_loop_is_logged_once(
+    progress_client_module, certs, tmp_path, executor
+):
+    """The stop races the report being sent: every one of 20 timeouts is logged, once,
+    with its reason."""
+    log = tmp_path / "server.log"
+    server = start_server(MODULE, "--certs", str(certs.folder), "--executor", executor,
+                          "--workers", "2", log=log)
+    try:
+        with _client(progress_client_module, server, certs) as client:
+            for _ in range(20):
+                with client.__dagen__.options(timeout=0.3), pytest.raises(TimeoutError):
+                    client.busy(30.0)
+
+            def lines():
+                return [line for line in log.read_text().splitlines() if "busy() cancelled" in line]
+
+            wait_until(lambda: len(lines()) >= 20, 10)
+            time.sleep(0.5)  # a second line for a call would come now
+            logged = lines()
+            print(f"\n{executor}: {len(logged)} of 20 timeouts logged as cancelled")
+            assert len(logged) == 20, logged
+            assert all("because its deadline passed" in line for line in logged), logged
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("where", ["in_thread", "in_process"])
+def test_a_function_sees_the_seconds_left_before_its_deadline(where, request):
+    client = request.getfixturevalue(where)
+    for fn in (client.remaining, client.remaining_reporting):
+        with client.__dagen__.options(timeout=30.0):
+            left = fn()
+        assert 25.0 < left <= 30.5, (fn, left)  # (grpc carries the deadline to ~0.1 s)
+        with client.__dagen__.options(timeout=None):
+            assert fn() is None  # no timeout, no deadline
+    assert dagen.time_remaining() is None  # outside a served call

@@ -118,6 +118,14 @@ def test_a_call_runs_as_a_task_on_a_worker(client, served):
           f"{rss_kib(served.process.pid) / 1024:.0f} MiB")
 
 
+def test_the_task_sees_the_seconds_left_before_the_deadline(client):
+    with client.__dagen__.options(timeout=60.0):
+        left = client.remaining()
+    assert 30.0 < left <= 60.5, left
+    with client.__dagen__.options(timeout=None):
+        assert client.remaining() is None
+
+
 def test_real_data_comes_back_identical_with_progress_in_order(client, served):
     if not ERA_INTERIM.exists():
         pytest.skip(f"{ERA_INTERIM} is absent (the shared data folder of this environment)")

@@ -387,6 +387,10 @@ def test_long_calls(certs: Certs, in_folder_with_certs: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert "1.0 time step 24" in out
     assert "wait() did not finish within its timeout of 1 s" in out
+    assert 1e-300 < ns["rough"] < 1e-3  # it went on for a while, and stopped before 3 s
+    assert ns["sizes"] == [4, 2, 1] and ns["slow"].cancelled()
+    assert ns["fine"] <= 1e-3
+    xr.testing.assert_allclose(ns["coarse4"], local.regrid(ns["sst"], 4))
 
 
 def test_data_classes_and_remote_classes(certs: Certs, in_folder_with_certs: Path):

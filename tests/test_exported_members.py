@@ -13,8 +13,8 @@ import dagen.server
 def test_top_level_exports():
     assert sorted(dagen.__all__) == sorted(
         ["__version__", "DagenError", "RemoteError", "CallError", "ContractMismatch", "ServerUnavailable",
-         "Progress", "NO_PROGRESS", "ProgressReport", "ProgressStep", "cancelled",
-         "call_options", "close", "caller", "Identity",
+         "Progress", "NO_PROGRESS", "ProgressReport", "ProgressStep", "cancelled", "time_remaining",
+         "call_options", "close", "submit", "acall", "caller", "Identity",
          "BuildError", "ContractError", "CertificateError", "PolicyError", "InsecureRefused",
          "CodecUnavailable", "RelayError", "ClusterError", "ClusterUnavailable", "DagenWarning",
          "CertificateExpiryWarning"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import SERVICES, import_client, start_server
 
+import dagen
 from dagen._arrays import EncodeContext, attach_array
 from dagen._build import build
 from dagen.v1 import array_pb2
@@ -104,3 +105,33 @@ def test_dagen_cancelled_answers_inside_a_generator(streams):
     assert wait_for(marks / "patient.working", 5)
     it.close()
     assert wait_for(marks / "patient.cancelled", 5), "dagen.cancelled() never said so"
+
+
+@pytest.mark.parametrize("size", [1000, 600_000])  # one chunk; two (4.8 MB)
+def test_each_array_item_reaches_the_caller_as_soon_as_it_is_yielded(streams, size):
+    client, marks = streams
+    tag = f"spaced-{size}"
+    arrived = []
+    for item in client.spaced(tag, 4, 1.0, size):
+        arrived.append(time.time())
+        assert item.shape == (size,) and item[0] == len(arrived) - 1
+    yielded = [float(t) for t in (marks / f"{tag}.times").read_text().split()]
+    late = [a - y for a, y in zip(arrived, yielded, strict=True)]
+    print(f"{size * 8} B items, 1.0 s apart, reached the caller "
+          f"{', '.join(f'{d:.3f}' for d in late)} s after being yielded")
+    assert all(d < 0.2 for d in late), late
+
+
+def test_a_generator_sees_the_seconds_left_before_its_deadline(streams):
+    client, _ = streams
+    with client.__dagen__.options(timeout=20.0):
+        left = list(client.remaining(3))
+    assert all(15.0 < x <= 20.5 for x in left) and left == sorted(left, reverse=True), left
+    with client.__dagen__.options(timeout=None):
+        assert list(client.remaining(2)) == [-1.0, -1.0]
+
+
+def test_a_submitted_generator_gives_its_items_as_a_list(streams):
+    client, _ = streams
+    with client.__dagen__.options(timeout=None):
+        assert dagen.submit(client.remaining, 3).result(30) == [-1.0, -1.0, -1.0]

@@ -1,4 +1,5 @@
-"""Long calls: a function that reports progress and stops when asked, a generator."""
+"""Long calls: a function that reports progress and stops when asked, one that watches
+its deadline, a generator."""
 
 import time
 from collections.abc import Iterator
@@ -25,6 +26,19 @@ def monthly_means(da: xr.DataArray) -> Iterator[xr.DataArray]:
     """The mean field of each calendar month, each sent as soon as it is computed."""
     for _, month in da.groupby("time.month"):
         yield month.mean("time")
+
+
+def refine(tolerance: float) -> float:
+    """Halve an error estimate until it is below ``tolerance``, or until a second is
+    left before the caller's timeout: then the estimate so far, not a TimeoutError."""
+    error = 1.0
+    while error > tolerance:
+        left = dagen.time_remaining()  # seconds; None when the caller set no timeout
+        if left is not None and left < 1.0:
+            break
+        time.sleep(0.05)
+        error /= 2
+    return error
 
 
 def wait(seconds: float) -> float:

@@ -2,9 +2,10 @@
 
 The public API is small: generated client packages subclass
 :class:`dagen.client.ServiceClient` (``close(client)`` closes one); failed calls raise
-the errors below. A served
+the errors below; ``submit`` and ``acall`` make several calls at once. A served
 function may declare a ``Progress`` parameter to report progress and check
-``cancelled()``; callers receive ``ProgressReport``s and set per-call options with
+``cancelled()`` and ``time_remaining()``; callers receive ``ProgressReport``s and set
+per-call options with
 ``call_options``. Inside a served function, ``caller()`` is the :class:`Identity` of
 the client certificate that called it.
 """
@@ -25,7 +26,14 @@ from ._exceptions import (
     PolicyError,
     RelayError,
 )
-from ._progress import NO_PROGRESS, Progress, ProgressReport, ProgressStep, cancelled
+from ._progress import (
+    NO_PROGRESS,
+    Progress,
+    ProgressReport,
+    ProgressStep,
+    cancelled,
+    time_remaining,
+)
 from ._security import Identity, caller
 from ._version import __version__
 
@@ -52,8 +60,11 @@ __all__ = [
     "ProgressReport",
     "ProgressStep",
     "cancelled",
+    "time_remaining",
     "call_options",
     "close",
+    "submit",
+    "acall",
     "caller",
     "Identity",
 ]
@@ -66,4 +77,8 @@ def __getattr__(name: str) -> object:
         from ._client import close
 
         return close
+    if name in ("submit", "acall"):
+        from . import _futures
+
+        return getattr(_futures, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,6 +45,7 @@ from ._display import (
     settings_for,
 )
 from ._errors import CallError, exception_from_rpc_error
+from ._futures import current_handle, track
 from ._handshake import CONTRACT_METADATA_KEY, ContractInfo
 from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
@@ -79,6 +80,13 @@ class ClientSpec:
     exceptions: Mapping[str, type[Exception]] = field(default_factory=dict)
 
 
+def mirror_html(self: BaseException) -> str:
+    """Jupyter's view of a remote exception raised as the client package's mirror."""
+    from ._html import error_html
+
+    return error_html(self, {"remote type": type(self).__qualname__})
+
+
 class ServiceClient:
     """A connection to a dagen server: the base of generated ``Client`` classes.
 
@@ -109,7 +117,8 @@ class ServiceClient:
         running function, and for transfers of large arrays.
     progress_bar
         Show a progress bar on stderr: True, False, or None (the default) for
-        "when stderr is a terminal and there is no ``on_progress``".
+        "when stderr is a terminal or this runs in a Jupyter kernel, and there is no
+        ``on_progress``" (in a kernel, a widget when ipywidgets is installed).
     transfer_threshold
         Transfers of arrays of at least this many bytes (64 MiB) are reported.
     compression
@@ -167,6 +176,9 @@ class ServiceClient:
         cls.__dagen_spec__ = ClientSpec(pb2, service, methods, contract, dict(exceptions or {}))
         for c in classes:
             c._dagen_client_class_ = cls
+        for mirror in (exceptions or {}).values():
+            if "_repr_html_" not in vars(mirror):  # Jupyter's view of a remote exception
+                mirror._repr_html_ = mirror_html  # type: ignore[attr-defined]
 
     def __init__(
         self,
@@ -214,6 +226,13 @@ class ServiceClient:
     def __repr__(self) -> str:
         target = getattr(getattr(self, "__dagen__", None), "target", None)
         return f"<{type(self).__module__}.{type(self).__qualname__} target={target!r}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: server, security, timeout, and the functions with their
+        signatures and first docstring lines."""
+        from ._html import client_html
+
+        return client_html(self)
 
 
 class Connection:
@@ -329,9 +348,15 @@ class Connection:
             timeout = self.timeout if not current_overrides() else settings_for(self).timeout
             request = method.encode_request(arguments)  # no arrays: no EncodeContext needed
             try:
-                # A blocking call: no thread per call (future() starts one). grpc checks
-                # for signals while it waits, and Ctrl-C there cancels the call.
-                response = stub(request, timeout=timeout, metadata=metadata)
+                handle = current_handle()
+                if handle is None:
+                    # A blocking call: no thread per call (future() starts one). grpc checks
+                    # for signals while it waits, and Ctrl-C there cancels the call.
+                    response = stub(request, timeout=timeout, metadata=metadata)
+                else:  # a submitted call (dagen.submit): cancelled through its future
+                    rpc = stub.future(request, timeout=timeout, metadata=metadata)
+                    handle.attach(rpc)
+                    response = rpc.result()
             except grpc.RpcError as e:
                 raise exception_from_rpc_error(
                     e, function=name, target=self.target, timeout=timeout, tls=self.tls,
@@ -359,6 +384,7 @@ class Connection:
             progress = CallProgress(name, settings)
             upload = UploadCounter(send(method.input_cls, "request", request, ctx))
             frames = stub(iter(upload), timeout=settings.timeout, metadata=metadata)
+            track(frames)
             try:
                 if progress.shows_transfer(ctx.nbytes):
                     upload.follow(progress, ctx.nbytes, frames)
@@ -404,10 +430,12 @@ class Connection:
             if method.streaming:
                 call = stub(send(method.input_cls, "request", request, ctx), timeout=timeout,
                             metadata=metadata)
+                track(call)
                 for message, dctx in receive_each(call, "response", self.limits):
                     yield method.decode_response(message, dctx)
             else:
                 call = stub(request, timeout=timeout, metadata=metadata)
+                track(call)
                 for response in call:
                     yield method.decode_response(response, NO_ARRAYS)
         except grpc.RpcError as e:

@@ -14,7 +14,9 @@ a client package included)::
 Blocks nest (the inner one wins) and belong to the thread (context) that entered them.
 
 Reports go to the ``on_progress`` callback when there is one, else to a tqdm bar on
-stderr when stderr is a terminal (``progress_bar=None``, the default), else nowhere.
+stderr when stderr is a terminal or the caller runs in a Jupyter kernel
+(``progress_bar=None``, the default), else nowhere. In a kernel the bar is a widget
+when ipywidgets is installed, text otherwise.
 Transfers of arrays of at least ``transfer_threshold`` bytes (64 MiB) are reported
 too, with bytes, rate and time left.
 """
@@ -50,7 +52,8 @@ def call_options(*, client: object | None = None, **options: Any) -> Iterator[No
     """Override the settings of the calls made inside the block, for ``client`` or (when
     None) every client: ``timeout`` (seconds, None for none), ``on_progress`` (a callback
     taking a :class:`dagen.ProgressReport`, or None), ``progress_bar`` (True, False, or
-    None: when stderr is a terminal and there is no callback), ``transfer_threshold``
+    None: when stderr is a terminal or in a Jupyter kernel, and there is no callback),
+    ``transfer_threshold``
     (bytes from which array transfers are reported), ``compression`` (``"zstd"``,
     ``"lz4"`` or None: compress the arrays of the call both ways, see dagen._codecs)."""
     unknown = set(options) - set(_OPTIONS)
@@ -101,7 +104,7 @@ class CallProgress:
         self.callback = settings.on_progress
         bar = settings.progress_bar
         if bar is None:
-            bar = self.callback is None and _stderr_is_terminal()
+            bar = self.callback is None and (_stderr_is_terminal() or in_kernel())
         self.bar = bar
         self.threshold = settings.transfer_threshold
         self.started = time.perf_counter()
@@ -164,14 +167,12 @@ class CallProgress:
             return self._bar
         self.close()
         self._phase = phase
-        from tqdm import tqdm
-
+        tqdm, where = _bar_class()
         if phase == "run":
             self._bar = tqdm(
                 total=1000,
                 desc=f"{self.function}()",
-                file=sys.stderr,
-                **_size(),
+                **where,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
                 leave=False,
             )
@@ -179,8 +180,7 @@ class CallProgress:
             self._bar = tqdm(
                 total=total,
                 desc=f"{self.function}() {phase}",
-                file=sys.stderr,
-                **_size(),
+                **where,
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
@@ -193,6 +193,35 @@ class CallProgress:
             self._bar.close()
             self._bar = None
             self._phase = ""
+
+
+def _bar_class() -> tuple[Any, dict[str, Any]]:
+    """tqdm's bar for where the caller runs, and where it goes: a widget in a Jupyter
+    kernel with ipywidgets, else text on stderr (sized for a terminal)."""
+    if in_kernel():
+        try:
+            import ipywidgets  # noqa: F401 - the widget bar needs it
+            from tqdm.notebook import tqdm as widget
+        except ImportError:
+            pass
+        else:
+            return widget, {}
+    from tqdm import tqdm
+
+    return tqdm, {"file": sys.stderr, **_size()}
+
+
+def in_kernel() -> bool:
+    """Whether this runs in a Jupyter (IPython) kernel, where stderr is no terminal but
+    a bar is still seen."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None or "ipykernel" not in sys.modules:
+        return False
+    try:
+        shell = ipython.get_ipython()
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:  # noqa: BLE001 - any IPython that does not answer: not a kernel
+        return False
 
 
 def _size() -> dict[str, int]:

@@ -45,6 +45,14 @@ class RemoteError(DagenError):
         self.function = function
         self.remote_traceback = remote_traceback
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the remote type and message, the function, the traceback folded."""
+        from ._html import error_html
+
+        remote_type = f"{self.module}.{self.type_name}" if self.module else self.type_name
+        return error_html(self, {"function": f"{self.function}()" if self.function else "",
+                                 "remote type": remote_type}, self.remote_traceback)
+
 
 class CallError(DagenError):
     """The call failed for a reason other than the function raising: refused,
@@ -53,6 +61,12 @@ class CallError(DagenError):
     def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the message and the gRPC status."""
+        from ._html import error_html
+
+        return error_html(self, {"status": self.code.name if self.code is not None else ""})
 
 
 class ContractMismatch(CallError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import math
 import threading
+import time
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -87,23 +88,63 @@ def cancelled() -> bool:
     return bool(check is not None and check())
 
 
+_remaining: contextvars.ContextVar[Callable[[], float] | None] = contextvars.ContextVar(
+    "dagen_time_remaining", default=None
+)
+UNBOUNDED_SECONDS = 1e9  # seconds: more than this left is no deadline (grpc says "infinity")
+
+
+def time_remaining() -> float | None:
+    """Seconds left before the running remote call's deadline (its caller's timeout):
+    0.0 once it has passed, None outside a served call or when the caller set no
+    timeout. Under every executor; on another machine (a dask worker), as well as
+    the clocks of the two machines agree.
+
+    A function that can stop early with a partial answer asks it::
+
+        while dagen.time_remaining() is None or dagen.time_remaining() > 5.0:
+            ...  # one more iteration
+    """
+    remaining = _remaining.get()
+    if remaining is None:
+        return None
+    left = remaining()
+    return None if left > UNBOUNDED_SECONDS else max(0.0, left)
+
+
+def deadline_clock(deadline: float | None) -> Callable[[], float] | None:
+    """The seconds left before ``deadline`` (a ``time.time()``), as :func:`time_remaining`
+    asks them: how a deadline that crossed to another process is made visible there."""
+    if deadline is None:
+        return None
+    return lambda: deadline - time.time()
+
+
 # For the paths that run for every tiny call: each one call into C, no Python frame.
 set_cancellation_check = _cancelled_check.set
 reset_cancellation_check = _cancelled_check.reset
+set_time_remaining = _remaining.set
+reset_time_remaining = _remaining.reset
 
 
 class cancellation_scope:  # noqa: N801 - used like a function, as contextlib's are
-    """Make :func:`cancelled` answer with ``check`` in this thread for a call's duration."""
+    """Make :func:`cancelled` answer with ``check`` (and :func:`time_remaining` with
+    ``remaining``: seconds left, or None for no deadline) in this thread for a call's
+    duration."""
 
-    __slots__ = ("_check", "_token")
+    __slots__ = ("_check", "_remaining", "_token", "_remaining_token")
 
-    def __init__(self, check: Callable[[], bool]) -> None:
+    def __init__(self, check: Callable[[], bool],
+                 remaining: Callable[[], float] | None = None) -> None:
         self._check = check
+        self._remaining = remaining
 
     def __enter__(self) -> None:
         self._token = _cancelled_check.set(self._check)
+        self._remaining_token = _remaining.set(self._remaining)
 
     def __exit__(self, *exc: object) -> None:
+        _remaining.reset(self._remaining_token)
         _cancelled_check.reset(self._token)
 
 

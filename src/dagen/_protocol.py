@@ -294,23 +294,28 @@ def receive(
 
 def receive_each(frames: Iterable[Any], field: str, limits: Limits) -> Iterator[tuple[Any, DecodeContext]]:
     """Read a stream of several messages, each followed by its arrays' chunks (the
-    results of a generator), yielding each as soon as the next one begins."""
+    results of a generator), yielding each as soon as its last chunk is in: the
+    sender sends all of an item's chunks before the next item, and the item's headers
+    say how many bytes each array holds."""
     message: Any = None
-    sink: ArraySink | None = None
+    sink: ArraySink | None = None  # the item whose chunks are arriving
     for frame in frames:
         if type(frame) is ChunkIn:
             if sink is None:
-                raise WireError(f"a chunk arrived before the first {field} message")
+                raise WireError(f"a chunk arrived outside the arrays of a {field} message")
             sink.write(frame)
         elif isinstance(frame, BadFrame):
             raise WireError(frame.error)
         elif frame.WhichOneof("frame") == field:
             if sink is not None:
-                sink.finish()
-                yield message, DecodeContext(sink.arrays)
+                sink.finish()  # raises: it is incomplete (a complete one was handed over)
             message = getattr(frame, field)
             sink = ArraySink(limits)
             allocate_arrays(message, sink)
+        else:
+            continue
+        if sink is not None and sink.complete:
+            yield message, DecodeContext(sink.arrays)
+            message = sink = None
     if sink is not None:
-        sink.finish()
-        yield message, DecodeContext(sink.arrays)
+        sink.finish()  # raises: the stream ended inside an item

@@ -7,6 +7,7 @@ server that serves it is :mod:`dagen._serve`'s job.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -38,7 +39,9 @@ from ._model import Service
 from ._progress import (
     cancellation_scope,
     reset_cancellation_check,
+    reset_time_remaining,
     set_cancellation_check,
+    set_time_remaining,
     state_to_proto,
 )
 from ._protocol import Method, receive, send
@@ -205,8 +208,6 @@ class Servicer:
     def _stream_handler(
         self, method: Method
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
-        options = self.options
-
         parse = frame_deserializer(method.input_cls)
 
         def handle(messages: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
@@ -214,30 +215,37 @@ class Servicer:
             frames = map(parse, messages)  # parsed here, not in grpc's one event thread
             self._check_contract(method, context)
             call = self._executor.open(context)
-            alloc = self.admission.alloc(context, call.alloc)
-            try:
-                request, dctx = receive(frames, "request", options.limits, alloc=alloc)
-            except LimitExceeded as e:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method.name}(): {e}")
-            except WireError as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method.name}(): {e}")
-            bytes_in = sum(a.nbytes for a in dctx.arrays.values())
-            args, kwargs = self._decode(method, request, dctx, context)
-            del dctx, request  # the function's arguments hold what is still needed
-            result = yield from self._execute(method, call, args, kwargs, context, started)
-            del args, kwargs
-            bytes_out = 0
-            codecs = accepted_codecs(context.invocation_metadata())  # compression the caller asked for
-            for item in self._items(method, result, context):
-                ectx = EncodeContext(options.chunk_bytes, codecs)
-                response = self._encode(method, item, ectx, context)
-                del item
-                yield from send(method.output_cls, "response", response, ectx)
-                bytes_out += ectx.nbytes
-            alloc.completed()  # its buffers may serve the next call (a failed call's are freed)
-            self._log(method, context, bytes_in, bytes_out, started)
+            with self._abandoned(method, context, call, started):
+                yield from self._stream(method, context, call, frames, started)
 
         return handle
+
+    def _stream(self, method: Method, context: grpc.ServicerContext, call: CallState,
+                frames: Iterator[Any], started: float) -> Iterator[Any]:
+        """A streaming call, once its state is open: receive, run, send."""
+        options = self.options
+        alloc = self.admission.alloc(context, call.alloc)
+        try:
+            request, dctx = receive(frames, "request", options.limits, alloc=alloc)
+        except LimitExceeded as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method.name}(): {e}")
+        except WireError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method.name}(): {e}")
+        bytes_in = sum(a.nbytes for a in dctx.arrays.values())
+        args, kwargs = self._decode(method, request, dctx, context)
+        del dctx, request  # the function's arguments hold what is still needed
+        result = yield from self._execute(method, call, args, kwargs, context, started)
+        del args, kwargs
+        bytes_out = 0
+        codecs = accepted_codecs(context.invocation_metadata())  # compression the caller asked for
+        for item in self._items(method, result, context):
+            ectx = EncodeContext(options.chunk_bytes, codecs)
+            response = self._encode(method, item, ectx, context)
+            del item
+            yield from send(method.output_cls, "response", response, ectx)
+            bytes_out += ectx.nbytes
+        alloc.completed()  # its buffers may serve the next call (a failed call's are freed)
+        self._log(method, context, bytes_in, bytes_out, started)
 
     def _items_handler(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         """A generator without arrays: a server stream of response messages."""
@@ -248,9 +256,10 @@ class Servicer:
             self._check_contract(method, context)
             args, kwargs = self._decode(method, request, NO_ARRAYS, context)
             call = self._executor.open(context)
-            result = self._invoke(method, call, args, kwargs, context, started)
-            for item in self._items(method, result, context):
-                yield self._encode(method, item, EncodeContext(), context)
+            with self._abandoned(method, context, call, started):
+                result = self._invoke(method, call, args, kwargs, context, started)
+                for item in self._items(method, result, context):
+                    yield self._encode(method, item, EncodeContext(), context)
             self._log(method, context, 0, 0, started)
 
         return handle
@@ -267,7 +276,7 @@ class Servicer:
         try:
             while True:
                 try:
-                    with cancellation_scope(check):
+                    with cancellation_scope(check, context.time_remaining):
                         item = next(iterator)
                 except StopIteration:
                     return
@@ -348,6 +357,7 @@ class Servicer:
                 slots.give()
                 self._stop_gone(method, context, gone, started)
         token = set_cancellation_check(lambda: stopped(context) is not None)
+        remaining = set_time_remaining(context.time_remaining)
         result: Any = None
         failure: Exception | None = None
         try:
@@ -355,6 +365,7 @@ class Servicer:
         except Exception as e:  # noqa: BLE001 - the caller gets it, the server goes on
             failure = e
         finally:
+            reset_time_remaining(remaining)
             reset_cancellation_check(token)
             slots.give()
         # Its deadline may have passed before grpc ends the rpc: asked after a failure
@@ -436,6 +447,19 @@ class Servicer:
             )
             self._abort_with(context, e, method, grpc.StatusCode.UNKNOWN)
         raise AssertionError("unreachable: abort raises")
+
+    @contextlib.contextmanager
+    def _abandoned(self, method: Method, context: grpc.ServicerContext, call: CallState,
+                   started: float) -> Iterator[None]:
+        """Log a call whose rpc ended while grpc was sending its frames: grpc then drops
+        the handler's generator (GeneratorExit at its yield), with nothing else said."""
+        try:
+            yield
+        except GeneratorExit:
+            gone = stopped(context) or Cancelled("the caller cancelled it")
+            call.cancel(gone.reason)
+            self._log_cancelled(method, context, call, gone, started)
+            raise
 
     def _log_cancelled(
         self,

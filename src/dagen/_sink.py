@@ -43,6 +43,12 @@ class ArraySink:
         self.arrays: dict[int, np.ndarray] = {}
         self._targets: dict[int, _Target] = {}
         self._total = 0
+        self._incomplete = 0  # arrays declared whose chunks have not all arrived
+
+    @property
+    def complete(self) -> bool:
+        """Whether every array declared so far has all its chunks (true with none)."""
+        return not self._incomplete
 
     def allocate(self, header: Any) -> None:
         lim = self.limits
@@ -87,6 +93,8 @@ class ArraySink:
             raise WireError(f"array {aid}: cannot allocate shape {shape} of {dtype.str}: {e}") from None
         self._total += nbytes
         self._targets[aid] = _Target(array, raw, header.codec)
+        if array.size:
+            self._incomplete += 1
         self.arrays[aid] = array
 
     def write(self, chunk: ChunkIn) -> int:
@@ -133,6 +141,8 @@ class ArraySink:
             block = np.frombuffer(chunk.data, dtype=array.dtype).reshape(shape)
             array[index] = block
         target.remaining -= count
+        if not target.remaining:
+            self._incomplete -= 1
         return nbytes
 
     @staticmethod

@@ -20,6 +20,11 @@ def whoami() -> str:
     return identity.name if identity is not None else ""
 
 
+def remaining() -> float | None:
+    """The seconds left before this call's deadline, as the task on the worker sees them."""
+    return dagen.time_remaining()
+
+
 def wind_speed(path: str, progress: dagen.Progress) -> xr.DataArray:
     """sqrt(u^2 + v^2) of a file the workers can read; reports the job it ran in."""
     progress.update(fraction=0.0, message=f"job {os.environ.get('SLURM_JOB_ID', '')}")

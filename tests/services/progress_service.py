@@ -32,6 +32,42 @@ def regrid(months: int, *, label: str = "regridding", progress: dagen.Progress) 
     return "done"
 
 
+def busy(seconds: float, progress: dagen.Progress) -> int:
+    """Report progress in a tight loop for up to ``seconds``, until cancelled."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end and not progress.cancelled:
+        n += 1
+        progress.update(message=f"report {n}")
+    return n
+
+
+def remaining() -> float | None:
+    """The seconds left before this call's deadline, as the function sees them."""
+    return dagen.time_remaining()
+
+
+def remaining_reporting(progress: dagen.Progress) -> float | None:
+    """The same, from a function that reports progress (a streaming rpc)."""
+    progress.update(message="asking")
+    return dagen.time_remaining()
+
+
+def tick(seconds: float, log: str, progress: dagen.Progress) -> int:
+    """Append a line to ``log`` every 20 ms for ``seconds``, reporting each one, until
+    cancelled."""
+    n = 0
+    end = time.monotonic() + seconds
+    with Path(log).open("a") as f:
+        while time.monotonic() < end and not progress.cancelled:
+            n += 1
+            f.write(f"{n}\n")
+            f.flush()
+            progress.update(fraction=min(1.0, n * 0.02 / seconds), message=f"line {n}")
+            time.sleep(0.02)
+    return n
+
+
 def spin(seconds: float, pidfile: str) -> int:
     """Burn CPU for ``seconds`` and never check for cancellation; write the pid first."""
     Path(pidfile).write_text(str(os.getpid()))

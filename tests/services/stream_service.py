@@ -48,3 +48,23 @@ def patient(tag: str) -> Iterator[int]:
             return
         time.sleep(0.01)
     yield 1
+
+
+def spaced(tag: str, n: int, seconds: float, size: int) -> Iterator[np.ndarray]:
+    """``n`` arrays, ``seconds`` apart; the time each is yielded goes to ``tag``.times."""
+    times = Path(os.environ["DAGEN_TEST_MARKS"], f"{tag}.times")
+    for i in range(n):
+        if i:
+            time.sleep(seconds)
+        with times.open("a") as f:
+            f.write(f"{time.time()!r}\n")
+        yield np.full(size, i, dtype="float64")
+
+
+def remaining(n: int) -> Iterator[float]:
+    """The seconds left before this call's deadline, ``n`` times, as the generator sees them."""
+    import dagen
+
+    for _ in range(n):
+        left = dagen.time_remaining()
+        yield -1.0 if left is None else left

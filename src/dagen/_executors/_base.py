@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import grpc
 import numpy as np
 
+from .._progress import UNBOUNDED_SECONDS
 from ._shm import Arena
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .._progress import ProgressState
 
 POLL = 0.05  # seconds between checks of a worker and of the caller
+_CHECK_EVERY = 0.25  # seconds between checks of the caller while the function reports
 _DEADLINE_SLACK = 0.5  # seconds: a call that ends this close to its deadline timed out
 
 
@@ -90,6 +92,13 @@ class CallState:
         self.worker_pid: int | None = None
         self.reason = ""
         self._cancelled = threading.Event()
+        # seconds left before the rpc's deadline (grpc's clock: "infinity" for none)
+        self.time_remaining: Callable[[], float] | None = None
+
+    def deadline(self) -> float | None:
+        """The call's deadline as a ``time.time()``, to send to another process; None: none."""
+        left = self.time_remaining() if self.time_remaining is not None else None
+        return None if left is None or left > UNBOUNDED_SECONDS else time.time() + left
 
     def cancel(self, reason: str) -> None:
         if not self._cancelled.is_set():
@@ -112,12 +121,15 @@ def supervise(
     """Yield the call's reports while its function runs and return its result; cancel
     the call (raising :class:`Cancelled`) when the caller goes or the deadline passes."""
     future.add_done_callback(lambda _: call.reports.wake())
+    check_at = time.monotonic() + _CHECK_EVERY
     while True:
-        item = call.reports.get(0.25, lambda: future.done() or call.is_cancelled())
-        if item is not None:
+        item = call.reports.get(_CHECK_EVERY, lambda: future.done() or call.is_cancelled())
+        # a function that reports without pause is asked after too (every _CHECK_EVERY s)
+        if item is not None and (time.monotonic() < check_at or future.done()):
             yield item
             continue
-        if future.done():
+        check_at = time.monotonic() + _CHECK_EVERY
+        if item is None and future.done():
             break
         gone = stopped(context)
         if gone is None and call.is_cancelled():
@@ -126,6 +138,8 @@ def supervise(
             call.cancel(gone.reason)
             future.cancel()
             raise gone
+        if item is not None:
+            yield item
     yield from call.reports.drain()
     gone = stopped(context)
     if gone is not None:  # the function returned, but nobody waits for its result
@@ -188,6 +202,7 @@ class Executor:
     def open(self, context: grpc.ServicerContext) -> CallState:
         """The state of a new call; cancelled and cleaned up when the rpc ends."""
         call = CallState(self.arena())
+        call.time_remaining = context.time_remaining
 
         def ended() -> None:
             call.cancel("the rpc ended")

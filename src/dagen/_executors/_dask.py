@@ -39,7 +39,13 @@ from typing import Any
 
 from .._cluster import DaskTarget, connect
 from .._exceptions import ClusterUnavailable
-from .._progress import Progress, ProgressState, ProgressStep, cancellation_scope
+from .._progress import (
+    Progress,
+    ProgressState,
+    ProgressStep,
+    cancellation_scope,
+    deadline_clock,
+)
 from .._security import caller, reset_caller, set_caller
 from ._base import CallState, Cancelled, Executor
 
@@ -158,7 +164,7 @@ class DaskExecutor(Executor):
         del args, kwargs
         future = self._client.submit(
             run_call, self._module, self._file, name, progress_param, payload, caller(),
-            event_name, topic, key=key, pure=False,
+            event_name, topic, call.deadline(), key=key, pure=False,
         )
         event = Event(event_name, client=self._client)
         alone_since = time.monotonic()  # (adaptive from zero: since there was no worker)
@@ -327,6 +333,7 @@ def run_call(
     identity: Any,
     event_name: str,
     topic: str,
+    deadline: float | None = None,
 ) -> tuple[Any, int]:
     """One call, as a task on a worker: its result and the number of reports it sent."""
     from distributed import get_worker
@@ -346,7 +353,7 @@ def run_call(
         kwargs[progress_param] = Progress(send, cancelled=check)
     token = set_caller(identity)
     try:
-        with cancellation_scope(check):
+        with cancellation_scope(check, deadline_clock(deadline)):
             result = getattr(module, fn_name)(*args, **kwargs)
     finally:
         reset_caller(token)

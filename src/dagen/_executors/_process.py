@@ -123,7 +123,7 @@ class ProcessExecutor(Executor):
         try:
             worker.conn.send(
                 ("call", name, progress_param, arena.folders[0].name,
-                 [str(r) for r in self._roots], payload, caller())
+                 [str(r) for r in self._roots], payload, caller(), call.deadline())
             )
             while True:
                 if call.is_cancelled():

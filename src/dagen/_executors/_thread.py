@@ -69,5 +69,5 @@ def _call_here(
         raise Cancelled(call.reason)
     if progress_param is not None:
         kwargs[progress_param] = Progress(call.reports.put, cancelled=call.is_cancelled)
-    with cancellation_scope(call.is_cancelled):
+    with cancellation_scope(call.is_cancelled, call.time_remaining):
         return fn(*args, **kwargs)

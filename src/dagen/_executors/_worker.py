@@ -2,7 +2,7 @@
 run the calls the server sends through the pipe until told to stop.
 
 Messages, server to worker: ``("call", function, progress parameter, arena name,
-arena roots, payload, caller)`` and ``("stop",)``; worker to server: ``("ready",
+arena roots, payload, caller, deadline)`` (a ``time.time()``, or None) and ``("stop",)``; worker to server: ``("ready",
 pid)`` or ``("failed", traceback)`` once, then per call any number of ``("progress",
 state)`` and one ``("result", payload)`` or ``("error", *describe_exception(e))``
 (the exception pickled, and described as a ``dagen.v1.RemoteError``).
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import instantiate, remote_error_details
-from .._progress import Progress
+from .._progress import Progress, deadline_clock, set_time_remaining
 from .._security import set_caller
 from ..v1 import errors_pb2
 from ._shm import Arena
@@ -149,8 +149,9 @@ def worker_main(
             return
         if message[0] != "call":
             return
-        _, fn_name, progress_param, arena_name, roots, payload, identity = message
+        _, fn_name, progress_param, arena_name, roots, payload, identity, deadline = message
         set_caller(identity)
+        set_time_remaining(deadline_clock(deadline))
         arena = Arena(arena_name, [Path(r) for r in roots], prefix="r")
         try:
             args, kwargs = arena.loads(payload)
