@@ -343,3 +343,37 @@ def test_spool_goes_with_the_dask_executor_and_must_be_writable(tmp_path):
             [sys.executable, "-m", "dagen._cli", "serve", str(MODULE), "--insecure", "--port",
              "0", *args], capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+def _reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := the RSS now
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field}")
+
+
+@pytest.mark.slow
+def test_a_1_gib_lazy_result_streams_through_a_light_server(client, served):
+    """A dask-backed result of 1 GiB is computed on the workers in batches of blocks and
+    streamed to the caller: the server holds a batch (128 MiB) at a time, never the whole
+    array. Bound: its peak RSS grows by less than 512 MiB over its RSS before the call."""
+    n, chunk = 1 << 27, 1 << 21  # 1 GiB of float64 in 64 blocks of 16 MiB
+    pid = served.process.pid
+    before = _status_kib(pid, "VmRSS")
+    _reset_peak(pid)
+    started = time.monotonic()
+    ramp = client.lazy_ramp(n, chunk)
+    took = time.monotonic() - started
+    extra = _status_kib(pid, "VmHWM") - before
+    values = ramp.values
+    assert values.dtype == np.float64 and values.shape == (n,)
+    for start in range(0, n, chunk):  # every value, 16 MiB at a time
+        assert np.array_equal(values[start:start + chunk], np.arange(start, start + chunk,
+                                                                        dtype="f8")), start
+    print(f"\n{served.kind}: 1 GiB lazy result in {took:.1f} s; server RSS before "
+          f"{before / 1024:.0f} MiB, peak {extra / 1024:+.0f} MiB during the call")
+    assert extra < 512 * 1024, f"the server's RSS grew by {extra / 1024:.0f} MiB"

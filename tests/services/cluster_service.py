@@ -91,3 +91,11 @@ def spooled_echo(data: xr.DataArray, small: np.ndarray, hold: float,
     out.attrs.update(file=file, small_file=_backing_file(small), writeable=str(
         data.values.flags.writeable))
     return out
+
+
+def lazy_ramp(n: int, chunk: int) -> xr.DataArray:
+    """0, 1, ..., n-1 as float64, lazy (dask), in blocks of ``chunk``: computed on the
+    cluster while the server streams it."""
+    import dask.array as da
+
+    return xr.DataArray(da.arange(n, chunks=chunk, dtype="f8"), dims="x", name="ramp")
