@@ -5,7 +5,9 @@
 Starts `dagen relay`, `dagen serve --relay` (Unix socket, no TCP port) and a direct
 `dagen serve --port` of benchmarks/echo_service.py on 127.0.0.1, and times
 `echo(da)` of a float64 DataArray of SIZE through each, and tiny calls. MiB/s is the array's size
-over the round trip (every byte goes there and back).
+over the round trip (every byte goes there and back). Beside each echo, the CPU seconds
+the server process (with its tunnel thread, when relayed) and the relay spent on it:
+steadier than the wall time on a shared machine.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from dagen._relay import asyncssh_module
 from dagen._security import init_ca, issue_client, issue_server
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import cpu_seconds  # noqa: E402
+
 DAGEN = [sys.executable, "-m", "dagen._cli"]
 NAME = "echo.relay.bench"
 
@@ -80,11 +86,11 @@ def main() -> None:
         import echo_service_client as m  # noqa: PLC0415
 
         da = xr.DataArray(np.random.default_rng(0).random(size // 8), dims="x", name="x")
-        for label, client in [
+        for label, client, pids in [
             ("direct", m.Client(f"127.0.0.1:{port}", certs=certs, identity="alice",
-                                server_name="localhost")),
+                                server_name="localhost"), {"server": direct.pid}),
             ("relay", m.Client(f"127.0.0.1:{visitors}", certs=certs, identity="alice",
-                               server_name=NAME)),
+                               server_name=NAME), {"server": relayed.pid, "relay": relay.pid}),
         ]:
             client.echo(da[:1000])  # connect
             times = []
@@ -96,13 +102,16 @@ def main() -> None:
                 print(f"{label:7s} tiny call (add): median {np.median(times) * 1e3:.2f} ms "
                       f"over {len(times)}", flush=True)
             for _ in range(args.repeat):
+                cpu = {k: cpu_seconds(pid) for k, pid in pids.items()}
                 t = time.perf_counter()
                 out = client.echo(da)
                 seconds = time.perf_counter() - t
+                cpu = {k: cpu_seconds(pid) - cpu[k] for k, pid in pids.items()}
                 assert out.equals(da)
                 del out
                 print(f"{label:7s} {size >> 20} MiB echo: {seconds:6.2f} s, "
-                      f"{(size >> 20) / seconds:7.1f} MiB/s", flush=True)
+                      f"{(size >> 20) / seconds:7.1f} MiB/s; CPU s: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()), flush=True)
     finally:
         for proc in procs:
             proc.terminate()

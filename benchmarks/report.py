@@ -265,6 +265,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *_paired_table(results),
         *_tiny_rounds_table(results),
+        *_relay_table(results),
         "## The bars (issue 4), as ratios from this run",
         "",
         f"Throughput ratios from {bars['source']}; tiny-call ratio from {bars['tiny_source']}.",
@@ -347,16 +348,19 @@ def _paired_table(results: dict[str, Any]) -> list[str]:
     ]
     if paired.get("error"):
         return [*lines, f"Failed: {paired['error']}", ""]
-    lines += [
-        f"| system | {fmt_size(paired['size'])} echo MiB/s (median) | each round | "
-        "tiny call p50 µs after the echo | tiny calls |",
-        "|---|---:|---|---:|---:|",
-    ]
-    for name, r in paired["systems"].items():
-        rounds = ", ".join(f"{2 * paired['size'] / t / MiB:.0f}" for t in r["times_s"])
+    return [*lines, *_turns_rows(paired), ""]
+
+
+def _turns_rows(record: dict[str, Any]) -> list[str]:
+    """The table of systems taking turns (paired rounds, relay rounds)."""
+    size = record["size"]
+    lines = [f"| system | {fmt_size(size)} echo MiB/s (median) | each round | "
+             "tiny call p50 µs after the echo | tiny calls |", "|---|---:|---|---:|---:|"]
+    for name, r in record["systems"].items():
+        rounds = ", ".join(f"{2 * size / t / MiB:.0f}" for t in r["times_s"])
         lines.append(f"| {name} | {r['throughput_Bps'] / MiB:.0f} | {rounds} | "
                      f"{_f(r['tiny_p50_us'], '{:.0f}')} | {r['tiny_calls']} |")
-    return [*lines, ""]
+    return lines
 
 
 def _tiny_rounds_table(results: dict[str, Any]) -> list[str]:
@@ -379,6 +383,33 @@ def _tiny_rounds_table(results: dict[str, Any]) -> list[str]:
         each = ", ".join(f"{v:.0f}" for v in r["launch_p50_us"])
         lines.append(f"| {name} | {r['calls']} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {each} |")
     return [*lines, ""]
+
+
+def _relay_table(results: dict[str, Any]) -> list[str]:
+    relay = results.get("relay")
+    if not relay:
+        return []
+    lines = [
+        f"## Through the relay (issue 17; {_count(relay['rounds'], 'round', 'rounds')})",
+        "",
+        "dagen direct, and dagen through `dagen relay` on 127.0.0.1 (the server's SSH "
+        "reverse tunnel, routed by SNI, TLS end to end), both up, taking turns: each round "
+        f"one {fmt_size(relay['size'])} echo and a block of tiny calls (right after the echo) "
+        "per system.",
+        "",
+    ]
+    if relay.get("skipped"):
+        return [*lines, f"Skipped: {relay['skipped']}", ""]
+    if relay.get("error"):
+        return [*lines, f"Failed: {relay['error']}", ""]
+    lines += [
+        *_turns_rows(relay),
+        "",
+        f"Relay / direct: echo throughput {_f(relay.get('throughput_ratio'))} (issue 17 aims "
+        f"at ≥ 0.5), tiny-call p50 {_f(relay.get('tiny_p50_ratio'))}.",
+        "",
+    ]
+    return lines
 
 
 # -- plot ------------------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ process is the client. Measured, one system after the other:
    blocks of tiny calls, --tiny-calls per system in all. The bar's tiny-call ratio
    comes from these: a server's latency varies by tens of µs from one launch to
    the next (where its memory and threads land), as much as the bar's margin, so one
-   launch per system would measure the launch as much as the system.
+   launch per system would measure the launch as much as the system;
+6. relay rounds (--relay-rounds): dagen direct and dagen through `dagen relay` (SSH
+   reverse tunnel, routed by SNI; TLS end to end) up at once, taking turns as in 4:
+   the relay's echo throughput and tiny-call p50 as ratios to the direct connection's.
 
 Writes benchmarks/results/<timestamp>.json, .md (table and the issue's bars as
 ratios) and .png (throughput vs payload, log axes); then exits with status 1 if a
@@ -68,7 +71,7 @@ from common import (  # noqa: E402
     parse_size,
 )
 from report import write_reports  # noqa: E402
-from systems import REUSING, SYSTEMS, Skip, System  # noqa: E402
+from systems import RELAYED, REUSING, SYSTEMS, Skip, System  # noqa: E402
 
 DEFAULT_SIZES = "1MiB,64MiB,1GiB,3GiB"
 QUICK_SIZES = "1MiB,8MiB"
@@ -221,7 +224,7 @@ def warm_up(system: System, calls: int) -> None:
 @contextlib.contextmanager
 def running(names: list[str], certs: Path, work: Path, procs: Processes) -> Iterator[list[System]]:
     """The systems' servers started, in order; closed (each by its pid) on the way out."""
-    classes = {**SYSTEMS, **{c.name: c for c in REUSING.values()}}
+    classes = {**SYSTEMS, **{c.name: c for c in REUSING.values()}, **RELAYED}
     systems: list[System] = []
     try:
         for name in names:
@@ -298,7 +301,8 @@ PAIRED = ("dagen", "grpc", "flight")
 
 
 def paired_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
-                  size: int, rounds: int, tiny: int, rec: dict[str, Any]) -> None:
+                  size: int, rounds: int, tiny: int, rec: dict[str, Any],
+                  label: str = "paired round") -> None:
     """The numbers the bars compare, measured with the systems' servers all up and taking
     turns (the order reversed every round): on a shared machine, measuring one system
     after the other lets a change in the machine's load pass for a difference between
@@ -324,7 +328,7 @@ def paired_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
                         t1 = time.perf_counter_ns()
                         system.add(i, 1)
                         latencies[system.name].append(time.perf_counter_ns() - t1)
-                log(f"paired round {r + 1}/{rounds}: " + ", ".join(
+                log(f"{label} {r + 1}/{rounds}: " + ", ".join(
                     f"{n} {2 * da.nbytes / t[-1] / 2**20:.0f} MiB/s" for n, t in times.items()))
         for name in times:
             lat = np.array(latencies[name], dtype=np.float64) / 1e3
@@ -507,6 +511,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "bar (default 5, 1 with --quick; 0: none)")
     p.add_argument("--tiny-rounds", type=int, default=None,
                    help="rounds of tiny-call blocks per launch (default 4, 2 with --quick)")
+    p.add_argument("--relay-rounds", type=int, default=None,
+                   help="rounds in which dagen direct and dagen through a relay take turns "
+                        "(default 3, 1 with --quick; 0: none)")
+    p.add_argument("--relay-size", default=None,
+                   help="the relay rounds' echo size (default: that of the memory measurement)")
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help=f"which systems, comma-separated (default {','.join(SYSTEMS)})")
     p.add_argument("--max-size-seconds", type=float, default=240.0,
@@ -523,6 +532,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.tiny_calls = args.tiny_calls if args.tiny_calls is not None else (200 if quick else 2000)
     if args.paired_rounds is None:
         args.paired_rounds = 1 if quick else 5
+    if args.relay_rounds is None:
+        args.relay_rounds = 1 if quick else 3
     if args.tiny_launches is None:
         args.tiny_launches = 1 if quick else 5
     if args.tiny_rounds is None:
@@ -564,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             "tiny_calls": args.tiny_calls, "concurrency": args.concurrency,
             "concurrent_seconds": args.concurrent_seconds, "chunk_bytes": CHUNK_BYTES,
             "quick": args.quick, "systems": args.systems.split(","),
-            "paired_rounds": args.paired_rounds,
+            "paired_rounds": args.paired_rounds, "relay_rounds": args.relay_rounds,
             "tiny_launches": args.tiny_launches, "tiny_rounds": args.tiny_rounds,
             "tiny_warmup_calls": TINY_WARMUP,
             "transport": "127.0.0.1, mutual TLS (ECDSA P-256 certificates from dagen._security)",
@@ -614,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
             run_stage("tiny rounds", results["tiny_rounds"], lambda rec: tiny_rounds(
                 ok, certs, work, procs, args.tiny_launches, args.tiny_rounds, args.tiny_calls,
                 rec))
+        if args.relay_rounds > 0 and "dagen" in ok:
+            relay_size = parse_size(args.relay_size) if args.relay_size else memory_size
+            relay_stage(args, certs, work, procs, relay_size, results)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping the servers, writing what was measured")
@@ -644,14 +658,41 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def relay_stage(args: argparse.Namespace, certs: Path, work: Path, procs: Processes,
+                size: int, results: dict[str, Any]) -> None:
+    """dagen through the relay beside the direct connection (issue 17), taking turns; as
+    ratios to the direct connection. Skipped, with the reason, without asyncssh."""
+    names = ["dagen", *RELAYED]
+    tiny = min(args.tiny_calls, 300 * args.relay_rounds)
+    log(f"relay rounds: {', '.join(names)} taking turns, {args.relay_rounds} rounds of a "
+        f"{fmt_size(size)} echo and {tiny // args.relay_rounds} tiny calls each")
+    record = results["relay"] = {"size": size, "rounds": args.relay_rounds}
+    try:
+        run_stage("relay rounds", record, lambda rec: paired_rounds(
+            names, certs, work, procs, size, args.relay_rounds, tiny, rec, "relay round"),
+            reraise=Skip)
+    except Skip as e:
+        log(f"relay rounds skipped: {e}")
+        record.update(skipped=str(e), systems={})
+        return
+    direct, relayed = (record["systems"].get(n) for n in names)
+    if direct and relayed:
+        record["throughput_ratio"] = relayed["throughput_Bps"] / direct["throughput_Bps"]
+        if direct.get("tiny_p50_us") and relayed.get("tiny_p50_us"):
+            record["tiny_p50_ratio"] = relayed["tiny_p50_us"] / direct["tiny_p50_us"]
+
+
 def run_stage(name: str, record: dict[str, Any],
-              measure: Callable[[dict[str, Any]], None]) -> None:
+              measure: Callable[[dict[str, Any]], None],
+              reraise: type[Exception] | tuple[()] = ()) -> None:
     """A stage that measures the systems together, into ``record["systems"]``. A failure
     leaves that empty and is recorded in ``record``; the run goes on, as the per-system
-    results still stand."""
+    results still stand. ``reraise``: exceptions that are not failures (a Skip)."""
     record["systems"] = {}
     try:
         measure(record["systems"])
+    except reraise:
+        raise
     except Exception as e:  # noqa: BLE001
         log(f"{name} FAILED {type(e).__name__}: {e}")
         record["error"] = f"{type(e).__name__}: {e}"
@@ -668,7 +709,8 @@ def failures(results: dict[str, Any]) -> list[str]:
             found.append(f"{name}: {rec.get('reason', 'failed')}")
         found += [f"{name} {fmt_size(int(size))} echo: {r['error']}"
                   for size, r in rec.get("echo", {}).items() if "error" in r]
-    found += [f"{stage}: {results[stage]['error']}" for stage in ("paired", "tiny_rounds")
+    found += [f"{stage}: {results[stage]['error']}"
+              for stage in ("paired", "tiny_rounds", "relay")
               if "error" in results.get(stage, {})]
     return found
 

@@ -97,22 +97,27 @@ class Dagen(System):
     name = "dagen"
     label = "dagen (generated client → dagen serve)"
 
+    module = HERE / "echo_service.py"
+
     def start(self) -> None:
+        m = self._spawn("dagen-serve", [
+            sys.executable, "-m", "dagen._cli", "serve", str(self.module), "--certs",
+            str(self.certs), "--host", HOST, "--port", "0",
+        ])
+        self.client = self._client(f"{HOST}:{int(m.group(1))}")
+
+    def _client(self, target: str, **options: Any) -> Any:
+        """The generated client of echo_service (built once per run) for ``target``."""
         import subprocess
 
-        module = HERE / "echo_service.py"
         out = self.work / "dagen-build"
-        done = subprocess.run(
-            [sys.executable, "-m", "dagen._cli", "build", str(module), "-o", str(out)],
-            capture_output=True, text=True, check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"dagen build failed: {done.stderr.strip()[-2000:]}")
-        m = self._spawn("dagen-serve", [
-            sys.executable, "-m", "dagen._cli", "serve", str(module), "--certs", str(self.certs),
-            "--host", HOST, "--port", "0",
-        ])
-        port = int(m.group(1))
+        if not out.exists():
+            done = subprocess.run(
+                [sys.executable, "-m", "dagen._cli", "build", str(self.module), "-o", str(out)],
+                capture_output=True, text=True, check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"dagen build failed: {done.stderr.strip()[-2000:]}")
         project = out / "echo_service_client"
         sys.path.insert(0, str(project))
         try:
@@ -121,12 +126,11 @@ class Dagen(System):
             module_ = importlib.import_module("echo_service_client")
         finally:
             sys.path.remove(str(project))
-        options: dict[str, Any] = {"timeout": CALL_TIMEOUT}
+        options["timeout"] = CALL_TIMEOUT
         if "progress_bar" in inspect.signature(module_.Client).parameters:
             # no progress bar on a terminal (make bench): measure the transport, not the bar
             options["progress_bar"] = False
-        self.client = module_.Client(f"{HOST}:{port}", certs=self.certs, identity="alice",
-                                     **options)
+        return module_.Client(target, certs=self.certs, identity="alice", **options)
 
     def echo(self, da: xr.DataArray) -> xr.DataArray:
         return self.client.echo(da)
@@ -144,6 +148,50 @@ class Dagen(System):
         if client is not None:
             client.__dagen__.close()
         super().close()
+
+
+class DagenRelay(Dagen):
+    """dagen through a dagen relay on 127.0.0.1: `dagen relay`, `dagen serve --relay`
+    (its own Unix socket, no TCP port) and the same client, its target the relay."""
+
+    name = "dagen-relay"
+    label = "dagen through `dagen relay` (SSH tunnel, SNI routing)"
+    published = "echo.relay.bench"
+
+    def start(self) -> None:
+        try:
+            from dagen._relay import asyncssh_module
+
+            asyncssh = asyncssh_module()
+        except Exception as e:  # noqa: BLE001 - the relay extra is missing
+            raise Skip(f"the relay needs asyncssh (pip install 'dagen-grpc[relay]'): {e}") from None
+        import shutil
+
+        from dagen._security import issue_server
+
+        folder = self.work / "relay"
+        certs = folder / "certs"  # the same CA and client; a server certificate for the name
+        certs.mkdir(parents=True, exist_ok=True)
+        for file in ("ca.crt", "ca.key", "alice.crt", "alice.key"):
+            shutil.copy(self.certs / file, certs / file)
+        issue_server(certs, hosts=[self.published], ips=[])
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        (folder / "server_key").write_bytes(key.export_private_key())
+        (folder / "server_key").chmod(0o600)
+        pub = key.export_public_key().decode().strip()
+        (folder / "services.toml").write_text(f'[services."{self.published}"]\nkeys = ["{pub}"]\n')
+        m = self._spawn("dagen-relay", [
+            sys.executable, "-m", "dagen._cli", "relay", "--listen", f"{HOST}:0", "--tunnels",
+            f"{HOST}:0", "--services", str(folder / "services.toml"),
+        ], re.compile(r"visitors on 127\.0\.0\.1:(\d+), tunnels on 127\.0\.0\.1:(\d+)"))
+        visitors, tunnels = m.group(1), m.group(2)
+        host_pub = (folder / "relay_host_key.pub").read_text().split()[:2]
+        (certs / "relay_known_hosts").write_text(f"[{HOST}]:{tunnels} {' '.join(host_pub)}\n")
+        self._spawn("dagen-serve-relayed", [
+            sys.executable, "-m", "dagen._cli", "serve", str(self.module), "--certs", str(certs),
+            "--relay", f"ssh://bench@{HOST}:{tunnels}", "--relay-key", str(folder / "server_key"),
+        ], re.compile(r"published as (\S+)"))
+        self.client = self._client(f"{HOST}:{visitors}", server_name=self.published)
 
 
 # -- raw grpcio ----------------------------------------------------------------------------------
@@ -372,3 +420,5 @@ class FlightReusing(Flight):
 # Only in the paired rounds, for information: the transports without the cost of
 # touching fresh memory on the client side.
 REUSING: dict[str, type[System]] = {"grpc": RawGrpcReusing, "flight": FlightReusing}
+# Only in the relay rounds, beside dagen's direct connection.
+RELAYED: dict[str, type[System]] = {DagenRelay.name: DagenRelay}

@@ -27,8 +27,13 @@ def test_the_benchmark_runs_and_writes_json_table_and_plot(tmp_path):
         assert results["paired"]["systems"][name]["tiny_p50_us"] > 0
         tiny = results["tiny_rounds"]["systems"][name]
         assert tiny["calls"] == 200 and len(tiny["launch_p50_us"]) == 1 and tiny["p50_us"] > 0
+    relay = results["relay"]  # dagen through `dagen relay` beside the direct connection
+    if "skipped" not in relay:  # (without asyncssh)
+        assert set(relay["systems"]) == {"dagen", "dagen-relay"}
+        assert relay["throughput_ratio"] > 0 and relay["tiny_p50_ratio"] > 0
     table = result.with_suffix(".md").read_text()
     assert "## The bars (issue 4)" in table and "| dagen |" in table
+    assert "## Through the relay" in table
     assert "tiny-call ratio from tiny rounds (1 launch)" in table
     if importlib.util.find_spec("matplotlib") is not None:  # the plot needs `.[bench]`
         assert result.with_suffix(".png").stat().st_size > 0

@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 from conftest import ROOT, SERVICES, SHARED_DATA, import_client, start_server
+from guarded import wait_until
 
 import dagen
 from dagen._build import build
@@ -263,3 +265,123 @@ def test_a_pyproject_table_is_a_cluster_file(tmp_path):
     path.write_text("[tool.other]\n")
     with pytest.raises(ClusterError, match=r"no \[tool.dagen.cluster\] table"):
         load_cluster_spec(path)
+
+
+# -- --spool: large arguments cross the login node once ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spooled(cluster_client_module, certs, tmp_path_factory):
+    """A server with --spool on a local cluster, its client, and the spool folder."""
+    folder = tmp_path_factory.mktemp("dask-spool")
+    spool = folder / "spool"
+    server = start_server(MODULE, "--certs", str(certs.folder), "--executor", "dask",
+                          "--cluster", str(cluster_file("local", folder)), "--spool", str(spool),
+                          log=folder / "server.log")
+    try:
+        with cluster_client_module.Client(server.target, certs=certs.folder, identity="alice",
+                                          timeout=180) as client:
+            yield client, spool
+    finally:
+        server.stop()
+
+
+def _spool_files(spool: Path) -> list[Path]:
+    return [p for p in spool.rglob("*") if p.is_file()]
+
+
+def test_a_large_argument_is_received_into_the_spool_and_read_there(spooled):
+    client, spool = spooled
+    rng = np.random.default_rng(16)
+    data = xr.DataArray(rng.normal(size=(2048, 4096)), dims=("y", "x"),  # 64 MiB
+                        coords={"y": np.arange(2048)}, name="sst", attrs={"units": "K"})
+    small = np.arange(100.0)  # 800 bytes: travels inside the task
+    seen = {}
+
+    def during(report):  # the worker reports the file backing `data`, then holds
+        if report.phase != "run":
+            return
+        path = Path(report.message)
+        seen["file"] = path
+        seen["exists"] = path.is_file()
+        with path.open("rb") as f:
+            seen["magic"] = f.read(6)
+        seen["listed"] = _spool_files(spool)
+
+    with dagen.call_options(client=client, on_progress=during):
+        back = client.spooled_echo(data, small, 1.0)
+    file = back.attrs.pop("file")
+    assert back.attrs.pop("small_file") == ""  # not backed by any file
+    assert back.attrs.pop("writeable") == "True"  # copy-on-write: the function may write
+    xr.testing.assert_identical(back, data)
+    assert Path(file) == seen["file"] and seen["exists"] and seen["magic"] == b"\x93NUMPY"
+    assert Path(file).parent.parent == spool.resolve() and file.endswith(".npy")
+    assert seen["listed"] == [Path(file)]  # one file: the array; the rest went in the task
+    assert wait_until(lambda: not _spool_files(spool), 5.0), _spool_files(spool)
+    assert not list(spool.iterdir())  # the call's folder too
+
+
+def test_a_cancelled_call_leaves_nothing_in_the_spool(spooled):
+    client, spool = spooled
+    data = xr.DataArray(np.ones((1024, 1024)), dims=("y", "x"))  # 8 MiB
+    seen = []
+
+    def cancel(report):
+        if report.phase != "run":
+            return
+        seen.append(Path(report.message).is_file())
+        raise KeyboardInterrupt  # as Ctrl-C in the callback: the client cancels the call
+
+    with dagen.call_options(client=client, on_progress=cancel), pytest.raises(KeyboardInterrupt):
+        client.spooled_echo(data, np.zeros(3), 60.0)
+    assert seen == [True]
+    assert wait_until(lambda: not list(spool.iterdir()), 5.0), _spool_files(spool)
+    assert client.count(2) == 2  # it goes on serving
+
+
+def test_spool_goes_with_the_dask_executor_and_must_be_writable(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    for args, message in [
+        (["--spool", str(tmp_path)], "--spool goes with --executor dask"),
+        (["--executor", "dask", "--scheduler", "tls://127.0.0.1:1", "--spool",
+          str(blocked / "spool")], f"--spool {blocked / 'spool'}: cannot make the folder"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "dagen._cli", "serve", str(MODULE), "--insecure", "--port",
+             "0", *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+def _reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := the RSS now
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field}")
+
+
+@pytest.mark.slow
+def test_a_1_gib_lazy_result_streams_through_a_light_server(client, served):
+    """A dask-backed result of 1 GiB is computed on the workers in batches of blocks and
+    streamed to the caller: the server holds a batch (128 MiB) at a time, never the whole
+    array. Bound: its peak RSS grows by less than 512 MiB over its RSS before the call."""
+    n, chunk = 1 << 27, 1 << 21  # 1 GiB of float64 in 64 blocks of 16 MiB
+    pid = served.process.pid
+    before = _status_kib(pid, "VmRSS")
+    _reset_peak(pid)
+    started = time.monotonic()
+    ramp = client.lazy_ramp(n, chunk)
+    took = time.monotonic() - started
+    extra = _status_kib(pid, "VmHWM") - before
+    values = ramp.values
+    assert values.dtype == np.float64 and values.shape == (n,)
+    for start in range(0, n, chunk):  # every value, 16 MiB at a time
+        assert np.array_equal(values[start:start + chunk], np.arange(start, start + chunk,
+                                                                        dtype="f8")), start
+    print(f"\n{served.kind}: 1 GiB lazy result in {took:.1f} s; server RSS before "
+          f"{before / 1024:.0f} MiB, peak {extra / 1024:+.0f} MiB during the call")
+    assert extra < 512 * 1024, f"the server's RSS grew by {extra / 1024:.0f} MiB"

@@ -12,8 +12,8 @@
   ``make`` targets exist, scripts accept the options shown.
 - A block that only shows output or a format is marked ``text`` and is not run.
 
-The one thing changed in an example before it runs is the port of its target
-(``localhost:50051``): the tests' servers listen on free ports.
+The one thing changed in an example before it runs is its target (``localhost:50051``,
+or the relay's ``relay.example.org:443``): the tests' servers listen on free ports.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ README = ROOT / "README.md"
 EXAMPLES = ROOT / "docs" / "examples"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 DOC_TARGET = "localhost:50051"
+RELAY_TARGET = "relay.example.org:443"  # the relay example's target
 
 # The files of docs/examples/ and the test that runs each.
 RUN_EXAMPLES = {
@@ -59,6 +60,7 @@ RUN_EXAMPLES = {
     "policy.toml": "test_the_policy_example",
     "tunnel.py": "test_the_tunnel_example",
     "compression.py": "test_the_compression_example",
+    "relay_visitor.py": "test_the_relay_example",
 }
 # Programs of console blocks that are not dagen's and are not run here (ssh, compilers,
 # Node.js, the shell's own words).
@@ -271,18 +273,20 @@ def local_module(path: Path):
     return module
 
 
-def example_source(name: str, target: str) -> str:
+def example_source(name: str, target: str, placeholder: str = DOC_TARGET) -> str:
     assert name in RUN_EXAMPLES
     source = (EXAMPLES / name).read_text()
-    assert source.count(DOC_TARGET) == 1, name
-    return source.replace(DOC_TARGET, target)
+    assert source.count(placeholder) == 1, name
+    return source.replace(placeholder, target)
 
 
-def run_example(name: str, target: str) -> dict:
+def run_example(name: str, target: str, placeholder: str = DOC_TARGET) -> dict:
     """Run docs/examples/NAME in this process (its client package imported already), in
-    the current folder, against ``target``; returns its globals."""
+    the current folder, against ``target`` (in place of ``placeholder``); returns its
+    globals."""
     namespace: dict = {"__name__": f"docs_example_{Path(name).stem}"}
-    exec(compile(example_source(name, target), str(EXAMPLES / name), "exec"), namespace)
+    exec(compile(example_source(name, target, placeholder), str(EXAMPLES / name), "exec"),
+         namespace)
     return namespace
 
 
@@ -452,6 +456,32 @@ def test_the_tunnel_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                 remote.sea_water_density(12.0, 35.0)
     finally:
         server.stop()
+
+
+def test_the_relay_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, certs: Certs,
+                           ocean_client_module, capsys: pytest.CaptureFixture):
+    """docs/deployment.md's visitor through a relay: a real `dagen relay` and the ocean
+    tools served with `--relay` (no TCP port), the visitor's target the relay, its server
+    name the one the server publishes."""
+    pytest.importorskip("asyncssh")
+    from relaying import make_setup, start_relay, start_relayed_server
+
+    setup = make_setup(tmp_path, certs.folder, "ocean.relay.example.org",
+                       "other.relay.example.org", EXAMPLE)
+    relay = start_relay(setup)
+    try:
+        server, _ = start_relayed_server(setup, relay)
+        try:
+            (tmp_path / "visitor").mkdir()
+            (tmp_path / "visitor" / "certs").symlink_to(setup.certs)
+            monkeypatch.chdir(tmp_path / "visitor")
+            run_example("relay_visitor.py", relay.target, RELAY_TARGET)
+            expected = local_module(EXAMPLE).sea_water_density(12.0, 35.0)
+            assert float(capsys.readouterr().out) == pytest.approx(expected)
+        finally:
+            stop_process(server)
+    finally:
+        stop_process(relay.process)
 
 
 def test_the_compression_example(ocean_server: Server, in_folder_with_certs: Path,

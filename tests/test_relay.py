@@ -14,19 +14,28 @@ import stat
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import DAGEN, SERVICES, stop_process
+from guarded import wait_until
 
 import dagen
-from dagen._security import issue_server
-from tests.conftest import DAGEN, SERVICES, stop_process
-from tests.guarded import wait_until
 
 asyncssh = pytest.importorskip("asyncssh")
+
+from relaying import (  # noqa: E402
+    Relay,
+    Setup,
+    free_port,
+    make_setup,
+    relay_public_key,
+    serve_command,
+    start_relay,
+    start_relayed_server,
+)
 
 from dagen._relay import (  # noqa: E402 - after the importorskip
     NotTLS,
@@ -40,105 +49,9 @@ OTHER = "other.relay.test"  # a name the key "server" may not publish
 ECHO = SERVICES / "echo_service.py"
 
 
-@dataclass
-class Setup:
-    folder: Path
-    certs: Path  # CA, the server certificate for NAME, alice
-    other_certs: Path  # the same CA, a server certificate for OTHER
-    services: Path
-    host_key: Path
-    key: Path  # the server's SSH key, listed for NAME
-    stranger_key: Path  # listed nowhere
-
-
-def _ssh_key(path: Path, comment: str) -> str:
-    key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
-    path.write_bytes(key.export_private_key())
-    path.chmod(0o600)
-    return key.export_public_key().decode().strip()
-
-
 @pytest.fixture(scope="module")
 def setup(certs, tmp_path_factory) -> Setup:
-    folder = tmp_path_factory.mktemp("relay")
-    relay_certs = folder / "certs"
-    other = folder / "other-certs"
-    for dest in (relay_certs, other):
-        dest.mkdir()
-        for name in ("ca.crt", "ca.key", "alice.crt", "alice.key"):
-            shutil.copy(certs.folder / name, dest / name)
-    issue_server(relay_certs, hosts=[NAME], ips=[])
-    issue_server(other, hosts=[OTHER], ips=[])
-    server_pub = _ssh_key(folder / "server_key", "ocean@login1")
-    other_pub = _ssh_key(folder / "other_key", "other@login2")
-    _ssh_key(folder / "stranger_key", "stranger")
-    services = folder / "relay-services.toml"
-    services.write_text(f'[services."{NAME}"]\nkeys = ["{server_pub}"]\n\n'
-                        f'[services."{OTHER}"]\nkeys = ["{other_pub}"]\n')
-    host_key = folder / "relay_host_key"
-    _ssh_key(host_key, "relay")
-    return Setup(folder, relay_certs, other, services, host_key, folder / "server_key",
-                 folder / "stranger_key")
-
-
-@dataclass
-class Relay:
-    process: subprocess.Popen[str]
-    visitor_port: int
-    tunnel_port: int
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.visitor_port}"
-
-    @property
-    def url(self) -> str:
-        return f"ssh://dagen@127.0.0.1:{self.tunnel_port}"
-
-
-def _free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return s.getsockname()[1]
-
-
-def start_relay(setup: Setup, visitors: int = 0, tunnels: int = 0,
-                services: Path | None = None) -> Relay:
-    process = subprocess.Popen(
-        [*DAGEN, "relay", "--listen", f"127.0.0.1:{visitors}", "--tunnels",
-         f"127.0.0.1:{tunnels}", "--services", str(services or setup.services), "--host-key",
-         str(setup.host_key)],
-        stdout=subprocess.PIPE, stderr=(setup.folder / "relay.log").open("a"), text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    match = re.search(r"visitors on 127\.0\.0\.1:(\d+), tunnels on 127\.0\.0\.1:(\d+)", line)
-    if not match:
-        process.kill()
-        raise RuntimeError(f"dagen relay did not start: {line!r}")
-    relay = Relay(process, int(match.group(1)), int(match.group(2)))
-    # The servers pin the relay's host key.
-    pub = setup.host_key.read_bytes()
-    key = asyncssh.import_private_key(pub).export_public_key().decode().strip()
-    for folder in (setup.certs, setup.other_certs):
-        (folder / "relay_known_hosts").write_text(f"[127.0.0.1]:{relay.tunnel_port} {key}\n")
-    return relay
-
-
-def serve_command(setup: Setup, relay: Relay, certs: Path | None = None,
-                  key: Path | None = None, *extra: str) -> list[str]:
-    return [*DAGEN, "serve", str(ECHO), "--certs", str(certs or setup.certs), "--relay",
-            relay.url, "--relay-key", str(key or setup.key), *extra]
-
-
-def start_relayed_server(setup: Setup, relay: Relay) -> tuple[subprocess.Popen[str], str]:
-    """`dagen serve --relay`; returns once it says it is published."""
-    process = subprocess.Popen(serve_command(setup, relay), stdout=subprocess.PIPE, text=True,
-                               stderr=(setup.folder / "server.log").open("a"))
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if f"published as {NAME}" not in line:
-        process.kill()
-        raise RuntimeError(f"dagen serve --relay did not start: {line!r}")
-    return process, line
+    return make_setup(tmp_path_factory.mktemp("relay"), certs.folder, NAME, OTHER, ECHO)
 
 
 @pytest.fixture(scope="module")
@@ -376,9 +289,8 @@ def test_relay_restart(setup, echo_client_module):
 
 
 def test_a_server_started_before_the_relay_publishes_once_it_is_up(setup, echo_client_module):
-    port, visitors = _free_port(), _free_port()
-    pub = asyncssh.import_private_key(setup.host_key.read_bytes()).export_public_key()
-    (setup.certs / "relay_known_hosts").write_text(f"[127.0.0.1]:{port} {pub.decode()}")
+    port, visitors = free_port(), free_port()
+    (setup.certs / "relay_known_hosts").write_text(f"[127.0.0.1]:{port} {relay_public_key(setup)}")
     server = subprocess.Popen(
         serve_command(setup, Relay(None, visitors, port)),  # type: ignore[arg-type]
         stdout=subprocess.PIPE, text=True, stderr=(setup.folder / "early.log").open("w"))
@@ -485,7 +397,7 @@ def test_stock_openssh_as_the_relay(setup, echo_client_module, tmp_path):
     the relay's forwarded port, TLS end to end."""
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation
-    ssh_port, public_port = _free_port(), _free_port()
+    ssh_port, public_port = free_port(), free_port()
     host_key = tmp_path / "ssh_host_ed25519_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],
                    check=True)
@@ -545,7 +457,7 @@ ClientAliveCountMax 3
                 assert time.monotonic() < deadline, (tmp_path / "sshd.log").read_text()
                 time.sleep(0.2)
         # The restriction holds: the key may not listen on another port.
-        other = _free_port()
+        other = free_port()
         refused = subprocess.run(
             ["ssh", "-N", "-i", str(setup.key), "-p", str(ssh_port), "-F", "/dev/null",
              "-o", f"UserKnownHostsFile={known}", "-o", "ExitOnForwardFailure=yes",

@@ -193,6 +193,15 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "fails with UNAVAILABLE [default: the cluster file's wait_for_workers, or 300].",
         ),
         click.option(
+            "--spool",
+            type=click.Path(file_okay=False),
+            metavar="DIR",
+            help="With --executor dask: a folder the workers can read (on the cluster's "
+            "shared file system) where the arrays callers upload are received, as .npy "
+            "files the function gets memory-mapped; a call's files are removed when it "
+            "ends. Without it, arguments travel to the workers inside the task.",
+        ),
+        click.option(
             "--chunk-size",
             default=DEFAULT_CHUNK_SIZE,
             show_default=True,
@@ -250,6 +259,7 @@ def _run(
     scheduler: str | None = None,
     scheduler_file: str | None = None,
     wait_for_workers: float | None = None,
+    spool: str | None = None,
     **access: Any,  # --policy, --socket and the limits: dagen._security._settings
 ) -> None:
     from ._exceptions import CertificateError, InsecureRefused, RelayError
@@ -273,7 +283,8 @@ def _run(
                             workers=workers, limits=settings.limits, policy=settings.policy,
                             call_limits=settings.call_limits,
                             executor_config=_dask_target(executor, cluster, scheduler,
-                                                         scheduler_file, wait_for_workers))
+                                                         scheduler_file, wait_for_workers,
+                                                         spool))
     try:
         servicer = servicer_cls(options)
     except (ValueError, DagenError) as e:  # a function this executor cannot run, a cluster
@@ -301,20 +312,20 @@ def _relay_tunnel(relay: str, **options: Any) -> Any:
 
 def _dask_target(
     executor: str, cluster: str | None, scheduler: str | None, scheduler_file: str | None,
-    wait_for_workers: float | None,
+    wait_for_workers: float | None, spool: str | None = None,
 ) -> Any:
     """The DaskTarget of --executor dask (None for the other executors); a bad cluster
     file stops the server here, with one line that says what is wrong."""
     if executor != "dask":
         given = [n for n, v in (("--cluster", cluster), ("--scheduler", scheduler),
-                                ("--scheduler-file", scheduler_file)) if v]
+                                ("--scheduler-file", scheduler_file), ("--spool", spool)) if v]
         if given:
             raise click.UsageError(f"{given[0]} goes with --executor dask")
         return None
     from ._cluster import dask_target
 
     try:
-        return dask_target(cluster, scheduler, scheduler_file, wait_for_workers)
+        return dask_target(cluster, scheduler, scheduler_file, wait_for_workers, spool)
     except DagenError as e:
         raise click.ClickException(str(e)) from None
 

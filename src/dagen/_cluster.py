@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class DaskTarget:
     scheduler: str | None = None
     scheduler_file: str | None = None
     wait_for_workers: float = DEFAULT_WAIT
+    spool: str | None = None  # --spool: the folder arguments are received into
 
     def describe(self) -> str:
         if self.cluster is not None:
@@ -85,10 +87,12 @@ class DaskTarget:
 
 def dask_target(
     cluster: str | None, scheduler: str | None, scheduler_file: str | None,
-    wait_for_workers: float | None = None,
+    wait_for_workers: float | None = None, spool: str | None = None,
 ) -> DaskTarget:
     """The target that ``--cluster``, ``--scheduler`` and ``--scheduler-file`` name
-    (exactly one of them); ``wait_for_workers`` overrides the cluster file's."""
+    (exactly one of them); ``wait_for_workers`` overrides the cluster file's; ``spool``
+    is the folder of ``--spool`` (made if need be)."""
+    spool = _spool_folder(spool) if spool else None
     given = [n for n, v in (("--cluster", cluster), ("--scheduler", scheduler),
                             ("--scheduler-file", scheduler_file)) if v]
     if len(given) != 1:
@@ -100,11 +104,24 @@ def dask_target(
         spec = load_cluster_spec(cluster)
         if wait_for_workers is not None:
             spec = dataclasses.replace(spec, wait_for_workers=wait_for_workers)
-        return DaskTarget(cluster=spec, wait_for_workers=spec.wait_for_workers)
+        return DaskTarget(cluster=spec, wait_for_workers=spec.wait_for_workers, spool=spool)
     if scheduler_file and not Path(scheduler_file).expanduser().is_file():
         raise ClusterError(f"--scheduler-file {scheduler_file}: no such file")
     return DaskTarget(scheduler=scheduler or None, scheduler_file=scheduler_file or None,
-                      wait_for_workers=wait_for_workers or DEFAULT_WAIT)
+                      wait_for_workers=wait_for_workers or DEFAULT_WAIT, spool=spool)
+
+
+def _spool_folder(spool: str) -> str:
+    """The absolute path of ``--spool``, made (mode 0700) if it is not there; a folder
+    that cannot be made or written stops the server with what is wrong."""
+    path = Path(spool).expanduser().absolute()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise ClusterError(f"--spool {spool}: cannot make the folder ({e.strerror})") from None
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ClusterError(f"--spool {spool}: not a folder this server can write into")
+    return str(path)
 
 
 def load_cluster_spec(path: str | Path) -> ClusterSpec:

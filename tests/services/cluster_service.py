@@ -4,6 +4,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 import dagen
@@ -68,3 +69,38 @@ def tick_forever(seconds: float, log: str) -> int:
             f.flush()
             time.sleep(0.02)
     return n
+
+
+def _backing_file(array: np.ndarray) -> str:
+    """The file mapped where ``array``'s data lies (from /proc/self/maps), or ""."""
+    address = array.__array_interface__["data"][0]
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        low, high = (int(x, 16) for x in fields[0].split("-"))
+        if low <= address < high:
+            return fields[5] if len(fields) > 5 and fields[5].startswith("/") else ""
+    return ""
+
+
+def spooled_echo(data: xr.DataArray, small: np.ndarray, hold: float,
+                 progress: dagen.Progress) -> xr.DataArray:
+    """``data`` back, its attribute "file" the file backing it on the worker and
+    "small_file" that of ``small``; the backing file is reported at once, then the call
+    holds for ``hold`` s (or until cancelled)."""
+    file = _backing_file(data.values)
+    progress.update(message=file)
+    end = time.monotonic() + hold
+    while time.monotonic() < end and not progress.cancelled:
+        time.sleep(0.02)
+    out = data.copy(deep=False)
+    out.attrs.update(file=file, small_file=_backing_file(small), writeable=str(
+        data.values.flags.writeable))
+    return out
+
+
+def lazy_ramp(n: int, chunk: int) -> xr.DataArray:
+    """0, 1, ..., n-1 as float64, lazy (dask), in blocks of ``chunk``: computed on the
+    cluster while the server streams it."""
+    import dask.array as da
+
+    return xr.DataArray(da.arange(n, chunks=chunk, dtype="f8"), dims="x", name="ramp")

@@ -15,6 +15,11 @@
   at a time (one thread: ``processes`` equal to ``cores``); otherwise it runs to its end
   and its result is dropped (dask cannot stop a running task: dask/distributed#4694).
 * ``dagen.caller()`` on the worker is the caller's identity, sent with the task.
+* Arguments: without ``--spool`` they travel inside the task (a pickle). With
+  ``--spool DIR``, arrays a caller uploads are received straight into ``.npy`` files of
+  the call in DIR (:mod:`._shm`), which the worker opens memory-mapped: they cross the
+  login node once, and only their references and the small arguments travel in the
+  task. The call's files are removed when its rpc ends, whatever way it ends.
 * No worker within ``wait_for_workers`` seconds: the call fails with
   :class:`~dagen.ClusterUnavailable` (UNAVAILABLE), saying so.
 """
@@ -28,6 +33,7 @@ import logging
 import os
 import pickle
 import secrets
+import shutil
 import sys
 import threading
 import time
@@ -48,6 +54,7 @@ from .._progress import (
 )
 from .._security import caller, reset_caller, set_caller
 from ._base import CallState, Cancelled, Executor
+from ._shm import Arena, load_spooled, npy_header
 
 log = logging.getLogger("dagen.server")
 
@@ -73,6 +80,7 @@ class DaskExecutor(Executor):
         self._drivers = ThreadPoolExecutor(workers, thread_name_prefix="dagen-dask")
         self._calls = itertools.count(1)
         self._token = secrets.token_hex(4)
+        self._spooled = itertools.count(1)
         self._ready = False  # the module imports on the workers that were checked
         self._ready_lock = threading.Lock()
         self._closed = False
@@ -106,6 +114,13 @@ class DaskExecutor(Executor):
                 log.info("dask workers ready on %s", target.describe())
 
         threading.Thread(target=check, name="dagen-dask-check", daemon=True).start()
+
+    def arena(self) -> Arena | None:
+        spool = self._target.spool
+        if spool is None:
+            return None
+        return Arena(f"dagen-{self._token}-{next(self._spooled)}", [Path(spool)],
+                     header=npy_header, suffix=".npy", small_in_memory=True)
 
     def after_cancel(self, call: CallState | None) -> str:
         return ("its task sees dagen.cancelled(); one that does not stop within a few "
@@ -160,23 +175,32 @@ class DaskExecutor(Executor):
             call.reports.put(_state_from_plain(event[1]))
 
         self._client.subscribe_topic(topic, report)
-        payload = pickle.dumps((args, kwargs), protocol=5)
+        spooled = call.arena is not None
+        if call.arena is not None:  # its large arrays: references to files in the spool
+            payload = call.arena.dumps((args, kwargs))
+        else:
+            payload = pickle.dumps((args, kwargs), protocol=5)
         del args, kwargs
         future = self._client.submit(
-            run_call, self._module, self._file, name, progress_param, payload, caller(),
-            event_name, topic, call.deadline(), key=key, pure=False,
+            run_call, self._module, self._file, name, progress_param, payload, spooled,
+            caller(), event_name, topic, call.deadline(), key=key, pure=False,
         )
         event = Event(event_name, client=self._client)
         alone_since = time.monotonic()  # (adaptive from zero: since there was no worker)
+        # Waited for here, not with future.result(timeout=...): a timeout that ends while
+        # a large result is being gathered breaks distributed's sync ("UnboundLocalError:
+        # ... 'result'"), so the result is fetched once the task is done, without one.
+        finished = threading.Event()
+        future.add_done_callback(lambda _: finished.set())
         try:
             while True:
                 if call.is_cancelled():
                     event.set()
                     self._stop(future, key, call)
                     raise Cancelled(call.reason)
-                try:
-                    result, reports = future.result(timeout=_POLL)
-                except TimeoutError:
+                if finished.wait(_POLL):
+                    result, reports = future.result()
+                else:
                     if from_zero and not self._ready:
                         if self._client.nthreads():
                             self._ensure_ready(call, 0.0)
@@ -274,6 +298,9 @@ class DaskExecutor(Executor):
         finally:
             if self._cluster is not None:
                 self._cluster.close()
+            if self._target.spool is not None:  # calls still in the spool as the server stops
+                for folder in Path(self._target.spool).glob(f"dagen-{self._token}-*"):
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- the worker's side ----------------------------------------------------------------------------
@@ -330,16 +357,21 @@ def run_call(
     fn_name: str,
     progress_param: str | None,
     payload: bytes,
+    spooled: bool,
     identity: Any,
     event_name: str,
     topic: str,
     deadline: float | None = None,
 ) -> tuple[Any, int]:
-    """One call, as a task on a worker: its result and the number of reports it sent."""
+    """One call, as a task on a worker: its result and the number of reports it sent.
+    ``spooled``: the payload refers to the call's arrays in files of the spool."""
     from distributed import get_worker
 
     module = _import_served(module_name, file)
-    args, kwargs = pickle.loads(payload)  # noqa: S301 - our own server's bytes
+    if spooled:
+        args, kwargs = load_spooled(payload)
+    else:
+        args, kwargs = pickle.loads(payload)  # noqa: S301 - our own server's bytes
     del payload
     check = _EventCheck(event_name)
     worker = get_worker()
