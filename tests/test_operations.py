@@ -374,6 +374,39 @@ def test_json_logs_parse_line_by_line(
     assert any(r["event"] == "health" and r["status"] == "SERVING" for r in records)
 
 
+def test_a_failed_tls_handshake_is_a_json_record(certs: Certs, tmp_path: Path) -> None:
+    """A client whose certificate another CA signed never reaches a handler: only grpc's C
+    core sees the handshake fail. dagen serve turns that line into a record of its log,
+    and every line of the log is then JSON."""
+    from dagen._security import init_ca, issue_client
+
+    other = tmp_path / "other-ca"
+    init_ca(other)
+    issue_client(other, "mallory")
+    shutil.copy(certs.folder / "ca.crt", other / "ca.crt")  # mallory trusts the server
+    served = serve("--certs", str(certs.folder), "--log-format", "json", tmp=tmp_path)
+    try:
+        channel = raw_channel(served.target, other, "mallory")
+        try:
+            with pytest.raises(grpc.RpcError) as refused:
+                channel.unary_unary(SERVICE + "whoami")(b"", timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            channel.close()
+
+        def failed() -> list[dict]:
+            records = [json.loads(line) for line in served.logged().splitlines() if line]
+            return [r for r in records if r["event"] == "tls_handshake_failed"]
+
+        assert wait_until(failed, 10), served.logged()
+    finally:
+        served.stop()
+    record = failed()[0]
+    assert record["level"] == "WARNING" and record["status"].startswith("SSL_ERROR")
+    assert "CERTIFICATE_VERIFY_FAILED" in record["reason"]
+    assert "TLS handshake failed" in record["message"]
+
+
 def test_json_logs_of_calls_cancellations_and_contract_mismatches(
     certs: Certs, tmp_path: Path, guarded_client_module
 ) -> None:

@@ -263,7 +263,7 @@ def _run(
     **access: Any,  # --policy, --socket and the limits: dagen._security._settings
 ) -> None:
     from ._exceptions import CertificateError, InsecureRefused, RelayError
-    from ._logs import configure_logging
+    from ._logs import configure_logging, follow_grpc_core_log
     from ._security import security_settings
     from ._serve import serve
     from ._server import ServerOptions
@@ -275,6 +275,7 @@ def _run(
             f"{certs}, or drop --certs to serve plain text"
         )
     configure_logging(log_format)
+    follow_grpc_core_log()  # failed TLS handshakes, which only grpc's C core sees
     settings = security_settings(servicer_cls, insecure=insecure, **access)
     tunnel = _relay_tunnel(relay, certs=None if insecure else certs, key=relay_key,
                            known_hosts=relay_known_hosts, name=relay_name,

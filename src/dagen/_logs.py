@@ -12,11 +12,15 @@ no field by name: a log call adds one by passing it in ``extra``.
 from __future__ import annotations
 
 import datetime
+import io
 import itertools
 import json
 import logging
+import os
+import re
 import secrets
 import sys
+import threading
 from typing import Any
 
 LOG_FORMATS = ("text", "json")
@@ -54,6 +58,52 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO) -> No
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+# grpc's C core: "I1206 02:23:52.407636 7612 ssl_transport_security.cc:2563] Handshake
+# failed with error SSL_ERROR_SSL: error:1000007d:...:CERTIFICATE_VERIFY_FAILED: ..."
+_HANDSHAKE_FAILED = re.compile(
+    rb"ssl_transport_security\.cc:\d+\] Handshake failed with (?:fatal )?error (\w+): (.*)$")
+
+
+def follow_grpc_core_log() -> None:
+    """Make a failed TLS handshake a record of this log (``event: tls_handshake_failed``,
+    with grpc's reason), where grpc's C core only writes a line of its own to file
+    descriptor 2, past Python's logging: a client whose certificate the CA did not sign,
+    an expired one, plain text against TLS. grpc does not say from which address (no
+    hook of grpcio sees a connection before its handshake), so the record has no peer.
+
+    File descriptor 2 becomes a pipe that a thread reads: handshake lines become records,
+    every other line goes on to the real stderr unchanged. Python's own stderr (and so
+    this log's handler) writes to the real stderr directly, so the thread never waits on
+    the pipe it reads. Call it once, from the process that serves."""
+    real = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+    stderr = io.TextIOWrapper(os.fdopen(real, "wb", buffering=0), write_through=True,
+                              encoding=sys.stderr.encoding, errors="backslashreplace")
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+            handler.setStream(stderr)
+    sys.stderr = stderr
+    log = logging.getLogger("dagen.server")
+
+    def pump() -> None:
+        with os.fdopen(read, "rb") as pipe:
+            for line in pipe:
+                found = _HANDSHAKE_FAILED.search(line.rstrip())
+                if found is None:
+                    stderr.buffer.write(line)
+                    continue
+                code, reason = (g.decode(errors="replace") for g in found.groups())
+                log.warning(
+                    "TLS handshake failed (%s): %s: a client whose certificate this server's "
+                    "CA did not sign, an expired certificate, or a client without TLS",
+                    code, reason, extra={"event": "tls_handshake_failed", "status": code,
+                                         "reason": reason})
+
+    threading.Thread(target=pump, name="dagen-grpc-log", daemon=True).start()
 
 
 _token = secrets.token_hex(3)  # this process's calls: ids differ across restarts
