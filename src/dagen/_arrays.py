@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ._cftime import Calendar, cftime_array, cftime_offsets, is_cftime
 from ._sink import ArraySink
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
@@ -73,36 +74,41 @@ def is_dask(array: Any) -> bool:
     return hasattr(array, "dask") and hasattr(array, "numblocks")
 
 
-def wire_array(array: Any) -> tuple[np.ndarray, bool]:
-    """The array as it goes on the wire, and whether it was an object array of str.
+def wire_array(array: Any) -> tuple[np.ndarray, bool, Calendar | None]:
+    """The array as it goes on the wire, whether it was an object array of str, and the
+    calendar of one of cftime dates.
 
     Object arrays never travel as such (that would need pickle); one that holds only
-    str goes as fixed-width unicode and is turned back into objects on arrival.
+    str goes as fixed-width unicode and is turned back into objects on arrival, one of
+    cftime dates as int64 offsets (see dagen._cftime).
     """
     if is_dask(array):
         if array.dtype.kind not in WIRE_KINDS or array.dtype.fields or array.dtype.subdtype:
             raise TypeError(f"dask arrays of dtype {array.dtype} cannot be sent")
-        return array, False
+        return array, False, None
     if array.dtype.kind == "O":
         flat = array.reshape(-1)
+        if flat.size and is_cftime(flat[0]):
+            offsets, calendar = cftime_offsets(array)
+            return offsets, False, calendar
         bad = next((v for v in flat if not isinstance(v, str)), None)
         if bad is not None:
             raise TypeError(
-                f"object arrays cannot be sent: only numeric, bool, datetime64, timedelta64 "
-                f"and str data can (found {type(bad).__name__} {bad!r:.40})"
+                f"object arrays cannot be sent: only numeric, bool, datetime64, timedelta64, "
+                f"str and cftime data can (found {type(bad).__name__} {bad!r:.40})"
             )
         if any(v.endswith("\x00") for v in flat):
             raise TypeError("object arrays of str ending in NUL characters cannot be sent "
                             "(numpy's fixed-width strings would drop them)")
-        return (np.array(array.tolist(), dtype=str) if array.size else array.astype("U1")), True
+        return (np.array(array.tolist(), dtype=str) if array.size else array.astype("U1")), True, None
     if array.dtype.kind not in WIRE_KINDS or array.dtype.fields or array.dtype.subdtype:
         raise TypeError(f"arrays of dtype {array.dtype} cannot be sent")
-    return array, False
+    return array, False, None
 
 
 def attach_array(array: Any, header: Any, ctx: EncodeContext) -> None:
     """Fill an NDArray header and register the array's bytes to follow as chunks."""
-    data, object_strings = wire_array(array)
+    data, object_strings, calendar = wire_array(array)
     if data.shape != array.shape:  # np.array(list of str) of a 0-d object array
         data = data.reshape(array.shape)
     header.id = ctx.add(data)
@@ -111,12 +117,18 @@ def attach_array(array: Any, header: Any, ctx: EncodeContext) -> None:
     header.shape.extend(data.shape)
     header.nbytes = int(np.prod(data.shape, dtype=object)) * data.dtype.itemsize
     header.object_strings = object_strings
+    if calendar is not None:
+        header.cftime.calendar = calendar.calendar
+        header.cftime.units = calendar.units
+        header.cftime.has_year_zero = calendar.has_year_zero
 
 
 def read_array(header: Any, ctx: DecodeContext) -> np.ndarray:
     array = ctx.arrays.get(header.id)
     if array is None:
         raise WireError(f"an array header with id {header.id} that was never declared")
+    if header.HasField("cftime"):
+        return cftime_array(array, header)
     return array.astype(object) if header.object_strings else array
 
 

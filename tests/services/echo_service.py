@@ -17,6 +17,11 @@ def echo(da: xr.DataArray) -> xr.DataArray:
     return da
 
 
+def echo_dataset(ds: xr.Dataset) -> xr.Dataset:
+    """Return the Dataset it was given."""
+    return ds
+
+
 def echo_array(a: np.ndarray) -> np.ndarray:
     """Return the array it was given."""
     return a
