@@ -229,6 +229,9 @@ def conversion_advice(annotation: Any) -> str:
                 "path names a file of the machine that reads it, so the server reads its "
                 "own files")
     name = getattr(annotation, "__name__", "")
+    if (getattr(annotation, "__module__", "") or "").split(".")[0] == "pandas":
+        return ("send it as a pandas.Series or pandas.DataFrame, which are supported "
+                "(index.to_series(), pandas.Series(values), series.to_frame())")
     if typing.get_origin(annotation) is collections.abc.Callable or annotation is (
         collections.abc.Callable
     ):
