@@ -6,6 +6,7 @@ import datetime as dt
 import enum
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 
@@ -36,6 +37,12 @@ def assert_equivalent(actual, expected, where="result"):
         for got, want in pairs:
             for name, var in want.items():
                 assert got[name].dtype == var.dtype, f"{where}: dtype of {name}"
+    elif isinstance(expected, pd.DataFrame):
+        assert type(actual) is pd.DataFrame, f"{where}: {type(actual)}"
+        pd.testing.assert_frame_equal(actual, expected, check_exact=True, obj=where)
+    elif isinstance(expected, pd.Series):
+        assert type(actual) is pd.Series, f"{where}: {type(actual)}"
+        pd.testing.assert_series_equal(actual, expected, check_exact=True, obj=where)
     elif isinstance(expected, np.ndarray):
         assert isinstance(actual, np.ndarray), f"{where}: {type(actual)}"
         assert (actual.dtype, actual.shape) == (expected.dtype, expected.shape), where

@@ -80,10 +80,10 @@ def _build(tmp_path, source: str):
 
             def table(
                 n: int,
-                frame: pd.DataFrame,
+                frame: pd.Index,
             ) -> int:
                 return n
-            """, 8, r"bad_tools\.table, parameter 'frame': annotation pandas\..*DataFrame"),
+            """, 8, r"bad_tools\.table, parameter 'frame': annotation pandas\.Index: .*send it as a pandas\.Series"),
         ("""\
             def untyped(a, b: int) -> int:
                 return b

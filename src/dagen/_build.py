@@ -27,6 +27,7 @@ from ._model import Service
 from ._render import render_client, render_client_pyproject, render_proto, render_server, write
 from ._resources import data_dir
 from ._server import Servicer
+from ._types import DataFrameNode, SeriesNode, walk
 from ._version import __version__
 from ._wheelhouse import Wheelhouse, write_wheelhouse
 
@@ -170,7 +171,8 @@ def build_service(
             # the _pb2_grpc module checks grpcio against the grpcio-tools that wrote it
             grpc_version=importlib.metadata.version("grpcio-tools"),
             protobuf_version=protobuf_version,
-            extra_dependencies=["pydantic>=2"] if needs_pydantic else [],
+            extra_dependencies=(["pydantic>=2"] if needs_pydantic else [])
+            + (["pandas>=2"] if _uses_pandas(service) else []),
         ))
         for suffix in ("_pb2.py", "_pb2.pyi"):
             shutil.copy(out / f"{package}{suffix}", code / f"{package}{suffix}")
@@ -183,6 +185,17 @@ def build_service(
     if lock_path and write_lock_file:
         write_lock(lock_path, contract)
     return BuildResult(service, contract, out, proto, server, project, lock_path)
+
+
+def _uses_pandas(service: Service) -> bool:
+    """Whether a call sends or returns a pandas object (the client then depends on pandas
+    by name, not only through xarray)."""
+    return any(
+        isinstance(node, DataFrameNode | SeriesNode)
+        for fn in service.rpcs
+        for root in fn.type_roots()
+        for node in walk(root)
+    )
 
 
 def build(module: str, out: str | Path, *, allow_breaking: bool = False,

@@ -73,11 +73,13 @@ from ._generated import NOTHING, ModelField, ModelNode, model_node
 from ._known import (
     KNOWN,
     DataArrayNode,
+    DataFrameNode,
     DatasetNode,
     DateNode,
     Datetime64Node,
     DateTimeNode,
     NDArrayNode,
+    SeriesNode,
     Timedelta64Node,
     TimeDeltaNode,
 )
@@ -101,6 +103,7 @@ __all__ = [
     "BoolNode",
     "BytesNode",
     "DataArrayNode",
+    "DataFrameNode",
     "DatasetNode",
     "DateNode",
     "Datetime64Node",
@@ -121,6 +124,7 @@ __all__ = [
     "OptionalNode",
     "ProtoField",
     "ScalarNode",
+    "SeriesNode",
     "StrNode",
     "TimeDeltaNode",
     "Timedelta64Node",
@@ -144,7 +148,7 @@ SUPPORTED = (
     "None, bool, int, float, str, bytes, X | None, Union[...], Literal[...], list[X], "
     "tuple[...], set[X], frozenset[X], dict[str|int, X], enum.Enum, dataclasses, pydantic "
     "models, TypedDict, datetime, date, timedelta, numpy.datetime64, numpy.timedelta64, "
-    "numpy.ndarray, xarray.DataArray, xarray.Dataset"
+    "numpy.ndarray, xarray.DataArray, xarray.Dataset, pandas.DataFrame, pandas.Series"
 )
 
 
@@ -224,12 +228,10 @@ def conversion_advice(annotation: Any) -> str:
         return ("send the path as str (str(path)) and make a Path of it on the server; a "
                 "path names a file of the machine that reads it, so the server reads its "
                 "own files")
-    module = getattr(annotation, "__module__", "") or ""
     name = getattr(annotation, "__name__", "")
-    if module.split(".")[0] == "pandas" and name in ("DataFrame", "Series"):
-        return ("send it as an xarray.Dataset (xarray.Dataset.from_dataframe(df); "
-                "Dataset.to_dataframe() makes the table again) or as dict[str, numpy.ndarray] "
-                "of its columns")
+    if (getattr(annotation, "__module__", "") or "").split(".")[0] == "pandas":
+        return ("send it as a pandas.Series or pandas.DataFrame, which are supported "
+                "(index.to_series(), pandas.Series(values), series.to_frame())")
     if typing.get_origin(annotation) is collections.abc.Callable or annotation is (
         collections.abc.Callable
     ):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from .._arrays import DecodeContext, EncodeContext, attach_array, read_array
@@ -106,6 +107,47 @@ class DatasetNode(_XarrayNode):
     message: ClassVar[str] = "dagen.v1.Dataset"
     python: ClassVar[Any] = xr.Dataset
     expected: ClassVar[str] = "xarray.Dataset"  # type: ignore[misc]
+
+
+class _TableNode(_KnownMessage):
+    """A pandas object: columns and index in its message, their values streamed in chunks
+    (_pandas.py)."""
+
+    proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/table.proto",)
+
+    @property
+    def has_arrays(self) -> bool:
+        return True
+
+    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
+        from .._pandas import fill_table
+
+        fill_table(value, m, ctx)
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        from .._pandas import read_table
+
+        return read_table(m, ctx)
+
+
+@dataclass(frozen=True)
+class DataFrameNode(_TableNode):
+    """``pandas.DataFrame``: str column names, any index but a MultiIndex."""
+
+    annotation: Any = pd.DataFrame
+    message: ClassVar[str] = "dagen.v1.DataFrame"
+    python: ClassVar[Any] = pd.DataFrame
+    expected: ClassVar[str] = "pandas.DataFrame"  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class SeriesNode(_TableNode):
+    """``pandas.Series``: its values, its name (str or None) and its index."""
+
+    annotation: Any = pd.Series
+    message: ClassVar[str] = "dagen.v1.Series"
+    python: ClassVar[Any] = pd.Series
+    expected: ClassVar[str] = "pandas.Series"  # type: ignore[misc]
 
 
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -265,6 +307,8 @@ KNOWN: dict[Any, Callable[[], TypeNode]] = {
     np.ndarray: NDArrayNode,
     xr.DataArray: DataArrayNode,
     xr.Dataset: DatasetNode,
+    pd.DataFrame: DataFrameNode,
+    pd.Series: SeriesNode,
     dt.datetime: DateTimeNode,
     dt.date: DateNode,
     dt.timedelta: TimeDeltaNode,
