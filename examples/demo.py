@@ -3,7 +3,8 @@
 1. ``dagen build examples/ocean_tools.py -o <work>/build``
 2. ``dagen certs init/server/client`` into ``<work>/certs``
 3. ``pip install --find-links <work>/build/wheels ocean_tools_client`` (the visitor's command;
-   here with --no-deps: this environment has the runtime already)
+   here into <work>/visitor-packages with --target and --no-deps: this environment has the
+   runtime already, and keeps no client of its own)
 4. ``dagen serve examples/ocean_tools.py --certs <work>/certs`` (mutual TLS)
 5. ``python examples/call_ocean_tools.py`` in another process, connected through
    DAGEN_TARGET / DAGEN_CERTS / DAGEN_IDENTITY
@@ -53,13 +54,16 @@ def main() -> None:
         run(str(BIN / "dagen"), "certs", "init", str(certs))
         run(str(BIN / "dagen"), "certs", "server", str(certs), "--host", "localhost", "--ip", "127.0.0.1")
         run(str(BIN / "dagen"), "certs", "client", str(certs), "alice")
-    run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", "--no-index",
-        "--find-links", str(build / "wheels"), "ocean_tools_client")
+    # The visitor's install, from the wheelhouse, into a folder of its own: the project's
+    # environment (where `make test` runs) is left as it was.
+    visitor = work / "visitor-packages"
+    run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--no-index",
+        "--target", str(visitor), "--find-links", str(build / "wheels"), "ocean_tools_client")
 
     server, port = start_server(certs)
     try:
         env = dict(os.environ, DAGEN_TARGET=f"localhost:{port}", DAGEN_CERTS=str(certs),
-                   DAGEN_IDENTITY="alice")
+                   DAGEN_IDENTITY="alice", PYTHONPATH=str(visitor))
         print(f"$ DAGEN_TARGET=localhost:{port} DAGEN_CERTS={certs} DAGEN_IDENTITY=alice "
               f"python examples/call_ocean_tools.py", flush=True)
         subprocess.run([sys.executable, str(HERE / "call_ocean_tools.py")], env=env, check=True,

@@ -19,3 +19,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "a remote ValueError arrives as ValueError: salinity must not be negative" in out
     assert "demo finished: the server is stopped" in out
     assert (tmp_path / "certs" / "alice.key").stat().st_mode & 0o077 == 0
+    # the client went into the visitor's folder, not into the environment running the tests
+    assert (tmp_path / "visitor-packages" / "ocean_tools_client").is_dir()
+    installed = subprocess.run([sys.executable, "-m", "pip", "show", "ocean_tools_client"],
+                               capture_output=True, text=True)
+    assert installed.returncode != 0, installed.stdout
