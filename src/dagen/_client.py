@@ -50,9 +50,12 @@ from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
 from ._protocol import Method, receive, receive_each, send
 from ._security import CHANNEL_OPTIONS, channel_credentials, channel_options, physical_memory
+from ._budget import budget_check, message_deserializer
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
     MAX_CHUNK_BYTES,
+    BadFrame,
+    LimitExceeded,
     Limits,
     WireError,
     frame_deserializer,
@@ -293,19 +296,22 @@ class Connection:
                 self.stubs[name] = self.channel.stream_stream(
                     method.path,
                     request_serializer=frame_serializer,
-                    response_deserializer=frame_deserializer(method.output_cls),
+                    response_deserializer=frame_deserializer(method.output_cls, budget_check(
+                        method.output_cls.DESCRIPTOR, self.limits, "the response")),
                 )
             elif method.fn.generator:
                 self.stubs[name] = self.channel.unary_stream(
                     method.path,
                     request_serializer=method.request_cls.SerializeToString,
-                    response_deserializer=method.response_cls.FromString,
+                    response_deserializer=message_deserializer(
+                        method.response_cls, self.limits, "the response"),
                 )
             else:
                 self.stubs[name] = self.channel.unary_unary(
                     method.path,
                     request_serializer=method.request_cls.SerializeToString,
-                    response_deserializer=method.response_cls.FromString,
+                    response_deserializer=message_deserializer(
+                        method.response_cls, self.limits, "the response"),
                 )
                 self._unary[name] = (method, self.stubs[name], self._metadata(method))
 
@@ -332,14 +338,14 @@ class Connection:
                 raise exception_from_rpc_error(
                     e, function=name, target=self.target, timeout=timeout, tls=self.tls
                 ) from None
+            if type(response) is BadFrame:  # over the decode budget, or no message
+                raise self._bad_response(name, response)
             if method.result_as_is:
                 return response.result
             try:
                 return method.decode_response(response, NO_ARRAYS)
             except WireError as e:
-                raise CallError(
-                    f"{name}(): the server at {self.target} sent a malformed response: {e}"
-                ) from None
+                raise self._refuse_response(name, e) from None
         method = self.methods[name]
         settings = settings_for(self)
         # ValueError or CodecUnavailable before anything is sent:
@@ -378,9 +384,16 @@ class Connection:
                 e, function=name, target=self.target, timeout=settings.timeout, tls=self.tls
             ) from None
         except WireError as e:
-            raise CallError(
-                f"{name}(): the server at {self.target} sent a malformed response: {e}"
-            ) from None
+            raise self._refuse_response(name, e) from None
+
+    def _bad_response(self, name: str, bad: BadFrame) -> CallError:
+        return self._refuse_response(name, bad.exception())
+
+    def _refuse_response(self, name: str, e: WireError) -> CallError:
+        if isinstance(e, LimitExceeded):
+            return CallError(f"{name}(): the server at {self.target} sent a response over "
+                             f"this client's limits: {e}", grpc.StatusCode.RESOURCE_EXHAUSTED)
+        return CallError(f"{name}(): the server at {self.target} sent a malformed response: {e}")
 
     def _metadata(self, method: Method, codecs: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...] | None:
         metadata: tuple[tuple[str, str], ...] = (accept_header(codecs),) if codecs else ()
@@ -403,15 +416,15 @@ class Connection:
             else:
                 call = stub(request, timeout=timeout, metadata=metadata)
                 for response in call:
+                    if type(response) is BadFrame:
+                        raise self._bad_response(method.name, response)
                     yield method.decode_response(response, NO_ARRAYS)
         except grpc.RpcError as e:
             raise exception_from_rpc_error(
                 e, function=method.name, target=self.target, timeout=timeout, tls=self.tls
             ) from None
         except WireError as e:
-            raise CallError(
-                f"{method.name}(): the server at {self.target} sent a malformed response: {e}"
-            ) from None
+            raise self._refuse_response(method.name, e) from None
         finally:
             if call is not None:
                 call.cancel()  # a no-op once the call has completed

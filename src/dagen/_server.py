@@ -18,6 +18,7 @@ from typing import Any, ClassVar, NoReturn
 import grpc
 
 from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
+from ._budget import budget_check
 from ._codecs import accepted_codecs
 from ._errors import ERROR_METADATA_KEY, remote_error_details
 from ._exceptions import ClusterUnavailable
@@ -161,10 +162,11 @@ class Servicer:
         fn = self._functions[method.fn.key]
         plain_arguments = method.plain_arguments
         checks_contract = self.contract is not None
+        check = self._budget(method)
 
         def handle(data: bytes, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            request = self._parse(method, data, context)
+            request = self._parse(method, data, context, check)
             if checks_contract:
                 self._check_contract(method, context)
             args: Any = plain_arguments(request)
@@ -196,7 +198,8 @@ class Servicer:
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
         options = self.options
 
-        parse = frame_deserializer(method.input_cls)
+        parse = frame_deserializer(method.input_cls, budget_check(
+            method.input_cls.DESCRIPTOR, options.limits, "the request"))
 
         def handle(messages: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
@@ -230,10 +233,11 @@ class Servicer:
 
     def _items_handler(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         """A generator without arrays: a server stream of response messages."""
+        check = self._budget(method)
 
         def handle(data: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
-            request = self._parse(method, data, context)
+            request = self._parse(method, data, context, check)
             self._check_contract(method, context)
             args, kwargs = self._decode(method, request, NO_ARRAYS, context)
             call = self._executor.open(context)
@@ -270,10 +274,19 @@ class Servicer:
             if close is not None:
                 close()
 
+    def _budget(self, method: Method) -> Callable[[bytes], None]:
+        """The decode budget of a method's request (see dagen._budget)."""
+        return budget_check(method.request_cls.DESCRIPTOR, self.options.limits, "the request")
+
     @staticmethod
-    def _parse(method: Method, data: bytes, context: grpc.ServicerContext) -> Any:
+    def _parse(method: Method, data: bytes, context: grpc.ServicerContext,
+               check: Callable[[bytes], None]) -> Any:
         try:
+            check(data)  # before anything of it is parsed: its cost is bounded
             return method.request_cls.FromString(data)
+        except LimitExceeded as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method.name}(): {e}")
+            raise AssertionError("unreachable: abort raises") from None
         except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"{method.name}(): malformed request message: {e}")

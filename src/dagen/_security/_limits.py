@@ -93,10 +93,15 @@ def format_bytes(n: int) -> str:
 
 
 class CallAllocator:
-    """A call's ``alloc``; ``completed()`` says its buffers may be reused afterwards."""
+    """A call's ``alloc``; ``reserve(nbytes)`` charges bytes to the memory budget ahead
+    (an allocation of them later is not charged again); ``completed()`` says its
+    buffers may be reused afterwards."""
 
-    def __init__(self, allocate: Callable[[int], np.ndarray]) -> None:
+    def __init__(self, allocate: Callable[[int], np.ndarray],
+                 reserve: Callable[[int], None], bookkeeping: Callable[[int], None]) -> None:
         self._allocate = allocate
+        self.reserve = reserve
+        self.bookkeeping = bookkeeping  # charges bytes that keep track of the arrays
         self.succeeded = False
 
     def __call__(self, nbytes: int) -> np.ndarray:
@@ -193,15 +198,16 @@ class Admission:
         go back to the pool only if the server marked the call ``completed()``."""
         lock = self._lock
         charged = 0
+        reserved = 0  # of those charged, bytes not allocated yet
         ended = False
         taken: list[np.ndarray] = []  # this call's buffers from the pool
 
         def release() -> None:
-            nonlocal charged, ended
+            nonlocal charged, reserved, ended
             with lock:
-                large = charged >= TRIM_AFTER
+                large = charged - reserved >= TRIM_AFTER
                 self.memory -= charged
-                charged = 0
+                charged = reserved = 0
                 ended = True
             if allocate.succeeded:
                 self.buffers.give_back(taken)
@@ -209,20 +215,38 @@ class Admission:
             if large:
                 give_back_memory()
 
-        def allocate_bytes(nbytes: int) -> np.ndarray:
-            nonlocal charged
+        def charge(nbytes: int, ahead: bool, what: str = "an array of") -> int:
+            """Charge bytes to the budget (or take them from the reserve): what it charged."""
+            nonlocal charged, reserved
             limit = self.limits.max_memory
             with lock:
                 if ended:
                     raise LimitExceeded("the call has ended")
+                if not ahead and reserved >= nbytes:
+                    reserved -= nbytes
+                    return 0
                 if self.memory + nbytes > limit:
                     raise LimitExceeded(
-                        f"an array of {nbytes} bytes would take the arrays held by calls in "
+                        f"{what} {nbytes} bytes would take the arrays held by calls in "
                         f"progress to {self.memory + nbytes} bytes, over "
                         f"max_memory={limit} ({format_bytes(limit)})"
                     )
                 self.memory += nbytes
                 charged += nbytes
+                if ahead:
+                    reserved += nbytes
+                return nbytes
+
+        def reserve(nbytes: int) -> None:
+            charge(nbytes, ahead=True)
+
+        def bookkeeping(nbytes: int) -> None:
+            charge(nbytes, ahead=False, what="a map of the elements received, of")
+            # (never taken back by an allocation: ahead=False charges it as allocated)
+
+        def allocate_bytes(nbytes: int) -> np.ndarray:
+            nonlocal charged
+            fresh = charge(nbytes, ahead=False)
             try:
                 if inner is not None:
                     return inner(nbytes)
@@ -232,11 +256,11 @@ class Admission:
             except BaseException:
                 with lock:
                     if not ended:
-                        self.memory -= nbytes
-                        charged -= nbytes
+                        self.memory -= fresh
+                        charged -= fresh
                 raise
 
-        allocate = CallAllocator(allocate_bytes)
+        allocate = CallAllocator(allocate_bytes, reserve, bookkeeping)
         add_callback = getattr(context, "add_callback", None)
         if add_callback is None or not add_callback(release):
             release()  # no rpc whose end gives the bytes back, or it has ended already
