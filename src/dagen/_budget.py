@@ -5,24 +5,26 @@ A message's cost to decode is not its size: 8 MB of empty inner lists is 4 milli
 Python lists (14 s of CPU and 340 MiB). So before protobuf parses a request, a
 response or a frame, a scan of its wire bytes, guided by its descriptor, counts
 
-* the values it holds (``max_values``): items of lists (packed scalars counted from
-  their length, without a Python step each), entries of maps, nested messages and
-  strings or bytes, and scalar fields;
+* the values it holds (``max_values``): its fields, each item of a list of messages
+  or strings, each entry of a map, each nested message, string, bytes or number
+  (unknown fields too), but not the numbers of a packed list (``list[float]``),
+  which protobuf decodes in C, without a Python step per item;
 * their total size (``max_value_bytes``): the bytes of strings and bytes values, and
-  8 bytes for every number;
+  8 bytes for every number, those of packed lists included;
 * the array headers (``max_arrays``), so that a message declaring too many arrays is
   refused before any of them is parsed or allocated,
 
 and refuses the message with :class:`~dagen._wire.LimitExceeded` (RESOURCE_EXHAUSTED)
 naming the limit as soon as a count passes it: the scan's cost is bounded by the
-limits, whatever the message. Unknown fields cost only their bytes (nothing decodes
-them) and are skipped. A message too short to exceed any limit (each value takes at
+limits, whatever the message (~0.1 s per million values), and other threads run
+while it scans. Unknown fields are skipped (nothing decodes them), but counted. A message too short to exceed any limit (each value takes at
 least one byte of it, each header two) is not scanned at all: tiny calls pay nothing.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,19 +32,35 @@ from ._wire import BadFrame, LimitExceeded, Limits, WireError
 
 NDARRAY_MESSAGE = "dagen.v1.NDArray"
 MAX_DEPTH = 100  # protobuf's own recursion limit
+YIELD_EVERY = 2_000  # values scanned (~0.3 ms) between two chances for other threads to run
+# A pause, not sleep(0): a thread waiting for the GIL must have the time to take it
+# (sleep(0) gives it back at once, and the waiter gets it only after the 5 ms switch
+# interval). A million values make 500 pauses, ~50 ms.
+YIELD_SECONDS = 0.0001
 
-# What a field is, for the scan: a message, a string or bytes, or a scalar of each width.
-_MESSAGE, _BYTES, _VARINT, _FIXED64, _FIXED32 = range(5)
+# What a field is, for the scan, by its tag (number and wire type): a message, a string
+# or bytes, packed numbers of each width, or one number.
+_MESSAGE, _BYTES, _PACKED_VARINT, _PACKED_FIXED64, _PACKED_FIXED32, _NUMBER = range(6)
 _HIGH_BYTES = bytes(range(0x80, 0x100))  # bytes that continue a varint
 
 
-class _Plan:
-    """The fields of one message type: number -> (kind, plan of a message field)."""
+# tag -> (kind, fields of a message, is an array, its values if it is flat or -1)
+Fields = dict[int, tuple[int, Any, bool, int]]
 
-    __slots__ = ("fields", "is_array", "has_arrays")
+
+class _Plan:
+    """The fields of one message type, by tag."""
+
+    __slots__ = ("fields", "is_array", "has_arrays", "subplans", "flat")
 
     def __init__(self, descriptor: Any) -> None:
-        self.fields: dict[int, tuple[int, _Plan | None]] = {}
+        self.fields: Fields = {}
+        self.subplans: list[_Plan] = []
+        # A message of single numbers and strings (a map's entry): it decodes to at most
+        # one value per field whatever its bytes hold, and is counted without reading it.
+        flat = all(f.message_type is None and not f.is_repeated
+                   for f in descriptor.fields)
+        self.flat = len(descriptor.fields) if flat else -1
         self.is_array = descriptor.full_name == NDARRAY_MESSAGE
         self.has_arrays = self.is_array
 
@@ -60,9 +78,15 @@ def plan_of(descriptor: Any) -> _Plan:
         for f in d.fields:
             if f.message_type is not None:
                 sub = make(f.message_type)
-                plan.fields[f.number] = (_MESSAGE, sub)
-            else:
-                plan.fields[f.number] = (_kind(f), None)
+                plan.subplans.append(sub)
+                plan.fields[f.number << 3 | 2] = (_MESSAGE, sub.fields, sub.is_array, sub.flat)
+                continue
+            kind, wire_type = _kind(f)
+            if kind == _BYTES:
+                plan.fields[f.number << 3 | 2] = (_BYTES, None, False, -1)
+                continue
+            plan.fields[f.number << 3 | 2] = (kind, None, False, -1)  # packed
+            plan.fields[f.number << 3 | wire_type] = (_NUMBER, None, False, -1)
         return plan
 
     root = make(descriptor)
@@ -70,22 +94,21 @@ def plan_of(descriptor: Any) -> _Plan:
     while changed:  # has_arrays: whether any message reachable from it is an NDArray
         changed = False
         for plan in plans.values():
-            if not plan.has_arrays and any(
-                sub is not None and sub.has_arrays for _, sub in plan.fields.values()
-            ):
+            if not plan.has_arrays and any(sub.has_arrays for sub in plan.subplans):
                 plan.has_arrays = changed = True
     return root
 
 
-def _kind(field: Any) -> int:
+def _kind(field: Any) -> tuple[int, int]:
+    """The kind of a field that is no message, and the wire type of one of its values."""
     t = field.type
     if t in (field.TYPE_STRING, field.TYPE_BYTES):
-        return _BYTES
+        return _BYTES, 2
     if t in (field.TYPE_DOUBLE, field.TYPE_FIXED64, field.TYPE_SFIXED64):
-        return _FIXED64
+        return _PACKED_FIXED64, 1
     if t in (field.TYPE_FLOAT, field.TYPE_FIXED32, field.TYPE_SFIXED32):
-        return _FIXED32
-    return _VARINT
+        return _PACKED_FIXED32, 5
+    return _PACKED_VARINT, 0
 
 
 def budget_check(descriptor: Any, limits: Limits, what: str) -> Callable[[bytes], None]:
@@ -123,87 +146,107 @@ def message_deserializer(cls: Any, limits: Limits, what: str) -> Callable[[bytes
     return deserialize
 
 
-def _scan(buf: bytes, plan: _Plan, limits: Limits, what: str) -> None:  # noqa: C901, PLR0912, PLR0915
+def scan(buf: bytes, descriptor: Any, limits: Limits | None = None,
+         what: str = "the message") -> tuple[int, int, int]:
+    """Scan a serialized message whatever its length: its (values, value bytes, arrays)
+    as counted against the limits (at least those its decoding makes), or raise."""
+    return _scan(buf, plan_of(descriptor), limits or Limits(), what)
+
+
+def _scan(buf: bytes, plan: _Plan, limits: Limits, what: str) -> tuple[int, int, int]:  # noqa: C901, PLR0912, PLR0915
     max_values, max_bytes, max_arrays = limits.max_values, limits.max_value_bytes, limits.max_arrays
     values = value_bytes = arrays = 0
-    stack: list[tuple[dict[int, tuple[int, _Plan | None]], int]] = []
+    # Every YIELD_EVERY values the scan lets other threads run (it holds the GIL, and
+    # a caller's tiny call must not wait for it): ``checkpoint`` is the next such count,
+    # or max_values, whichever comes first.
+    checkpoint = min(max_values, YIELD_EVERY)
+    message, number, high = _MESSAGE, _NUMBER, _HIGH_BYTES  # (locals: the loop is hot)
+    stack: list[tuple[Fields, int]] = []
     fields = plan.fields
     pos, end = 0, len(buf)
     try:
         while True:
             while pos < end:
-                b = buf[pos]
+                values += 1  # every field counts, known or not
+                if values > checkpoint:
+                    if values > max_values:
+                        break
+                    time.sleep(YIELD_SECONDS)
+                    checkpoint = min(max_values, values + YIELD_EVERY)
+                key = buf[pos]
                 pos += 1
-                if b < 0x80:
-                    key = b
-                else:
-                    key, pos = _varint(buf, pos, b)
-                wire_type = key & 7
-                spec = fields.get(key >> 3)
-                if wire_type == 2:
-                    b = buf[pos]
-                    pos += 1
-                    if b < 0x80:
-                        length = b
-                    else:
-                        length, pos = _varint(buf, pos, b)
-                    if pos + length > end:
-                        raise WireError("a field runs past the end of its message")
-                    if spec is None:
-                        pos += length  # an unknown field: kept as bytes, never decoded
-                        continue
-                    kind, sub = spec
-                    values += 1
-                    if kind == _MESSAGE:
-                        assert sub is not None
-                        if sub.is_array:
-                            arrays += 1
-                            if arrays > max_arrays:
-                                raise LimitExceeded(
-                                    f"{what} declares more than {max_arrays} arrays in one "
-                                    f"call (max_arrays={max_arrays})")
-                        if values > max_values:
-                            break
-                        if length:
-                            if len(stack) >= MAX_DEPTH:
-                                raise WireError(f"{what} nests messages deeper than {MAX_DEPTH}")
-                            stack.append((fields, end))
-                            fields, end = sub.fields, pos + length
-                        continue
-                    if kind == _BYTES:
-                        value_bytes += length
-                    else:  # packed numbers
-                        if kind == _FIXED64:
-                            count = length // 8
-                        elif kind == _FIXED32:
-                            count = length // 4
-                        else:
-                            count = len(buf[pos : pos + length].translate(None, _HIGH_BYTES))
-                        values += count - 1
-                        value_bytes += 8 * count
-                    pos += length
-                elif wire_type == 0:
-                    while buf[pos] & 0x80:
+                if key >= 0x80:
+                    key, pos = _varint(buf, pos, key)
+                spec = fields.get(key)
+                if spec is None:  # an unknown field: kept as bytes, never decoded
+                    pos = _skip(buf, pos, end, key)
+                    continue
+                kind = spec[0]
+                if kind == number:
+                    value_bytes += 8
+                    if key & 7 == 0:
+                        while buf[pos] >= 0x80:
+                            pos += 1
                         pos += 1
-                    pos += 1
-                    if spec is not None:
-                        values += 1
-                        value_bytes += 8
-                elif wire_type == 1 or wire_type == 5:
-                    pos += 8 if wire_type == 1 else 4
-                    if spec is not None:
-                        values += 1
-                        value_bytes += 8
-                elif wire_type == 3:
-                    pos = _skip_group(buf, pos, end, key >> 3)
-                else:
-                    raise WireError(f"wire type {wire_type} where a field begins")
-                if values > max_values or value_bytes > max_bytes:
+                    else:
+                        pos += 8 if key & 7 == 1 else 4
+                    continue
+                length = buf[pos]
+                pos += 1
+                if length >= 0x80:
+                    length, pos = _varint(buf, pos, length)
+                if pos + length > end:
+                    raise WireError("a field runs past the end of its message")
+                if kind == message:
+                    if spec[2]:  # an array's header
+                        arrays += 1
+                        if arrays > max_arrays:
+                            raise LimitExceeded(
+                                f"{what} declares more than {max_arrays} arrays in one "
+                                f"call (max_arrays={max_arrays})")
+                    flat = spec[3]
+                    if flat >= 0:  # at most one value per field, the strings within its bytes
+                        pos += length
+                        # and the flat messages that follow with the same one-byte tag and
+                        # length (a map's entries), counted in a tighter loop
+                        first, room = pos, (checkpoint - values) // (flat + 1)
+                        n = 0
+                        while n < room and pos < end and buf[pos] == key:
+                            size = buf[pos + 1]
+                            if size >= 0x80:
+                                break
+                            pos += 2 + size
+                            n += 1
+                        if pos > end:
+                            raise WireError("a field runs past the end of its message")
+                        values += flat + n * (flat + 1)
+                        value_bytes += length + pos - first - 2 * n + 8 * flat * (n + 1)
+                        if value_bytes > max_bytes:
+                            break
+                        continue
+                    if length:
+                        if len(stack) >= MAX_DEPTH:
+                            raise WireError(f"{what} nests messages deeper than {MAX_DEPTH}")
+                        stack.append((fields, end))
+                        fields, end = spec[1], pos + length
+                    continue
+                if kind == _BYTES:
+                    value_bytes += length
+                else:  # packed numbers
+                    if kind == _PACKED_FIXED64:
+                        count = length // 8
+                    elif kind == _PACKED_FIXED32:
+                        count = length // 4
+                    else:
+                        count = len(buf[pos : pos + length].translate(None, high))
+                    value_bytes += 8 * count
+                pos += length
+                if value_bytes > max_bytes:
                     break
             if values > max_values:
                 raise LimitExceeded(
-                    f"{what} holds more than {max_values} values (items of lists, entries of "
-                    f"maps, messages, strings and numbers: max_values={max_values})")
+                    f"{what} holds more than {max_values} values (fields, items of lists, entries "
+                    f"of maps, messages and strings: max_values={max_values})")
             if value_bytes > max_bytes:
                 raise LimitExceeded(
                     f"{what} holds more than {max_bytes} bytes of values (strings, bytes and "
@@ -211,10 +254,32 @@ def _scan(buf: bytes, plan: _Plan, limits: Limits, what: str) -> None:  # noqa: 
             if pos != end:
                 raise WireError("a field runs past the end of its message")
             if not stack:
-                return
+                return values, value_bytes, arrays
             fields, end = stack.pop()
     except IndexError:
         raise WireError(f"{what} is truncated") from None
+
+
+def _skip(buf: bytes, pos: int, end: int, key: int) -> int:
+    """The position after the value of an unknown field whose tag was ``key``."""
+    wire_type = key & 7
+    if wire_type == 0:
+        while buf[pos] >= 0x80:
+            pos += 1
+        return pos + 1
+    if wire_type == 1:
+        return pos + 8
+    if wire_type == 5:
+        return pos + 4
+    if wire_type == 2:  # (as _scan reads a length, inline there: its loop is hot)
+        first = buf[pos]
+        length, pos = (first, pos + 1) if first < 0x80 else _varint(buf, pos + 1, first)
+        if pos + length > end:
+            raise WireError("a field runs past the end of its message")
+        return pos + length
+    if wire_type == 3:
+        return _skip_group(buf, pos, end, key >> 3)
+    raise WireError(f"wire type {wire_type} where a field begins")
 
 
 def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
@@ -235,23 +300,12 @@ def _skip_group(buf: bytes, pos: int, end: int, number: int) -> int:
     """The position after the end of a group (an unknown field of old protobuf)."""
     open_groups = [number]
     while pos < end:
-        b = buf[pos]
+        key = buf[pos]
         pos += 1
-        key, pos = (b, pos) if b < 0x80 else _varint(buf, pos, b)
+        if key >= 0x80:
+            key, pos = _varint(buf, pos, key)
         wire_type = key & 7
-        if wire_type == 0:
-            while buf[pos] & 0x80:
-                pos += 1
-            pos += 1
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        elif wire_type == 2:
-            b = buf[pos]
-            length, pos = (b, pos + 1) if b < 0x80 else _varint(buf, pos + 1, b)
-            pos += length
-        elif wire_type == 3:
+        if wire_type == 3:
             if len(open_groups) >= MAX_DEPTH:
                 raise WireError(f"groups nested deeper than {MAX_DEPTH}")
             open_groups.append(key >> 3)
@@ -261,5 +315,5 @@ def _skip_group(buf: bytes, pos: int, end: int, number: int) -> int:
             if not open_groups:
                 return pos
         else:
-            raise WireError(f"wire type {wire_type} where a field begins")
+            pos = _skip(buf, pos, end, key)
     raise WireError("a group runs past the end of its message")

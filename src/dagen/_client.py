@@ -27,6 +27,7 @@ from typing import Any, ClassVar, TypeVar
 import grpc
 
 from ._arrays import NO_ARRAYS, EncodeContext
+from ._budget import budget_check, message_deserializer
 from ._buffers import LendingPool
 from ._codecs import (
     ENV_COMPRESSION,
@@ -50,7 +51,6 @@ from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
 from ._protocol import Method, receive, receive_each, send
 from ._security import CHANNEL_OPTIONS, channel_credentials, channel_options, physical_memory
-from ._budget import budget_check, message_deserializer
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
     MAX_CHUNK_BYTES,
@@ -293,11 +293,13 @@ class Connection:
         self.stubs: dict[str, Any] = {}
         for name, method in self.methods.items():
             if method.streaming:
+                frame_cls = method.output_cls
+                assert frame_cls is not None  # a streaming method has frames
                 self.stubs[name] = self.channel.stream_stream(
                     method.path,
                     request_serializer=frame_serializer,
-                    response_deserializer=frame_deserializer(method.output_cls, budget_check(
-                        method.output_cls.DESCRIPTOR, self.limits, "the response")),
+                    response_deserializer=frame_deserializer(frame_cls, budget_check(
+                        frame_cls.DESCRIPTOR, self.limits, "the response")),
                 )
             elif method.fn.generator:
                 self.stubs[name] = self.channel.unary_stream(

@@ -133,10 +133,10 @@ class Coverage:
         assert self._rows is not None
         claimed = self._rows.claim(a, n)
         if len(self._rows.starts) > MAX_RUNS:
-            self._row_bits = self._bitmap((self.shape[0],))
+            bits = self._bitmap((self.shape[0],))
             for r0, r1 in self._row_runs():
-                self._row_bits.claim((r0,), (r1 - r0,))
-            self._rows = None
+                bits.claim((r0,), (r1 - r0,))
+            self._row_bits, self._rows = bits, None
         return claimed
 
     def _row_runs(self) -> list[tuple[int, int]]:

@@ -42,7 +42,7 @@ from ._progress import (
     state_to_proto,
 )
 from ._protocol import Method, receive, send
-from ._security import Admission, CallLimits, Policy
+from ._security import Admission, CallLimits, Policy, UploadWatch, cancel_rpc
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
     LimitExceeded,
@@ -115,6 +115,7 @@ class Servicer:
         self._executor = make_executor(self.options.executor, self.module, self.options.workers,
                                        self.options.executor_config)
         self.admission = Admission(self.options.call_limits)  # see dagen._security._guard
+        self.uploads = UploadWatch(self.options.call_limits.upload_idle_timeout)
 
     @property
     def executor(self) -> Executor:
@@ -197,13 +198,17 @@ class Servicer:
         self, method: Method
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
         options = self.options
-
-        parse = frame_deserializer(method.input_cls, budget_check(
-            method.input_cls.DESCRIPTOR, options.limits, "the request"))
+        frame_cls = method.input_cls
+        assert frame_cls is not None  # a streaming method has frames
+        parse = frame_deserializer(frame_cls, budget_check(
+            frame_cls.DESCRIPTOR, options.limits, "the request"))
 
         def handle(messages: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
-            frames = map(parse, messages)  # parsed here, not in grpc's one event thread
+            frames = self.uploads.watch(  # parsed here, not in grpc's one event thread
+                map(parse, messages),
+                lambda why: cancel_rpc(context, grpc.StatusCode.ABORTED, f"{method.name}(): {why}"),
+            )
             self._check_contract(method, context)
             call = self._executor.open(context)
             alloc = self.admission.alloc(context, call.alloc)

@@ -60,8 +60,8 @@ class Limits:
     max_call_bytes: int = 128 << 30
     max_arrays: int = 100_000
     max_ndim: int = 32
-    max_values: int = 2_000_000
-    max_value_bytes: int = 256 << 20
+    max_values: int = 1_000_000
+    max_value_bytes: int = 64 << 20
 
 
 # -- dtypes ------------------------------------------------------------------------------------

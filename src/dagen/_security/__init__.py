@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the names of _EXPORTS, for type checkers (a test checks the
     from ._denylist import DenyList, revoke
     from ._guard import Guard
     from ._identity import Identity, caller, format_serial, reset_caller, set_caller
+    from ._idle import UploadWatch, cancel_rpc
     from ._limits import Admission, CallLimits, physical_memory
     from ._policy import Policy
     from ._reload import CertificateReloader
@@ -50,6 +51,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "_denylist": ("DenyList", "revoke"),
     "_guard": ("Guard",),
     "_identity": ("Identity", "caller", "format_serial", "reset_caller", "set_caller"),
+    "_idle": ("UploadWatch", "cancel_rpc"),
     "_limits": ("Admission", "CallLimits", "physical_memory"),
     "_policy": ("Policy",),
     "_reload": ("CertificateReloader",),

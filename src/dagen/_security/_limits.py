@@ -6,7 +6,9 @@ dimensions) are :class:`dagen._wire.Limits`, checked by the receiving sink
 
 * ``max_calls``: calls in progress at once (receiving, running or sending);
 * ``max_calls_per_identity``: of those, how many one identity may have;
-* ``max_memory``: bytes of received arrays held by all calls in progress.
+* ``max_memory``: bytes of received arrays held by all calls in progress (reserved
+  when their headers arrive), and of the maps of which of their elements arrived;
+* ``upload_idle_timeout``: seconds an upload may send nothing (dagen._security._idle).
 
 A call beyond any of them is refused at once with RESOURCE_EXHAUSTED naming the
 limit and its value; it is never queued behind the others, and nothing of it is
@@ -18,6 +20,7 @@ for the next calls (at most ``max_memory`` / 4, see dagen._buffers).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import itertools
 import os
@@ -29,6 +32,7 @@ import numpy as np
 
 from .._buffers import BufferPool
 from .._wire import LimitExceeded, Limits
+from ._idle import DEFAULT_UPLOAD_IDLE_TIMEOUT
 
 
 def physical_memory() -> int:
@@ -78,11 +82,14 @@ class CallLimits:
     max_calls: int = DEFAULT_MAX_CALLS
     max_calls_per_identity: int = DEFAULT_MAX_CALLS_PER_IDENTITY
     max_memory: int = field(default_factory=default_max_memory)
+    upload_idle_timeout: float = DEFAULT_UPLOAD_IDLE_TIMEOUT  # seconds: see dagen._security._idle
 
     def __post_init__(self) -> None:
         for name in ("max_calls", "max_calls_per_identity", "max_memory"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if not self.upload_idle_timeout > 0:
+            raise ValueError("upload_idle_timeout must be more than 0 seconds")
 
 
 def format_bytes(n: int) -> str:
@@ -272,12 +279,11 @@ def server_limits(
     max_call_bytes: int | None = None,
     max_arrays: int | None = None,
     max_ndim: int | None = None,
+    max_values: int | None = None,
+    max_value_bytes: int | None = None,
 ) -> Limits:
-    """The sink's limits with the given ones replaced."""
-    base = Limits()
-    return Limits(
-        max_array_bytes=base.max_array_bytes if max_array_bytes is None else max_array_bytes,
-        max_call_bytes=base.max_call_bytes if max_call_bytes is None else max_call_bytes,
-        max_arrays=base.max_arrays if max_arrays is None else max_arrays,
-        max_ndim=base.max_ndim if max_ndim is None else max_ndim,
-    )
+    """The sink's limits (and the decode budget) with the given ones replaced."""
+    given = {"max_array_bytes": max_array_bytes, "max_call_bytes": max_call_bytes,
+             "max_arrays": max_arrays, "max_ndim": max_ndim, "max_values": max_values,
+             "max_value_bytes": max_value_bytes}
+    return dataclasses.replace(Limits(), **{k: v for k, v in given.items() if v is not None})
