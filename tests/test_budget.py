@@ -243,34 +243,45 @@ def test_a_slow_upload_that_keeps_moving_is_not_cut(server, channel, pb2):
     print(f"a slow upload of {n} chunks over {elapsed:.1f} s (idle timeout {IDLE:g} s): served")
 
 
-# Another caller, in its own process (as on another machine): on each line it reads, it
-# sends the hostile request and prints how it was refused.
+# Another caller, in its own process (as on another machine): on each line it reads
+# ("nested" or "floats") it sends that request and prints its status: the hostile
+# nested lists, or a legitimate list[float] of the same size.
 ATTACKER = f"""
 import sys
 from pathlib import Path
 import grpc
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from guarded import raw_channel
-payload = b"\\x0a\\x00" * {P99_N}
+def varint(n):
+    out = bytearray()
+    while n > 0x7f:
+        out.append(n & 0x7f | 0x80)
+        n >>= 7
+    return bytes(out) + bytes((n,))
+floats = b"\\x0a" + varint({2 * P99_N}) + bytes({2 * P99_N})
+payloads = {{"nested": b"\\x0a\\x00" * {P99_N}, "floats": floats}}
 with raw_channel(sys.argv[1], Path(sys.argv[2]), identity="bob") as channel:
-    call = channel.unary_unary("{SERVICE}Nested")
     print("ready", flush=True)
     for line in sys.stdin:
+        kind = line.strip()
         try:
-            call(payload, timeout=60)
-            print("accepted", flush=True)
+            channel.unary_unary("{SERVICE}" + kind.title())(payloads[kind], timeout=60)
+            print("OK", flush=True)
         except grpc.RpcError as e:
             print(e.code().name, flush=True)
 """
 
 
 def test_tiny_calls_keep_their_p99_while_a_hostile_request_is_refused(server, channel, certs):
-    """A caller pinging while another sends 1.1 million empty inner lists (refused after
-    scanning a million values): its p99 stays within twice its quiet p99 (before: waits
-    of 365-440 ms). Quiet and busy spells alternate, so that the machine's other load
-    weighs on both alike; on a machine shared with other work a spell of that load can
-    still land on one side, so the measurement is made up to three times, and one must
-    hold (an unbounded refusal fails all three by two orders of magnitude)."""
+    """A caller pinging while another sends 1.1 million empty inner lists (2.2 MB, refused
+    after scanning a million values). Its p99 then stays within twice its quiet p99, or
+    at most what it is while the server serves a legitimate request of the same size (a
+    list[float] of 2.2 MB, which decodes in C), whichever is more: on two cores shared
+    with other work, receiving 2 MB over TLS and decoding it delays a concurrent tiny
+    call by several ms, hostile or not (before: waits of 365-440 ms).
+    Quiet, legitimate and hostile spells alternate, so that the machine's other load
+    weighs on all alike; as a spell of that load can still land on one side, the
+    measurement is made up to three times, and one must hold."""
     for _ in range(50):
         ping(channel)  # warm
     attacker = subprocess.Popen([sys.executable, "-c", ATTACKER, server.target,
@@ -281,37 +292,38 @@ def test_tiny_calls_keep_their_p99_while_a_hostile_request_is_refused(server, ch
     try:
         assert attacker.stdout.readline().strip() == "ready"
         for _ in range(3):
-            quiet_p99, busy_p99, calls = _p99s(channel, attacker)
-            results.append((quiet_p99, busy_p99))
-            print(f"tiny calls: quiet p99 {quiet_p99 * 1e3:.2f} ms; during 4 hostile requests "
-                  f"of {2 * P99_N / 1e6:.1f} MB ({calls} calls) p99 {busy_p99 * 1e3:.2f} ms")
-            if busy_p99 <= 2 * quiet_p99:
+            quiet, legit, hostile = _p99s(channel, attacker)
+            results.append((quiet, legit, hostile))
+            print(f"tiny calls' p99: quiet {quiet * 1e3:.2f} ms, beside a list[float] of "
+                  f"{2 * P99_N / 1e6:.1f} MB {legit * 1e3:.2f} ms, beside {P99_N} empty inner lists (refused) "
+                  f"{hostile * 1e3:.2f} ms")
+            if hostile <= max(2 * quiet, legit):
                 break
     finally:
         attacker.stdin.close()
         attacker.wait(30)
-    assert any(busy <= 2 * quiet for quiet, busy in results), results
+    assert any(hostile <= max(2 * quiet, legit) for quiet, legit, hostile in results), results
 
 
-def _p99s(channel, attacker) -> tuple[float, float, int]:
-    """Quiet spells of 100 pings alternating with pings during one hostile request, four
-    times: the p99 of each kind, and the pings made during the hostile requests."""
-    quiet: list[float] = []
-    busy: list[float] = []
+def _p99s(channel, attacker) -> tuple[float, float, float]:
+    """Pings in four rounds of a quiet spell (100 pings), then pings during a legitimate
+    request, then during a hostile one: the p99 of each kind."""
+    spells: dict[str, list[float]] = {"quiet": [], "floats": [], "nested": []}
     for _ in range(4):
-        quiet += [ping(channel) for _ in range(100)]
-        answer: list[str] = []
-        reader = threading.Thread(target=lambda out=answer: out.append(attacker.stdout.readline()))
-        reader.start()
-        attacker.stdin.write("go\n")
-        attacker.stdin.flush()
-        while reader.is_alive():
-            busy.append(ping(channel))
-        assert [a.strip() for a in answer] == ["RESOURCE_EXHAUSTED"]
-    assert len(busy) >= 20
-    quiet.sort()
-    busy.sort()
-    return quiet[int(len(quiet) * 0.99)], busy[int(len(busy) * 0.99)], len(busy)
+        spells["quiet"] += [ping(channel) for _ in range(100)]
+        for kind, status in (("floats", "OK"), ("nested", "RESOURCE_EXHAUSTED")):
+            answer: list[str] = []
+            reader = threading.Thread(
+                target=lambda out=answer: out.append(attacker.stdout.readline()))
+            reader.start()
+            attacker.stdin.write(kind + "\n")
+            attacker.stdin.flush()
+            while reader.is_alive():
+                spells[kind].append(ping(channel))
+            assert [a.strip() for a in answer] == [status]
+    assert len(spells["nested"]) >= 20
+    quiet, legit, hostile = (sorted(spells[k]) for k in ("quiet", "floats", "nested"))
+    return tuple(s[int(len(s) * 0.99)] for s in (quiet, legit, hostile))  # type: ignore[return-value]
 
 
 # -- legitimate large calls, and the client's budget ---------------------------------------------

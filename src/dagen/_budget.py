@@ -16,27 +16,31 @@ response or a frame, a scan of its wire bytes, guided by its descriptor, counts
 
 and refuses the message with :class:`~dagen._wire.LimitExceeded` (RESOURCE_EXHAUSTED)
 naming the limit as soon as a count passes it: the scan's cost is bounded by the
-limits, whatever the message (~0.1 s per million values), and other threads run
-while it scans. Unknown fields are skipped (nothing decodes them), but counted. A message too short to exceed any limit (each value takes at
-least one byte of it, each header two) is not scanned at all: tiny calls pay nothing.
+limits, whatever the message (~0.15 s per million values), and while any scan runs
+the process's GIL switch interval is half a millisecond (not 5 ms), so that other
+callers' threads are not held up. Unknown fields are skipped (nothing decodes them),
+but counted. Map entries and other messages of single numbers and strings are counted
+without reading their insides (one value per field at most, whatever they hold). A
+message too short to exceed any limit (each value takes at least one byte of it, each
+header two) is not scanned at all: tiny calls pay nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import time
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._wire import BadFrame, LimitExceeded, Limits, WireError
 
 NDARRAY_MESSAGE = "dagen.v1.NDArray"
 MAX_DEPTH = 100  # protobuf's own recursion limit
-YIELD_EVERY = 2_000  # values scanned (~0.3 ms) between two chances for other threads to run
-# A pause, not sleep(0): a thread waiting for the GIL must have the time to take it
-# (sleep(0) gives it back at once, and the waiter gets it only after the 5 ms switch
-# interval). A million values make 500 pauses, ~50 ms.
-YIELD_SECONDS = 0.0001
+# While a scan runs, a thread waiting for the GIL gets it after this long, not after
+# Python's 5 ms: a caller's tiny calls are not held up by another's large message.
+SCAN_SWITCH_INTERVAL = 0.0005
 
 # What a field is, for the scan, by its tag (number and wire type): a message, a string
 # or bytes, packed numbers of each width, or one number.
@@ -123,7 +127,8 @@ def budget_check(descriptor: Any, limits: Limits, what: str) -> Callable[[bytes]
 
     def check(buf: bytes) -> None:
         if len(buf) > below:
-            _scan(buf, plan, limits, what)
+            with _responsive():
+                _scan(buf, plan, limits, what)
 
     return check
 
@@ -156,10 +161,6 @@ def scan(buf: bytes, descriptor: Any, limits: Limits | None = None,
 def _scan(buf: bytes, plan: _Plan, limits: Limits, what: str) -> tuple[int, int, int]:  # noqa: C901, PLR0912, PLR0915
     max_values, max_bytes, max_arrays = limits.max_values, limits.max_value_bytes, limits.max_arrays
     values = value_bytes = arrays = 0
-    # Every YIELD_EVERY values the scan lets other threads run (it holds the GIL, and
-    # a caller's tiny call must not wait for it): ``checkpoint`` is the next such count,
-    # or max_values, whichever comes first.
-    checkpoint = min(max_values, YIELD_EVERY)
     message, number, high = _MESSAGE, _NUMBER, _HIGH_BYTES  # (locals: the loop is hot)
     stack: list[tuple[Fields, int]] = []
     fields = plan.fields
@@ -168,11 +169,8 @@ def _scan(buf: bytes, plan: _Plan, limits: Limits, what: str) -> tuple[int, int,
         while True:
             while pos < end:
                 values += 1  # every field counts, known or not
-                if values > checkpoint:
-                    if values > max_values:
-                        break
-                    time.sleep(YIELD_SECONDS)
-                    checkpoint = min(max_values, values + YIELD_EVERY)
+                if values > max_values:
+                    break
                 key = buf[pos]
                 pos += 1
                 if key >= 0x80:
@@ -209,7 +207,7 @@ def _scan(buf: bytes, plan: _Plan, limits: Limits, what: str) -> tuple[int, int,
                         pos += length
                         # and the flat messages that follow with the same one-byte tag and
                         # length (a map's entries), counted in a tighter loop
-                        first, room = pos, (checkpoint - values) // (flat + 1)
+                        first, room = pos, (max_values - values) // (flat + 1)
                         n = 0
                         while n < room and pos < end and buf[pos] == key:
                             size = buf[pos + 1]
@@ -280,6 +278,29 @@ def _skip(buf: bytes, pos: int, end: int, key: int) -> int:
     if wire_type == 3:
         return _skip_group(buf, pos, end, key >> 3)
     raise WireError(f"wire type {wire_type} where a field begins")
+
+
+_switch_lock = threading.Lock()
+_scans = 0  # scans running
+_saved_interval = 0.005
+
+
+@contextlib.contextmanager
+def _responsive() -> Iterator[None]:
+    """The GIL's switch interval at SCAN_SWITCH_INTERVAL while any scan runs."""
+    global _scans, _saved_interval  # noqa: PLW0603 - one setting for the process
+    with _switch_lock:
+        if not _scans:
+            _saved_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(_saved_interval, SCAN_SWITCH_INTERVAL))
+        _scans += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _scans -= 1
+            if not _scans:
+                sys.setswitchinterval(_saved_interval)
 
 
 def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
