@@ -165,6 +165,7 @@ def test_the_receive_path_holds_at_most_one_block_besides_the_array(codec):
               compress_chunks(codec, iter_chunks(1, array, 1 << 20), 8)]
     sink = ArraySink()
     sink.allocate(header(array, codec))
+    assert sink.arrays[1].shape == array.shape  # allocated now (by the first chunk otherwise)
     tracemalloc.start()
     try:
         for chunk in chunks:
@@ -409,8 +410,8 @@ class WireCounter:
             self.sent += len(out)
             return out
 
-        def deserializer(frame_cls):
-            inner = frame_deserializer(frame_cls)
+        def deserializer(frame_cls, check=None):
+            inner = frame_deserializer(frame_cls, check)
 
             def deserialize(buf):
                 self.received += len(buf)

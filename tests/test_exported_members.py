@@ -50,7 +50,7 @@ def test_one_exception_hierarchy():
 def test_runtime_modules_used_by_generated_code():
     assert sorted(dagen.client.__all__) == sorted(
         ["DEFAULT_TIMEOUT", "ServiceClient", "ClientSpec", "Connection", "call", "call_method",
-         "close", "default_client", "RemoteObject", "bound_class", "ContractInfo"]
+         "close", "default_client", "RemoteObject", "bound_class", "ContractInfo", "Limits"]
     )
     assert sorted(dagen.server.__all__) == sorted(
         ["ContractInfo", "Servicer", "ServerOptions", "create_server", "import_served_module",

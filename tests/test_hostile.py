@@ -184,7 +184,7 @@ def cases(pb2):
         "more-arrays-than-max-arrays": (
             "Count", [pb2.CountInput(request=pb2.CountRequest(
                 arrays=[header(shape=(1,), id=i + 1) for i in range(9)])).SerializeToString()],
-            EXHAUSTED, r"more than 8 arrays in one call \(max_arrays\)"),
+            EXHAUSTED, r"more than 8 arrays in one call \(max_arrays=8\)"),
         "object-dtype": (
             "Total", [total_request(pb2, dtype="|O8", shape=(1,), nbytes=8)], INVALID,
             r"unsupported dtype '\|O8'"),

@@ -685,13 +685,14 @@ def test_receive_path_copies_each_chunk_once(deserialize, shape):
     assert len(frames) == 4
     s = ArraySink()
     s.allocate(header(1, array.dtype, array.shape))
+    assert s.arrays[1].shape == shape  # allocated now (by the first chunk otherwise)
 
     def receive():
         for frame in frames:
             s.write(deserialize(frame))
 
-    # The chunk's bytes go straight from the received frame into the array allocated at
-    # `allocate`: no intermediate copy of a payload (1 MiB) is ever made. (Chunks that
+    # The chunk's bytes go straight from the received frame into the array allocated
+    # beforehand: no intermediate copy of a payload (1 MiB) is ever made. (Chunks that
     # are not whole rows are tracked with one bit per element: dagen._coverage.)
     assert _peak_allocation(receive) < chunk_bytes // 16 + array.size // 8
     s.finish()

@@ -153,6 +153,6 @@ def array_headers(msg: Any) -> Iterator[Any]:
 
 
 def allocate_arrays(msg: Any, sink: ArraySink) -> None:
-    """Allocate every array a received message declares (limits checked first)."""
-    for header in array_headers(msg):
-        sink.allocate(header)
+    """Declare every array a received message declares to the sink: all their headers
+    are checked against the limits before anything is allocated."""
+    sink.declare(array_headers(msg))

@@ -52,7 +52,14 @@ from ._model import INSTANCE_FIELD, Service
 from ._protocol import Method, receive, receive_each, send
 from ._security import physical_memory
 from ._transport import GrpcTransport, Transport
-from ._wire import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, Limits, WireError
+from ._wire import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_CHUNK_BYTES,
+    BadFrame,
+    LimitExceeded,
+    Limits,
+    WireError,
+)
 
 DEFAULT_TIMEOUT = 3600.0
 
@@ -319,7 +326,8 @@ class Connection:
         }
         # functions called with one request and one response: (method, stub, metadata)
         self._unary: dict[str, tuple[Method, Any, Any]] = {}
-        self.stubs: dict[str, Any] = {name: transport.stub(m) for name, m in self.methods.items()}
+        self.stubs: dict[str, Any] = {
+            name: transport.stub(m, self.limits) for name, m in self.methods.items()}
         for name, method in self.methods.items():
             if not method.streaming and not method.fn.generator:
                 self._unary[name] = (method, self.stubs[name], self._metadata(method))
@@ -362,14 +370,14 @@ class Connection:
                     e, function=name, target=self.target, timeout=timeout, tls=self.tls,
                     mirrors=self.spec.exceptions,
                 ) from None
+            if type(response) is BadFrame:  # over the decode budget, or no message
+                raise self._bad_response(name, response)
             if method.result_as_is:
                 return response.result
             try:
                 return method.decode_response(response, NO_ARRAYS)
             except WireError as e:
-                raise CallError(
-                    f"{name}(): the server at {self.target} sent a malformed response: {e}"
-                ) from None
+                raise self._refuse_response(name, e) from None
         method = self.methods[name]
         settings = settings_for(self)
         # ValueError or CodecUnavailable before anything is sent:
@@ -410,9 +418,16 @@ class Connection:
                 mirrors=self.spec.exceptions,
             ) from None
         except WireError as e:
-            raise CallError(
-                f"{name}(): the server at {self.target} sent a malformed response: {e}"
-            ) from None
+            raise self._refuse_response(name, e) from None
+
+    def _bad_response(self, name: str, bad: BadFrame) -> CallError:
+        return self._refuse_response(name, bad.exception())
+
+    def _refuse_response(self, name: str, e: WireError) -> CallError:
+        if isinstance(e, LimitExceeded):
+            return CallError(f"{name}(): the server at {self.target} sent a response over "
+                             f"this client's limits: {e}", grpc.StatusCode.RESOURCE_EXHAUSTED)
+        return CallError(f"{name}(): the server at {self.target} sent a malformed response: {e}")
 
     def _metadata(self, method: Method, codecs: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...] | None:
         metadata: tuple[tuple[str, str], ...] = (accept_header(codecs),) if codecs else ()
@@ -437,6 +452,8 @@ class Connection:
                 call = stub(request, timeout=timeout, metadata=metadata)
                 track(call)
                 for response in call:
+                    if type(response) is BadFrame:
+                        raise self._bad_response(method.name, response)
                     yield method.decode_response(response, NO_ARRAYS)
         except grpc.RpcError as e:
             raise exception_from_rpc_error(
@@ -444,9 +461,7 @@ class Connection:
                 mirrors=self.spec.exceptions,
             ) from None
         except WireError as e:
-            raise CallError(
-                f"{method.name}(): the server at {self.target} sent a malformed response: {e}"
-            ) from None
+            raise self._refuse_response(method.name, e) from None
         finally:
             if call is not None:
                 call.cancel()  # a no-op once the call has completed

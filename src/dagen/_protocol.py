@@ -265,7 +265,7 @@ def receive(
     if first is None:
         raise WireError(f"the stream ended before the {field} message")
     if isinstance(first, BadFrame):
-        raise WireError(first.error)
+        raise first.exception()
     if isinstance(first, ChunkIn) or first.WhichOneof("frame") != field:
         got = "a chunk" if isinstance(first, ChunkIn) else (
             f"a {first.WhichOneof('frame')} frame" if first.WhichOneof("frame") else "an empty frame"
@@ -274,7 +274,7 @@ def receive(
     message = getattr(first, field)
     sink = ArraySink(limits, alloc)
     allocate_arrays(message, sink)
-    total = sum(a.nbytes for a in sink.arrays.values())
+    total = sink.total
     done = 0
     if on_bytes is not None:
         on_bytes(done, total)
@@ -285,7 +285,7 @@ def receive(
                 done += written
                 on_bytes(done, total)
         elif isinstance(frame, BadFrame):
-            raise WireError(frame.error)
+            raise frame.exception()
         else:
             raise WireError(f"a second {field} message arrived after the first")
     sink.finish()
@@ -305,7 +305,7 @@ def receive_each(frames: Iterable[Any], field: str, limits: Limits) -> Iterator[
                 raise WireError(f"a chunk arrived outside the arrays of a {field} message")
             sink.write(frame)
         elif isinstance(frame, BadFrame):
-            raise WireError(frame.error)
+            raise frame.exception()
         elif frame.WhichOneof("frame") == field:
             if sink is not None:
                 sink.finish()  # raises: it is incomplete (a complete one was handed over)

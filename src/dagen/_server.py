@@ -19,6 +19,7 @@ from typing import Any, ClassVar, NoReturn
 import grpc
 
 from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
+from ._budget import budget_check
 from ._codecs import accepted_codecs
 from ._errors import ERROR_METADATA_KEY, remote_error_details
 from ._exceptions import ClusterUnavailable
@@ -45,7 +46,7 @@ from ._progress import (
     state_to_proto,
 )
 from ._protocol import Method, receive, send
-from ._security import Admission, CallLimits, Policy
+from ._security import Admission, CallLimits, Policy, UploadWatch, cancel_rpc
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
     LimitExceeded,
@@ -128,6 +129,7 @@ class Servicer:
         self._executor = make_executor(self.options.executor, self.module, self.options.workers,
                                        self.options.executor_config)
         self.admission = Admission(self.options.call_limits)  # see dagen._security._guard
+        self.uploads = UploadWatch(self.options.call_limits.upload_idle_timeout)
 
     @property
     def executor(self) -> Executor:
@@ -175,10 +177,11 @@ class Servicer:
         fn = self._functions[method.fn.key]
         plain_arguments = method.plain_arguments
         checks_contract = self.contract is not None
+        check = self._budget(method)
 
         def handle(data: bytes, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            request = self._parse(method, data, context)
+            request = self._parse(method, data, context, check)
             if checks_contract:
                 self._check_contract(method, context)
             args: Any = plain_arguments(request)
@@ -208,11 +211,18 @@ class Servicer:
     def _stream_handler(
         self, method: Method
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
-        parse = frame_deserializer(method.input_cls)
+        options = self.options
+        frame_cls = method.input_cls
+        assert frame_cls is not None  # a streaming method has frames
+        parse = frame_deserializer(frame_cls, budget_check(
+            frame_cls.DESCRIPTOR, options.limits, "the request"))
 
         def handle(messages: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
-            frames = map(parse, messages)  # parsed here, not in grpc's one event thread
+            frames = self.uploads.watch(  # parsed here, not in grpc's one event thread
+                map(parse, messages),
+                lambda why: cancel_rpc(context, grpc.StatusCode.ABORTED, f"{method.name}(): {why}"),
+            )
             self._check_contract(method, context)
             call = self._executor.open(context)
             with self._abandoned(method, context, call, started):
@@ -249,10 +259,11 @@ class Servicer:
 
     def _items_handler(self, method: Method) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         """A generator without arrays: a server stream of response messages."""
+        check = self._budget(method)
 
         def handle(data: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
-            request = self._parse(method, data, context)
+            request = self._parse(method, data, context, check)
             self._check_contract(method, context)
             args, kwargs = self._decode(method, request, NO_ARRAYS, context)
             call = self._executor.open(context)
@@ -291,10 +302,19 @@ class Servicer:
             if close is not None:
                 close()
 
+    def _budget(self, method: Method) -> Callable[[bytes], None]:
+        """The decode budget of a method's request (see dagen._budget)."""
+        return budget_check(method.request_cls.DESCRIPTOR, self.options.limits, "the request")
+
     @staticmethod
-    def _parse(method: Method, data: bytes, context: grpc.ServicerContext) -> Any:
+    def _parse(method: Method, data: bytes, context: grpc.ServicerContext,
+               check: Callable[[bytes], None]) -> Any:
         try:
+            check(data)  # before anything of it is parsed: its cost is bounded
             return method.request_cls.FromString(data)
+        except LimitExceeded as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method.name}(): {e}")
+            raise AssertionError("unreachable: abort raises") from None
         except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"{method.name}(): malformed request message: {e}")

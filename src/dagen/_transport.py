@@ -21,9 +21,10 @@ from typing import Any, Protocol
 
 import grpc
 
+from ._budget import budget_check, message_deserializer
 from ._protocol import Method
 from ._security import CHANNEL_OPTIONS, channel_credentials, channel_options
-from ._wire import frame_deserializer, frame_serializer
+from ._wire import Limits, frame_deserializer, frame_serializer
 
 
 class Transport(Protocol):
@@ -32,8 +33,9 @@ class Transport(Protocol):
     target: str  # what error messages call the server
     tls: bool  # whether failures may be TLS handshakes (for their hints)
 
-    def stub(self, method: Method) -> Callable[..., Any]:
-        """The callable that makes calls of ``method``."""
+    def stub(self, method: Method, limits: Limits) -> Callable[..., Any]:
+        """The callable that makes calls of ``method``; what it receives is decoded
+        within ``limits`` (the client's decode budget: dagen._budget)."""
 
     def close(self) -> None:
         """Let go of the connection: calls in progress are cancelled."""
@@ -60,18 +62,21 @@ class GrpcTransport:
                 options=channel_options(target, server_name),
             )
 
-    def stub(self, method: Method) -> Callable[..., Any]:
+    def stub(self, method: Method, limits: Limits) -> Callable[..., Any]:
         if method.streaming:
+            frame_cls = method.output_cls
+            assert frame_cls is not None  # a streaming method has frames
             return self.channel.stream_stream(
                 method.path,
                 request_serializer=frame_serializer,
-                response_deserializer=frame_deserializer(method.output_cls),
+                response_deserializer=frame_deserializer(frame_cls, budget_check(
+                    frame_cls.DESCRIPTOR, limits, "the response")),
             )
         multicallable = self.channel.unary_stream if method.fn.generator else self.channel.unary_unary
         return multicallable(
             method.path,
             request_serializer=method.request_cls.SerializeToString,
-            response_deserializer=method.response_cls.FromString,
+            response_deserializer=message_deserializer(method.response_cls, limits, "the response"),
         )
 
     def close(self) -> None:

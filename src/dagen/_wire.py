@@ -53,12 +53,15 @@ class LimitExceeded(WireError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Sizes a peer may declare; checked before anything is allocated."""
+    """Sizes a peer may declare; checked before anything is allocated. The decode
+    budget of a message (``max_values``, ``max_value_bytes``): see dagen._budget."""
 
     max_array_bytes: int = 64 << 30
     max_call_bytes: int = 128 << 30
     max_arrays: int = 100_000
     max_ndim: int = 32
+    max_values: int = 1_000_000
+    max_value_bytes: int = 64 << 20
 
 
 # -- dtypes ------------------------------------------------------------------------------------
@@ -254,6 +257,10 @@ class BadFrame:
     (a deserializer that raised would give the caller only a generic INTERNAL)."""
 
     error: str
+    limit: bool = False  # a limit was exceeded (RESOURCE_EXHAUSTED), not a malformed frame
+
+    def exception(self) -> WireError:
+        return LimitExceeded(self.error) if self.limit else WireError(self.error)
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -316,9 +323,12 @@ def _parse_chunk(buf: bytes, pos: int, end: int) -> ChunkIn:
     return ChunkIn(array_id, tuple(start), tuple(shape), data)
 
 
-def frame_deserializer(frame_cls: Any) -> Callable[[bytes], Any]:
+def frame_deserializer(
+    frame_cls: Any, check: Callable[[bytes], None] | None = None
+) -> Callable[[bytes], Any]:
     """A grpc deserializer returning ChunkIn for chunk frames, the frame message for
-    the others, and BadFrame for bytes that do not parse."""
+    the others, and BadFrame for bytes that do not parse or that ``check`` (a decode
+    budget: dagen._budget.budget_check) refuses before they are parsed."""
 
     def deserialize(buf: bytes) -> Any:
         try:
@@ -326,7 +336,11 @@ def frame_deserializer(frame_cls: Any) -> Callable[[bytes], Any]:
                 length, pos = _read_varint(buf, 1)
                 if pos + length == len(buf):
                     return _parse_chunk(buf, pos, pos + length)
+            if check is not None:
+                check(buf)
             frame = frame_cls.FromString(buf)
+        except LimitExceeded as e:
+            return BadFrame(str(e), limit=True)
         except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
             return BadFrame(f"malformed frame: {e}")
         if frame.WhichOneof("frame") == "chunk":

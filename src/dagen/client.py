@@ -17,6 +17,7 @@ from ._client import (
     default_client,
 )
 from ._handshake import ContractInfo
+from ._wire import Limits
 
 __all__ = [
     "ServiceClient",
@@ -30,4 +31,5 @@ __all__ = [
     "RemoteObject",
     "bound_class",
     "ContractInfo",
+    "Limits",
 ]

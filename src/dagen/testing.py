@@ -109,7 +109,8 @@ class MockTransport:
         self.closed = False
         self._lock = threading.Lock()
 
-    def stub(self, method: Method) -> Callable[..., Any]:
+    def stub(self, method: Method, limits: Limits) -> Callable[..., Any]:
+        # (the handler's answers are Python objects: no bytes to hold to a decode budget)
         def call(request: Any, *, timeout: float | None = None,
                  metadata: Sequence[tuple[str, str]] | None = None) -> Any:
             return self._call(method, request, timeout, tuple(metadata or ()))

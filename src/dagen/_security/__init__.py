@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the names of _EXPORTS, for type checkers (a test checks the
         reset_caller,
         set_caller,
     )
+    from ._idle import UploadWatch, cancel_rpc
     from ._limits import Admission, CallLimits, physical_memory
     from ._policy import Policy
     from ._reload import CertificateReloader
@@ -58,6 +59,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "_guard": ("Guard",),
     "_identity": ("Identity", "caller", "format_serial", "identity_from_auth", "reset_caller",
                   "set_caller"),
+    "_idle": ("UploadWatch", "cancel_rpc"),
     "_limits": ("Admission", "CallLimits", "physical_memory"),
     "_policy": ("Policy",),
     "_reload": ("CertificateReloader",),

@@ -6,7 +6,9 @@ dimensions) are :class:`dagen._wire.Limits`, checked by the receiving sink
 
 * ``max_calls``: calls in progress at once (receiving, running or sending);
 * ``max_calls_per_identity``: of those, how many one identity may have;
-* ``max_memory``: bytes of received arrays held by all calls in progress.
+* ``max_memory``: bytes of received arrays held by all calls in progress (reserved
+  when their headers arrive), and of the maps of which of their elements arrived;
+* ``upload_idle_timeout``: seconds an upload may send nothing (dagen._security._idle).
 
 A call beyond any of them is refused at once with RESOURCE_EXHAUSTED naming the
 limit and its value; it is never queued behind the others, and nothing of it is
@@ -18,6 +20,7 @@ for the next calls (at most ``max_memory`` / 4, see dagen._buffers).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import itertools
 import os
@@ -29,6 +32,7 @@ import numpy as np
 
 from .._buffers import BufferPool
 from .._wire import LimitExceeded, Limits
+from ._idle import DEFAULT_UPLOAD_IDLE_TIMEOUT
 
 
 def physical_memory() -> int:
@@ -78,11 +82,14 @@ class CallLimits:
     max_calls: int = DEFAULT_MAX_CALLS
     max_calls_per_identity: int = DEFAULT_MAX_CALLS_PER_IDENTITY
     max_memory: int = field(default_factory=default_max_memory)
+    upload_idle_timeout: float = DEFAULT_UPLOAD_IDLE_TIMEOUT  # seconds: see dagen._security._idle
 
     def __post_init__(self) -> None:
         for name in ("max_calls", "max_calls_per_identity", "max_memory"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if not self.upload_idle_timeout > 0:
+            raise ValueError("upload_idle_timeout must be more than 0 seconds")
 
 
 def format_bytes(n: int) -> str:
@@ -93,10 +100,15 @@ def format_bytes(n: int) -> str:
 
 
 class CallAllocator:
-    """A call's ``alloc``; ``completed()`` says its buffers may be reused afterwards."""
+    """A call's ``alloc``; ``reserve(nbytes)`` charges bytes to the memory budget ahead
+    (an allocation of them later is not charged again); ``completed()`` says its
+    buffers may be reused afterwards."""
 
-    def __init__(self, allocate: Callable[[int], np.ndarray]) -> None:
+    def __init__(self, allocate: Callable[[int], np.ndarray],
+                 reserve: Callable[[int], None], bookkeeping: Callable[[int], None]) -> None:
         self._allocate = allocate
+        self.reserve = reserve
+        self.bookkeeping = bookkeeping  # charges bytes that keep track of the arrays
         self.succeeded = False
 
     def __call__(self, nbytes: int) -> np.ndarray:
@@ -193,15 +205,16 @@ class Admission:
         go back to the pool only if the server marked the call ``completed()``."""
         lock = self._lock
         charged = 0
+        reserved = 0  # of those charged, bytes not allocated yet
         ended = False
         taken: list[np.ndarray] = []  # this call's buffers from the pool
 
         def release() -> None:
-            nonlocal charged, ended
+            nonlocal charged, reserved, ended
             with lock:
-                large = charged >= TRIM_AFTER
+                large = charged - reserved >= TRIM_AFTER
                 self.memory -= charged
-                charged = 0
+                charged = reserved = 0
                 ended = True
             if allocate.succeeded:
                 self.buffers.give_back(taken)
@@ -209,20 +222,38 @@ class Admission:
             if large:
                 give_back_memory()
 
-        def allocate_bytes(nbytes: int) -> np.ndarray:
-            nonlocal charged
+        def charge(nbytes: int, ahead: bool, what: str = "an array of") -> int:
+            """Charge bytes to the budget (or take them from the reserve): what it charged."""
+            nonlocal charged, reserved
             limit = self.limits.max_memory
             with lock:
                 if ended:
                     raise LimitExceeded("the call has ended")
+                if not ahead and reserved >= nbytes:
+                    reserved -= nbytes
+                    return 0
                 if self.memory + nbytes > limit:
                     raise LimitExceeded(
-                        f"an array of {nbytes} bytes would take the arrays held by calls in "
+                        f"{what} {nbytes} bytes would take the arrays held by calls in "
                         f"progress to {self.memory + nbytes} bytes, over "
                         f"max_memory={limit} ({format_bytes(limit)})"
                     )
                 self.memory += nbytes
                 charged += nbytes
+                if ahead:
+                    reserved += nbytes
+                return nbytes
+
+        def reserve(nbytes: int) -> None:
+            charge(nbytes, ahead=True)
+
+        def bookkeeping(nbytes: int) -> None:
+            charge(nbytes, ahead=False, what="a map of the elements received, of")
+            # (never taken back by an allocation: ahead=False charges it as allocated)
+
+        def allocate_bytes(nbytes: int) -> np.ndarray:
+            nonlocal charged
+            fresh = charge(nbytes, ahead=False)
             try:
                 if inner is not None:
                     return inner(nbytes)
@@ -232,11 +263,11 @@ class Admission:
             except BaseException:
                 with lock:
                     if not ended:
-                        self.memory -= nbytes
-                        charged -= nbytes
+                        self.memory -= fresh
+                        charged -= fresh
                 raise
 
-        allocate = CallAllocator(allocate_bytes)
+        allocate = CallAllocator(allocate_bytes, reserve, bookkeeping)
         add_callback = getattr(context, "add_callback", None)
         if add_callback is None or not add_callback(release):
             release()  # no rpc whose end gives the bytes back, or it has ended already
@@ -248,12 +279,11 @@ def server_limits(
     max_call_bytes: int | None = None,
     max_arrays: int | None = None,
     max_ndim: int | None = None,
+    max_values: int | None = None,
+    max_value_bytes: int | None = None,
 ) -> Limits:
-    """The sink's limits with the given ones replaced."""
-    base = Limits()
-    return Limits(
-        max_array_bytes=base.max_array_bytes if max_array_bytes is None else max_array_bytes,
-        max_call_bytes=base.max_call_bytes if max_call_bytes is None else max_call_bytes,
-        max_arrays=base.max_arrays if max_arrays is None else max_arrays,
-        max_ndim=base.max_ndim if max_ndim is None else max_ndim,
-    )
+    """The sink's limits (and the decode budget) with the given ones replaced."""
+    given = {"max_array_bytes": max_array_bytes, "max_call_bytes": max_call_bytes,
+             "max_arrays": max_arrays, "max_ndim": max_ndim, "max_values": max_values,
+             "max_value_bytes": max_value_bytes}
+    return dataclasses.replace(Limits(), **{k: v for k, v in given.items() if v is not None})

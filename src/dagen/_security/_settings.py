@@ -13,6 +13,7 @@ import click
 
 from .._exceptions import PolicyError
 from .._wire import Limits
+from ._idle import DEFAULT_UPLOAD_IDLE_TIMEOUT
 from ._limits import (
     DEFAULT_MAX_CALLS,
     DEFAULT_MAX_CALLS_PER_IDENTITY,
@@ -70,6 +71,16 @@ def security_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, help="Most arrays in one call."),
         click.option("--max-ndim", type=click.IntRange(0, 64), default=_DEFAULTS.max_ndim,
                      show_default=True, help="Most dimensions of one array."),
+        click.option("--max-values", type=click.IntRange(1), default=_DEFAULTS.max_values,
+                     show_default=True,
+                     help="Most values in one message: items of lists, entries of maps, "
+                     "nested messages, strings and numbers."),
+        click.option("--max-value-bytes", callback=_size,
+                     help=f"Largest total of the values of one message: bytes of strings, "
+                     f"8 per number [default: {format_bytes(_DEFAULTS.max_value_bytes)}]."),
+        click.option("--upload-idle-timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=DEFAULT_UPLOAD_IDLE_TIMEOUT, show_default=True,
+                     help="Seconds an upload may send nothing before it is cancelled."),
         click.option("--max-calls", type=click.IntRange(1, 10_000), default=DEFAULT_MAX_CALLS,
                      show_default=True,
                      help="Calls in progress at once; more are refused (RESOURCE_EXHAUSTED)."),
@@ -105,7 +116,9 @@ class SecuritySettings:
             f"max_memory={format_bytes(calls.max_memory)}, "
             f"max_array_bytes={format_bytes(lim.max_array_bytes)}, "
             f"max_call_bytes={format_bytes(lim.max_call_bytes)}, "
-            f"max_arrays={lim.max_arrays}, max_ndim={lim.max_ndim}"
+            f"max_arrays={lim.max_arrays}, max_ndim={lim.max_ndim}, "
+            f"max_values={lim.max_values}, max_value_bytes={format_bytes(lim.max_value_bytes)}, "
+            f"upload_idle_timeout={calls.upload_idle_timeout:g} s"
         )
 
 
@@ -119,9 +132,12 @@ def security_settings(
     max_call_bytes: int | None = None,
     max_arrays: int | None = None,
     max_ndim: int | None = None,
+    max_values: int | None = None,
+    max_value_bytes: int | None = None,
     max_calls: int = DEFAULT_MAX_CALLS,
     max_calls_per_identity: int = DEFAULT_MAX_CALLS_PER_IDENTITY,
     max_memory: int | None = None,
+    upload_idle_timeout: float = DEFAULT_UPLOAD_IDLE_TIMEOUT,
 ) -> SecuritySettings:
     """The settings the options give, checked (a ClickException says what is wrong)."""
     functions = list(servicer_cls.methods)
@@ -138,10 +154,12 @@ def security_settings(
             f"the policy {found.source} needs mutual TLS (--certs): over plain text "
             "callers have no certificate, hence no identity"
         )
-    limits = server_limits(max_array_bytes, max_call_bytes, max_arrays, max_ndim)
+    limits = server_limits(max_array_bytes, max_call_bytes, max_arrays, max_ndim,
+                           max_values, max_value_bytes)
     call_limits = CallLimits(
         max_calls=max_calls,
         max_calls_per_identity=min(max_calls_per_identity, max_calls),
         max_memory=max_memory if max_memory is not None else default_max_memory(),
+        upload_idle_timeout=upload_idle_timeout,
     )
     return SecuritySettings(limits, call_limits, found, socket, insecure)
