@@ -4,6 +4,7 @@ protobuf well-known type: arrays, xarray objects, dates and times."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -69,24 +70,30 @@ class NDArrayNode(_KnownMessage):
         return read_array(m, ctx)
 
 
-class _XarrayNode(_KnownMessage):
-    """An xarray object: metadata in its message, data streamed in chunks (_xarray.py)."""
+class _ChunkedMessage(_KnownMessage):
+    """A known message whose arrays stream in chunks; ``codec`` names the module of dagen
+    that fills and reads it, and its two functions (imported on first use)."""
 
-    proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/xarray.proto",)
+    codec: ClassVar[tuple[str, str, str]]  # module, fill(value, m, ctx), read(m, ctx)
 
     @property
     def has_arrays(self) -> bool:
         return True
 
     def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
-        from .._xarray import fill_xarray
-
-        fill_xarray(value, m, ctx)
+        module, fill, _ = self.codec
+        getattr(importlib.import_module(module, "dagen"), fill)(value, m, ctx)
 
     def read(self, m: Any, ctx: DecodeContext) -> Any:
-        from .._xarray import read_xarray
+        module, _, read = self.codec
+        return getattr(importlib.import_module(module, "dagen"), read)(m, ctx)
 
-        return read_xarray(m, ctx)
+
+class _XarrayNode(_ChunkedMessage):
+    """An xarray object: metadata in its message, data streamed in chunks (_xarray.py)."""
+
+    proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/xarray.proto",)
+    codec: ClassVar[tuple[str, str, str]] = ("._xarray", "fill_xarray", "read_xarray")
 
 
 @dataclass(frozen=True)
@@ -109,25 +116,12 @@ class DatasetNode(_XarrayNode):
     expected: ClassVar[str] = "xarray.Dataset"  # type: ignore[misc]
 
 
-class _TableNode(_KnownMessage):
+class _TableNode(_ChunkedMessage):
     """A pandas object: columns and index in its message, their values streamed in chunks
     (_pandas.py)."""
 
     proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/table.proto",)
-
-    @property
-    def has_arrays(self) -> bool:
-        return True
-
-    def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
-        from .._pandas import fill_table
-
-        fill_table(value, m, ctx)
-
-    def read(self, m: Any, ctx: DecodeContext) -> Any:
-        from .._pandas import read_table
-
-        return read_table(m, ctx)
+    codec: ClassVar[tuple[str, str, str]] = ("._pandas", "fill_table", "read_table")
 
 
 @dataclass(frozen=True)
