@@ -105,6 +105,8 @@ def test_the_transport_replaces_the_channels_settings(echo_client_module, certs,
          "The connection broke during the call"),
         (RpcError(grpc.StatusCode.UNKNOWN, "Stream removed: TSI_DATA_CORRUPTED"),
          dagen.ServerUnavailable, "TLS refused data that something between"),
+        (RpcError(grpc.StatusCode.UNKNOWN, "Stream removed (Wrap failed (TSI_INTERNAL_ERROR))"),
+         dagen.ServerUnavailable, "TLS refused data that something between"),  # the writer's side
         (RpcError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"), dagen.CallError,
          r"does not offer add\(\): is the client package built from the same module"),
         (RpcError(grpc.StatusCode.FAILED_PRECONDITION, "built from revision 3, serving 4"),

@@ -218,12 +218,14 @@ def exception_from_rpc_error(
         return TimeoutError(
             f"{function}() did not finish within its timeout of {timeout} s (server {target})"
         )
-    if "TSI_DATA_CORRUPTED" in (text or ""):  # grpc reports it as UNKNOWN
+    # grpc reports it as UNKNOWN: TSI_DATA_CORRUPTED where the changed record is read,
+    # "Wrap failed (TSI_INTERNAL_ERROR)" on a side that writes after TLS gave up
+    if code == grpc.StatusCode.UNKNOWN and "TSI_" in (text or ""):
         return ServerUnavailable(
             f"the connection to {target} broke during {function}(): {text}. TLS refused "
             "data that something between client and server (a relay, a proxy, the network) "
-            "had changed. No result was returned (nothing partial either); the call may or "
-            "may not have run."
+            "had changed, or gave up on the connection. No result was returned (nothing "
+            "partial either); the call may or may not have run."
         )
     if code == grpc.StatusCode.UNAVAILABLE:
         hint = ""
