@@ -381,9 +381,9 @@ def test_every_header_is_checked_before_anything_is_reserved_or_allocated():
         sink.declare(headers)
     assert calls == []  # the fourth header refused the call before any of the three
     sink.declare(headers[:3])
-    assert calls == [("reserve", 30)] * 3  # reserved, not allocated until a chunk comes
-    assert sink.arrays[1].shape == (30,)
-    assert calls[3:] == [("alloc", 30)] * 3
+    assert calls == [("reserve", 90)]  # one reservation for the message's arrays, not
+    assert sink.arrays[1].shape == (30,)  # allocated until a chunk comes
+    assert calls[1:] == [("alloc", 30)] * 3
 
 
 def test_rows_sent_out_of_order_are_tracked_within_bounds(monkeypatch):

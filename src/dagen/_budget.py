@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._wire import BadFrame, LimitExceeded, Limits, WireError
+from ._wire import BadFrame, LimitExceeded, Limits, WireError, read_varint
 
 NDARRAY_MESSAGE = "dagen.v1.NDArray"
 MAX_DEPTH = 100  # protobuf's own recursion limit
@@ -174,7 +174,7 @@ def _scan(buf: bytes, plan: _Plan, limits: Limits, what: str) -> tuple[int, int,
                 key = buf[pos]
                 pos += 1
                 if key >= 0x80:
-                    key, pos = _varint(buf, pos, key)
+                    key, pos = read_varint(buf, pos - 1)
                 spec = fields.get(key)
                 if spec is None:  # an unknown field: kept as bytes, never decoded
                     pos = _skip(buf, pos, end, key)
@@ -192,7 +192,7 @@ def _scan(buf: bytes, plan: _Plan, limits: Limits, what: str) -> tuple[int, int,
                 length = buf[pos]
                 pos += 1
                 if length >= 0x80:
-                    length, pos = _varint(buf, pos, length)
+                    length, pos = read_varint(buf, pos - 1)
                 if pos + length > end:
                     raise WireError("a field runs past the end of its message")
                 if kind == message:
@@ -271,7 +271,7 @@ def _skip(buf: bytes, pos: int, end: int, key: int) -> int:
         return pos + 4
     if wire_type == 2:  # (as _scan reads a length, inline there: its loop is hot)
         first = buf[pos]
-        length, pos = (first, pos + 1) if first < 0x80 else _varint(buf, pos + 1, first)
+        length, pos = (first, pos + 1) if first < 0x80 else read_varint(buf, pos)
         if pos + length > end:
             raise WireError("a field runs past the end of its message")
         return pos + length
@@ -303,19 +303,6 @@ def _responsive() -> Iterator[None]:
                 sys.setswitchinterval(_saved_interval)
 
 
-def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
-    """The rest of a varint whose first byte (with its continuation bit) was ``first``."""
-    result, shift = first & 0x7F, 7
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise WireError("a varint longer than 10 bytes")
-
 
 def _skip_group(buf: bytes, pos: int, end: int, number: int) -> int:
     """The position after the end of a group (an unknown field of old protobuf)."""
@@ -324,7 +311,7 @@ def _skip_group(buf: bytes, pos: int, end: int, number: int) -> int:
         key = buf[pos]
         pos += 1
         if key >= 0x80:
-            key, pos = _varint(buf, pos, key)
+            key, pos = read_varint(buf, pos - 1)
         wire_type = key & 7
         if wire_type == 3:
             if len(open_groups) >= MAX_DEPTH:

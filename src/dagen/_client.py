@@ -366,10 +366,7 @@ class Connection:
                     handle.attach(rpc)
                     response = rpc.result()
             except grpc.RpcError as e:
-                raise exception_from_rpc_error(
-                    e, function=name, target=self.target, timeout=timeout, tls=self.tls,
-                    mirrors=self.spec.exceptions,
-                ) from None
+                raise self._rpc_error(e, name, timeout) from None
             if type(response) is BadFrame:  # over the decode budget, or no message
                 raise self._bad_response(name, response)
             if method.result_as_is:
@@ -413,12 +410,14 @@ class Connection:
                 progress.close()
             return method.decode_response(message, dctx)
         except grpc.RpcError as e:
-            raise exception_from_rpc_error(
-                e, function=name, target=self.target, timeout=settings.timeout, tls=self.tls,
-                mirrors=self.spec.exceptions,
-            ) from None
+            raise self._rpc_error(e, name, settings.timeout) from None
         except WireError as e:
             raise self._refuse_response(name, e) from None
+
+    def _rpc_error(self, e: grpc.RpcError, name: str, timeout: float | None) -> BaseException:
+        """What a failed rpc of ``name`` raises (see dagen._errors)."""
+        return exception_from_rpc_error(e, function=name, target=self.target, timeout=timeout,
+                                        tls=self.tls, mirrors=self.spec.exceptions)
 
     def _bad_response(self, name: str, bad: BadFrame) -> CallError:
         return self._refuse_response(name, bad.exception())
@@ -456,10 +455,7 @@ class Connection:
                         raise self._bad_response(method.name, response)
                     yield method.decode_response(response, NO_ARRAYS)
         except grpc.RpcError as e:
-            raise exception_from_rpc_error(
-                e, function=method.name, target=self.target, timeout=timeout, tls=self.tls,
-                mirrors=self.spec.exceptions,
-            ) from None
+            raise self._rpc_error(e, method.name, timeout) from None
         except WireError as e:
             raise self._refuse_response(method.name, e) from None
         finally:

@@ -125,7 +125,7 @@ def read_column(m: Any, ctx: DecodeContext) -> Any:
         if m.dtype:
             return _extension(m.dtype, values, mask)
         if mask is not None:
-            values = values.astype(object)
+            values = values.astype(object, copy=False)  # strings: already a new object array
             values[mask] = None
         return values
     except (ValueError, TypeError) as e:
@@ -142,7 +142,7 @@ def _extension(name: str, values: np.ndarray, mask: np.ndarray | None) -> Any:
     if head not in ("string", "str") or storage[:-1] not in ("python", "pyarrow"):
         raise WireError(f"unknown column dtype {name!r}")
     na_value = pd.NA if head == "string" else np.nan
-    objects = values.astype(object)
+    objects = values.astype(object, copy=False)  # read_array made it: no second copy
     objects[mask] = None
     return pd.array(objects, dtype=pd.StringDtype(storage[:-1], na_value=na_value))
 

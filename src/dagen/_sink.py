@@ -92,9 +92,10 @@ class ArraySink:
                 )
             total += target.nbytes
             targets[aid] = target
-        for target in targets.values():  # the server's memory budget, before any allocation
-            if self._reserve is not None and target.nbytes:
-                self._reserve(target.nbytes)
+        if self._reserve is not None and total > self.total:
+            # the server's memory budget, before any allocation: one charge for the message
+            self._reserve(total - self.total)
+        for target in targets.values():
             if not target.nbytes:  # nothing to receive: no chunk will allocate it
                 self._array(target)
             elif target.remaining:

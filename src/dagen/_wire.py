@@ -263,11 +263,12 @@ class BadFrame:
         return LimitExceeded(self.error) if self.limit else WireError(self.error)
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A varint at ``buf[pos]``: its value and the position after it."""
     result = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
-            raise WireError("truncated or overlong varint in chunk frame")
+            raise WireError("truncated or overlong varint")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -287,10 +288,10 @@ def _parse_chunk(buf: bytes, pos: int, end: int) -> ChunkIn:
     shape: list[int] = []
     data = memoryview(b"")
     while pos < end:
-        key, pos = _read_varint(buf, pos)
+        key, pos = read_varint(buf, pos)
         field, wire_type = key >> 3, key & 7
         if wire_type == 0:
-            value, pos = _read_varint(buf, pos)
+            value, pos = read_varint(buf, pos)
             if field == 1:
                 array_id = value & 0xFFFFFFFF
             elif field == 2:
@@ -298,7 +299,7 @@ def _parse_chunk(buf: bytes, pos: int, end: int) -> ChunkIn:
             elif field == 3:
                 shape.append(_signed64(value))
         elif wire_type == 2:
-            length, pos = _read_varint(buf, pos)
+            length, pos = read_varint(buf, pos)
             if pos + length > end:
                 raise WireError("chunk field runs past the end of its frame")
             if field == 4:
@@ -307,7 +308,7 @@ def _parse_chunk(buf: bytes, pos: int, end: int) -> ChunkIn:
                 target = start if field == 2 else shape
                 p = pos
                 while p < pos + length:
-                    value, p = _read_varint(buf, p)
+                    value, p = read_varint(buf, p)
                     target.append(_signed64(value))
                 if p != pos + length:
                     raise WireError("a packed field's last varint runs past the field")
@@ -333,7 +334,7 @@ def frame_deserializer(
     def deserialize(buf: bytes) -> Any:
         try:
             if buf[:1] == _CHUNK_FRAME_TAG_BYTE:
-                length, pos = _read_varint(buf, 1)
+                length, pos = read_varint(buf, 1)
                 if pos + length == len(buf):
                     return _parse_chunk(buf, pos, pos + length)
             if check is not None:

@@ -245,7 +245,7 @@ class Admission:
                 return nbytes
 
         def reserve(nbytes: int) -> None:
-            charge(nbytes, ahead=True)
+            charge(nbytes, ahead=True, what="arrays of")
 
         def bookkeeping(nbytes: int) -> None:
             charge(nbytes, ahead=False, what="a map of the elements received, of")
