@@ -15,7 +15,6 @@ before each case) and its CPU time (/proc/PID/stat), with raw gRPC frames built 
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import struct
@@ -500,8 +499,6 @@ def test_fuzz_mutated_messages_still_valid_are_accepted_and_decoded_exactly(meth
     if wire == sent:
         assert same(as_read, next(iter(arguments.values())) if name != "words"
                     else [arguments["n"], arguments["size"]])
-    else:
-        assert value_bytes >= 0
 
 
 @FUZZ
@@ -523,4 +520,3 @@ def test_fuzz_limits_refuse_exactly_what_passes_them(methods, data):
         assert "max_value" in str(e)
     else:
         assert values <= max_values and value_bytes <= max_value_bytes
-    assert math.isfinite(values)

@@ -62,7 +62,8 @@ def test_on_a_distributed_client_blocks_come_from_the_cluster():
     y, expected = shared_reduction(calls)
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
                             dashboard_address=":0") as client:
-        assert client is not None
-        chunks = list(iter_dask_chunks(1, y, 1 << 20, in_flight_bytes=4 * 8 * 10 * 8))
+        with distributed.get_task_stream(client=client) as stream:
+            chunks = list(iter_dask_chunks(1, y, 1 << 20, in_flight_bytes=4 * 8 * 10 * 8))
+        assert stream.data  # the blocks were computed as tasks of the cluster
     np.testing.assert_array_equal(reassemble(chunks, y.shape, y.dtype), expected)
     assert len(calls) == 8 * 2  # two batches of four blocks

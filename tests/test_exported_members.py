@@ -133,4 +133,3 @@ def test_entry_points_of_generated_code_keep_their_signatures():
         "server.import_served_module": "(name, fallback_path=None)",
         "server.main": "(servicer_cls)",
     }
-    assert issubclass(c.RemoteObject, object) and c.ServiceClient.__enter__ and c.ServiceClient.__exit__

@@ -256,24 +256,6 @@ def test_an_unsupported_type_suggests_a_conversion(tmp_path, annotation, advice)
     assert advice in line
 
 
-def test_a_dataframe_suggests_a_conversion_until_it_is_supported(tmp_path):
-    import dagen._types as types_
-
-    pd = pytest.importorskip("pandas")
-    if pd.DataFrame in types_.KNOWN:
-        pytest.skip("DataFrames are supported")
-    line = one_error_line(build_fails(tmp_path, """\
-        import pandas as pd
-
-
-        def rows(table: pd.DataFrame) -> int:
-            return len(table)
-        """))
-    assert "send it as an xarray.Dataset (xarray.Dataset.from_dataframe(df)" in line
-
-
-# -- what the server logs ---------------------------------------------------------------------------
-
 
 def test_the_server_logs_an_unknown_method_and_who_called(tmp_path):
     log = tmp_path / "server.log"

@@ -277,7 +277,7 @@ def _run(
     configure_logging(log_format)
     follow_grpc_core_log()  # failed TLS handshakes, which only grpc's C core sees
     settings = security_settings(servicer_cls, insecure=insecure, **access)
-    tunnel = _relay_tunnel(relay, certs=None if insecure else certs, key=relay_key,
+    tunnel = _relay_tunnel(relay, certs=certs, key=relay_key,
                            known_hosts=relay_known_hosts, name=relay_name,
                            socket=settings.socket) if relay else None
     options = ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor,
@@ -390,8 +390,7 @@ def _client_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _ask_server(ask: Callable[[Any], Any], target: str | None, timeout: float,
-                **credentials: Any) -> Any:
+def _ask_server(ask: Callable[[Any], Any], target: str | None, **credentials: Any) -> Any:
     """``ask(channel)``, with the server's failure as one line and a non-zero exit."""
     import grpc
 
@@ -427,7 +426,7 @@ def describe(target: str | None, timeout: float, as_json: bool, **credentials: A
 
     from ._meta import describe_remote, description_dict, description_lines
 
-    d = _ask_server(lambda channel: describe_remote(channel, timeout), target, timeout,
+    d = _ask_server(lambda channel: describe_remote(channel, timeout), target,
                     **credentials)
     if as_json:
         click.echo(json.dumps(description_dict(d), indent=2))
@@ -444,7 +443,7 @@ def ping(target: str | None, timeout: float, **credentials: Any) -> None:
     scripts and cron)."""
     from ._meta import ping as ping_server
 
-    pong = _ask_server(lambda channel: ping_server(channel, timeout), target, timeout,
+    pong = _ask_server(lambda channel: ping_server(channel, timeout), target,
                        **credentials)
     who = pong.caller
     identity = who.identity or "(no certificate: plain text)"

@@ -145,7 +145,7 @@ def load_cluster_spec(path: str | Path) -> ClusterSpec:
             import yaml
         except ImportError:
             raise ClusterError(
-                f"{source}: reading a YAML cluster file needs pyyaml (pip install 'dagen[cluster]')"
+                f"{source}: reading a YAML cluster file needs pyyaml (pip install 'dagen-grpc[cluster]')"
             ) from None
         try:
             data = yaml.safe_load(text)
@@ -228,7 +228,7 @@ def _cluster_class(kind: str) -> Any:
         import dask_jobqueue
     except ImportError as e:
         raise ClusterError(
-            f"kind {kind!r} needs {e.name} (pip install 'dagen[cluster]')"
+            f"kind {kind!r} needs {e.name} (pip install 'dagen-grpc[cluster]')"
         ) from None
     return getattr(dask_jobqueue, name)
 
@@ -298,7 +298,7 @@ def connect(target: DaskTarget) -> tuple[Any, Any]:
     try:
         from distributed import Client
     except ImportError:
-        raise ClusterError("--executor dask needs distributed (pip install 'dagen[cluster]')") \
+        raise ClusterError("--executor dask needs distributed (pip install 'dagen-grpc[cluster]')") \
             from None
     if target.cluster is not None:
         cluster = start_cluster(target.cluster)
