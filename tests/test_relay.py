@@ -388,13 +388,16 @@ def test_published_name_must_be_in_the_certificate(setup):
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
-@pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("ssh")),
-                    reason="needs OpenSSH (apt-get install openssh-server)")
 def test_stock_openssh_as_the_relay(setup, echo_client_module, tmp_path):
     """The recipe of docs/deployment.md: sshd with its own config on the relay host, an
     account restricted to one forwarded port, `ssh -R PORT:SOCKET` on the login node
     (where `dagen serve --socket` listens on no TCP port); visitors reach the server on
     the relay's forwarded port, TLS end to end."""
+    if not (os.path.exists(SSHD) and shutil.which("ssh")):
+        reason = "needs OpenSSH (apt-get install openssh-server)"
+        if os.environ.get("CI") and os.geteuid() == 0:  # .ci/debian-packages.sh installs it
+            pytest.fail(f"OpenSSH was to be installed for CI by make test, but it {reason}")
+        pytest.skip(reason)
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation
     ssh_port, public_port = free_port(), free_port()
