@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -528,8 +527,9 @@ def relay(listen: tuple[str, int], tunnels: tuple[str, int], services: str,
     import asyncio
 
     from ._exceptions import RelayError
+    from ._logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging("text")
     try:
         from ._relay import Relay, known_hosts_line
 
