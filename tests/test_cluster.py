@@ -344,6 +344,7 @@ def test_spool_goes_with_the_dask_executor_and_must_be_writable(tmp_path):
     blocked.write_text("")
     for args, message in [
         (["--spool", str(tmp_path)], "--spool goes with --executor dask"),
+        (["--wait-for-workers", "5"], "--wait-for-workers goes with --executor dask"),
         (["--executor", "dask", "--scheduler", "tls://127.0.0.1:1", "--spool",
           str(blocked / "spool")], f"--spool {blocked / 'spool'}: cannot make the folder"),
     ]:

@@ -318,7 +318,8 @@ def _dask_target(
     file stops the server here, with one line that says what is wrong."""
     if executor != "dask":
         given = [n for n, v in (("--cluster", cluster), ("--scheduler", scheduler),
-                                ("--scheduler-file", scheduler_file), ("--spool", spool)) if v]
+                                ("--scheduler-file", scheduler_file), ("--spool", spool),
+                                ("--wait-for-workers", wait_for_workers is not None)) if v]
         if given:
             raise click.UsageError(f"{given[0]} goes with --executor dask")
         return None
