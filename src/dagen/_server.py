@@ -331,10 +331,10 @@ class Servicer:
                 if value.partition(":")[2] not in served:
                     assert self.contract is not None
                     reason = self.contract.check(method.rpc, value)
-                    log.warning("%s %s() refused: contract mismatch: %s", caller_of(context),
-                                method.fn.key, reason, extra=call_fields(
-                                    context, method, "contract_mismatch", "FAILED_PRECONDITION",
-                                    reason=reason))
+                    fields = call_fields(context, method, "contract_mismatch",
+                                         "FAILED_PRECONDITION", reason=reason)
+                    log.warning("%s %s() refused: contract mismatch: %s", fields["identity"],
+                                method.fn.key, reason, extra=fields)
                     context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                   f"{method.fn.key}(): {reason}")
                 return
@@ -490,17 +490,11 @@ class Servicer:
         started: float,
     ) -> None:
         what = self._executor.after_cancel(call)
-        log.info(
-            "%s %s() cancelled after %.3f s, because %s; %s",
-            caller_of(context),
-            method.name,
-            time.perf_counter() - started,
-            e.reason,
-            what,
-            extra=call_fields(context, method, "cancelled",
-                              "DEADLINE_EXCEEDED" if e.deadline else "CANCELLED",
-                              reason=e.reason, seconds=_since(started)),
-        )
+        fields = call_fields(context, method, "cancelled",
+                             "DEADLINE_EXCEEDED" if e.deadline else "CANCELLED",
+                             reason=e.reason, seconds=_since(started))
+        log.info("%s %s() cancelled after %.3f s, because %s; %s", fields["identity"],
+                 method.name, fields["seconds"], e.reason, what, extra=fields)
 
     def _encode(
         self, method: Method, result: Any, ctx: EncodeContext, context: grpc.ServicerContext
@@ -538,17 +532,17 @@ class Servicer:
         # line (and the caller's certificate lookup) costs a tiny call ~20% of its time.
         level = logging.INFO if method.streaming else logging.DEBUG
         if log.isEnabledFor(level):
-            seconds = _since(started)
+            fields = call_fields(context, method, "call", "OK", bytes_in=bytes_in,
+                                 bytes_out=bytes_out, seconds=_since(started))
             log.log(
                 level,
                 "%s %s() in %d B, out %d B, %.3f s",
-                caller_of(context),
+                fields["identity"],
                 method.name,
                 bytes_in,
                 bytes_out,
-                seconds,
-                extra=call_fields(context, method, "call", "OK", bytes_in=bytes_in,
-                                  bytes_out=bytes_out, seconds=seconds),
+                fields["seconds"],
+                extra=fields,
             )
 
 

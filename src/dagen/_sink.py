@@ -181,7 +181,7 @@ class ArraySink:
                 f"bytes, expected {nbytes}"
             )
         array = target.array if target.array is not None else self._array(target)
-        self._claim(target, chunk.array_id, start, shape)
+        self._claim(target, start, shape)
         if target.codec:
             if nbytes > MAX_CHUNK_BYTES:  # its buffer must stay small, whatever the array
                 raise WireError(
@@ -222,12 +222,12 @@ class ArraySink:
             ) from None
 
     @staticmethod
-    def _claim(t: _Target, aid: int, start: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    def _claim(t: _Target, start: tuple[int, ...], shape: tuple[int, ...]) -> None:
         """Refuse a chunk that overlaps one already received (in time proportional to
         the chunk's size, whatever came before it)."""
         assert t.coverage is not None
         if not t.coverage.claim(start, shape):
-            raise WireError(f"array {aid}: chunk at {start} overlaps one already received")
+            raise WireError(f"array {t.aid}: chunk at {start} overlaps one already received")
 
     def finish(self) -> None:
         """Check that every array was covered completely."""
