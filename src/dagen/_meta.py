@@ -252,26 +252,11 @@ def open_channel(target: str | None, *, certs: str | None = None, identity: str 
     if not certs:
         raise ValueError(f"no certificates: give --certs FOLDER (ca.crt and your pair) or set "
                          f"${ENV_CERTS}; --insecure only for a plain-text server")
-    identity = identity or env.get(ENV_IDENTITY) or _only_identity(certs)
+    identity = identity or env.get(ENV_IDENTITY) or None  # None: the folder's one pair
     credentials = channel_credentials(certs, identity)
     return grpc.secure_channel(target, credentials, options=channel_options(
         target, server_name or env.get(ENV_SERVER_NAME) or None))
 
-
-def _only_identity(folder: str) -> str:
-    """The one client pair of a certificates folder (NAME.crt with NAME.key, not the
-    server's or the CA's)."""
-    from pathlib import Path
-
-    from ._client import ENV_IDENTITY
-
-    names = sorted(p.stem for p in Path(folder).glob("*.key")
-                   if p.stem not in ("ca", "server") and p.with_suffix(".crt").exists())
-    if len(names) == 1:
-        return names[0]
-    found = f"it has {', '.join(names)}" if names else "it has no NAME.crt/NAME.key pair"
-    raise ValueError(f"which certificate of {folder} should be presented? {found}: give "
-                     f"--identity NAME or set ${ENV_IDENTITY}")
 
 
 def _unary(channel: grpc.Channel, path: str, response: Callable[[bytes], Any]) -> Any:

@@ -129,7 +129,8 @@ def only_identity(folder: Path) -> str | None:
     if len(pairs) > 1:
         raise ValueError(
             f"{folder} holds {len(pairs)} client certificate pairs ({', '.join(pairs)}): "
-            f"say which to present with identity='{pairs[0]}' (or set DAGEN_IDENTITY)"
+            f"say which to present with identity='{pairs[0]}' (--identity {pairs[0]} on the "
+            "command line, or set DAGEN_IDENTITY)"
         )
     return pairs[0] if pairs else None
 
