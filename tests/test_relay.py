@@ -243,10 +243,11 @@ def test_a_relay_that_changes_a_byte_fails_the_call(setup, relay, relayed_server
         proxy.close()
 
 
-def test_relay_restart(setup, echo_client_module):
+def test_relay_restart(setup, echo_client_module, tmp_path, monkeypatch):
     """A call in flight when the relay stops raises ServerUnavailable promptly; once the
     relay is back, the server is published again within MAX_BACKOFF s (measured ~1 s)."""
     relay = start_relay(setup)
+    monkeypatch.setenv("DAGEN_TEST_MARKS", str(tmp_path))  # echo_service.sleep marks its start
     server, _ = start_relayed_server(setup, relay)
     try:
         client = _client(echo_client_module, relay.target, setup, timeout=60)
@@ -262,7 +263,7 @@ def test_relay_restart(setup, echo_client_module):
 
         caller = threading.Thread(target=slow_call)
         caller.start()
-        time.sleep(1.0)  # the call is on its way (the connection is open already)
+        assert wait_until((tmp_path / "sleep.started").exists, 15)  # the call is running
         relay.process.send_signal(signal.SIGKILL)  # a crash, not a goodbye
         killed = time.monotonic()
         caller.join(15)
