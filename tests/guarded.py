@@ -19,6 +19,19 @@ SERVICE = "/guarded_service.GuardedService/"
 MiB = 1 << 20
 
 
+def proc_status(pid: int, key: str) -> int:
+    """A /proc/<pid>/status memory figure (VmRSS, VmHWM...) of a process, in bytes."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+    assert match, f"no {key} in /proc/{pid}/status"
+    return int(match.group(1)) * 1024
+
+
+def reset_peak(pid: int) -> None:
+    """VmHWM := the process's RSS now."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 @dataclass
 class Served:
     process: subprocess.Popen[str]
@@ -38,10 +51,7 @@ class Served:
 
     def status(self, key: str) -> int:
         """A /proc/<pid>/status memory figure (VmRSS, VmHWM...) in bytes."""
-        text = Path(f"/proc/{self.pid}/status").read_text()
-        match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-        assert match, f"no {key} in /proc/{self.pid}/status"
-        return int(match.group(1)) * 1024
+        return proc_status(self.pid, key)
 
     def rss(self) -> int:
         return self.status("VmRSS")
@@ -51,7 +61,7 @@ class Served:
         return self.status("VmHWM")
 
     def reset_peak(self) -> None:
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        reset_peak(self.pid)
 
     def records(self) -> list[str]:
         """What the served functions recorded ($DAGEN_TEST_RECORD)."""

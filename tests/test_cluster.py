@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from conftest import ROOT, SERVICES, SHARED_DATA, import_client, start_server
-from guarded import wait_until
+from guarded import proc_status, reset_peak, wait_until
 
 import dagen
 from dagen._build import build
@@ -24,6 +24,7 @@ pytest.importorskip("distributed", reason="--executor dask needs dagen[cluster]"
 pytest.importorskip("dask_jobqueue", reason="--executor dask needs dagen[cluster]")
 
 MODULE = SERVICES / "cluster_service.py"
+MiB = 1 << 20
 ERA_INTERIM = SHARED_DATA / "eraint_uvz.nc"
 
 
@@ -73,12 +74,6 @@ wait_for_workers: 120
     return path
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
 
 @pytest.fixture(scope="module")
 def cluster_client_module(tmp_path_factory):
@@ -117,7 +112,7 @@ def test_a_call_runs_as_a_task_on_a_worker(client, served):
         assert job == ""
     time.sleep(1.0)
     print(f"\n{served.kind}: idle RSS of dagen serve (server + dask scheduler): "
-          f"{rss_kib(served.process.pid) / 1024:.0f} MiB")
+          f"{proc_status(served.process.pid, 'VmRSS') / MiB:.0f} MiB")
 
 
 def test_the_task_sees_the_seconds_left_before_the_deadline(client):
@@ -354,16 +349,6 @@ def test_spool_goes_with_the_dask_executor_and_must_be_writable(tmp_path):
         assert done.returncode != 0 and message in done.stderr, done.stderr
 
 
-def _reset_peak(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := the RSS now
-
-
-def _status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field}")
-
 
 @pytest.mark.slow
 def test_a_1_gib_lazy_result_streams_through_a_light_server(client, served):
@@ -372,17 +357,17 @@ def test_a_1_gib_lazy_result_streams_through_a_light_server(client, served):
     array. Bound: its peak RSS grows by less than 512 MiB over its RSS before the call."""
     n, chunk = 1 << 27, 1 << 21  # 1 GiB of float64 in 64 blocks of 16 MiB
     pid = served.process.pid
-    before = _status_kib(pid, "VmRSS")
-    _reset_peak(pid)
+    before = proc_status(pid, "VmRSS")
+    reset_peak(pid)
     started = time.monotonic()
     ramp = client.lazy_ramp(n, chunk)
     took = time.monotonic() - started
-    extra = _status_kib(pid, "VmHWM") - before
+    extra = proc_status(pid, "VmHWM") - before
     values = ramp.values
     assert values.dtype == np.float64 and values.shape == (n,)
     for start in range(0, n, chunk):  # every value, 16 MiB at a time
         assert np.array_equal(values[start:start + chunk], np.arange(start, start + chunk,
                                                                         dtype="f8")), start
     print(f"\n{served.kind}: 1 GiB lazy result in {took:.1f} s; server RSS before "
-          f"{before / 1024:.0f} MiB, peak {extra / 1024:+.0f} MiB during the call")
-    assert extra < 512 * 1024, f"the server's RSS grew by {extra / 1024:.0f} MiB"
+          f"{before / MiB:.0f} MiB, peak {extra / MiB:+.0f} MiB during the call")
+    assert extra < 512 * MiB, f"the server's RSS grew by {extra / MiB:.0f} MiB"
