@@ -51,6 +51,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from dagen import _codecs  # noqa: E402
+from dagen._budget import frame_parser  # noqa: E402
 from dagen._sink import ArraySink  # noqa: E402
 from dagen._wire import ChunkIn, iter_chunks  # noqa: E402
 from dagen.v1 import array_pb2  # noqa: E402
@@ -173,7 +174,7 @@ def echo_end_to_end(variables: dict[str, np.ndarray], repeat: int, work: Path) -
 
     import dagen._transport
     from dagen._build import build
-    from dagen._wire import frame_deserializer, frame_serializer
+    from dagen._wire import frame_serializer
 
     certs = make_certs(work / "certs")
     result = build(str(HERE / "echo_service.py"), work / "build", lock=work / "echo.lock")
@@ -184,8 +185,8 @@ def echo_end_to_end(variables: dict[str, np.ndarray], repeat: int, work: Path) -
         counts["sent"] += len(out)
         return out
 
-    def deserializer(frame_cls: Any) -> Any:
-        inner = frame_deserializer(frame_cls)
+    def deserializer(frame_cls: Any, limits: Any, what: str) -> Any:
+        inner = frame_parser(frame_cls, limits, what)
 
         def deserialize(buf: bytes) -> Any:
             counts["received"] += len(buf)
@@ -194,7 +195,7 @@ def echo_end_to_end(variables: dict[str, np.ndarray], repeat: int, work: Path) -
         return deserialize
 
     dagen._transport.frame_serializer = serialize  # type: ignore[assignment]
-    dagen._transport.frame_deserializer = deserializer  # type: ignore[assignment]
+    dagen._transport.frame_parser = deserializer  # type: ignore[assignment]
     procs = Processes(work)
     rows = []
     try:

@@ -15,6 +15,7 @@ import dagen
 import dagen._transport
 from dagen import _codecs
 from dagen._arrays import EncodeContext, attach_array
+from dagen._budget import frame_parser
 from dagen._codecs import (
     ACCEPT_METADATA_KEY,
     CODECS,
@@ -410,8 +411,8 @@ class WireCounter:
             self.sent += len(out)
             return out
 
-        def deserializer(frame_cls, check=None):
-            inner = frame_deserializer(frame_cls, check)
+        def deserializer(frame_cls, limits, what):
+            inner = frame_parser(frame_cls, limits, what)
 
             def deserialize(buf):
                 self.received += len(buf)
@@ -420,7 +421,7 @@ class WireCounter:
             return deserialize
 
         monkeypatch.setattr(dagen._transport, "frame_serializer", serialize)
-        monkeypatch.setattr(dagen._transport, "frame_deserializer", deserializer)
+        monkeypatch.setattr(dagen._transport, "frame_parser", deserializer)
 
     def reset(self) -> tuple[int, int]:
         out = (self.sent, self.received)

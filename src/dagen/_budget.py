@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._wire import BadFrame, LimitExceeded, Limits, WireError, read_varint
+from ._wire import BadFrame, LimitExceeded, Limits, WireError, frame_deserializer, read_varint
 
 NDARRAY_MESSAGE = "dagen.v1.NDArray"
 MAX_DEPTH = 100  # protobuf's own recursion limit
@@ -131,6 +131,12 @@ def budget_check(descriptor: Any, limits: Limits, what: str) -> Callable[[bytes]
                 _scan(buf, plan, limits, what)
 
     return check
+
+
+def frame_parser(frame_cls: Any, limits: Limits, what: str) -> Callable[[bytes], Any]:
+    """The parser of a stream's frames (dagen._wire.frame_deserializer) with the decode
+    budget checked on each frame's bytes first."""
+    return frame_deserializer(frame_cls, budget_check(frame_cls.DESCRIPTOR, limits, what))
 
 
 def message_deserializer(cls: Any, limits: Limits, what: str) -> Callable[[bytes], Any]:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, NoReturn
 import grpc
 
 from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
-from ._budget import budget_check
+from ._budget import budget_check, frame_parser
 from ._codecs import accepted_codecs
 from ._errors import ERROR_METADATA_KEY, remote_error_details
 from ._exceptions import ClusterUnavailable
@@ -52,7 +52,6 @@ from ._wire import (
     LimitExceeded,
     Limits,
     WireError,
-    frame_deserializer,
     frame_serializer,
 )
 
@@ -214,8 +213,7 @@ class Servicer:
         options = self.options
         frame_cls = method.input_cls
         assert frame_cls is not None  # a streaming method has frames
-        parse = frame_deserializer(frame_cls, budget_check(
-            frame_cls.DESCRIPTOR, options.limits, "the request"))
+        parse = frame_parser(frame_cls, options.limits, "the request")
 
         def handle(messages: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()

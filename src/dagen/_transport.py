@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 import grpc
 
-from ._budget import budget_check, message_deserializer
+from ._budget import frame_parser, message_deserializer
 from ._protocol import Method
 from ._security import CHANNEL_OPTIONS, channel_credentials, channel_options
-from ._wire import Limits, frame_deserializer, frame_serializer
+from ._wire import Limits, frame_serializer
 
 
 class Transport(Protocol):
@@ -69,8 +69,7 @@ class GrpcTransport:
             return self.channel.stream_stream(
                 method.path,
                 request_serializer=frame_serializer,
-                response_deserializer=frame_deserializer(frame_cls, budget_check(
-                    frame_cls.DESCRIPTOR, limits, "the response")),
+                response_deserializer=frame_parser(frame_cls, limits, "the response"),
             )
         multicallable = self.channel.unary_stream if method.fn.generator else self.channel.unary_unary
         return multicallable(
