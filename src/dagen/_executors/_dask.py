@@ -27,14 +27,12 @@
 from __future__ import annotations
 
 import contextvars
-import importlib
 import itertools
 import logging
 import os
 import pickle
 import secrets
 import shutil
-import sys
 import threading
 import time
 import types
@@ -55,6 +53,7 @@ from .._progress import (
 from .._security import caller, reset_caller, set_caller
 from ._base import CallState, Cancelled, Executor
 from ._shm import Arena, load_spooled, npy_header
+from ._worker import import_served
 
 log = logging.getLogger("dagen.server")
 
@@ -306,19 +305,6 @@ class DaskExecutor(Executor):
 # -- the worker's side ----------------------------------------------------------------------------
 
 
-def _import_served(name: str, file: str | None) -> types.ModuleType:
-    """The served module on a worker: by name, else from its file (a shared file system)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if not file or not Path(file).is_file() or e.name != name:
-            raise
-    folder = str(Path(file).parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    return importlib.import_module(name)
-
-
 def end_worker_process() -> None:
     """Run on a worker (in its event loop, which a running task does not block): end its
     process now. Its nanny starts a new worker, as after any crash."""
@@ -328,7 +314,7 @@ def end_worker_process() -> None:
 def check_import(name: str, file: str | None) -> str:
     """Run on every worker: "" when the served module imports there, else why not."""
     try:
-        _import_served(name, file)
+        import_served(name, file)
     except BaseException as e:  # noqa: BLE001 - reported to the server
         return f"{type(e).__name__}: {e}"
     return ""
@@ -367,7 +353,7 @@ def run_call(
     ``spooled``: the payload refers to the call's arrays in files of the spool."""
     from distributed import get_worker
 
-    module = _import_served(module_name, file)
+    module = import_served(module_name, file)
     if spooled:
         args, kwargs = load_spooled(payload)
     else:

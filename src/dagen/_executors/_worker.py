@@ -111,17 +111,21 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
-def _load_module(name: str, file: str | None) -> types.ModuleType:
+def import_served(name: str, file: str | None) -> types.ModuleType:
+    """The served module where a call runs (a worker process, a dask worker): by name,
+    else from the folder of its file (the server's, or a shared file system)."""
     import importlib
+    from pathlib import Path
 
     try:
         return importlib.import_module(name)
-    except ModuleNotFoundError:
-        if not file:
+    except ModuleNotFoundError as e:
+        if not file or not Path(file).is_file() or e.name != name:
             raise
-    from .._introspect import load_module
-
-    return load_module(file)
+    folder = str(Path(file).parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
 
 
 def worker_main(
@@ -131,7 +135,7 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C at the server is the server's to handle
     _die_with(server_pid)
     try:
-        module = _load_module(name, file)
+        module = import_served(name, file)
     except BaseException:  # noqa: BLE001 - reported to the server, which reports it
         conn.send(("failed", traceback.format_exc()))
         return
