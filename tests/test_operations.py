@@ -112,6 +112,7 @@ def test_health_follows_the_executor(guarded_client_module, monkeypatch) -> None
     servicer = servicer_cls()
     reason: list[str | None] = [None]
     monkeypatch.setattr(servicer.executor, "unready", lambda: reason[0])
+    before = set(threading.enumerate())
     server, port = create_server(servicer, port=0, insecure=True)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -124,7 +125,9 @@ def test_health_follows_the_executor(guarded_client_module, monkeypatch) -> None
     finally:
         channel.close()
         server.stop(None)
+        watchers = [t for t in set(threading.enumerate()) - before if t.name == "dagen-health"]
         servicer.close()
+    assert watchers and wait_until(lambda: not any(t.is_alive() for t in watchers), 5)
 
 
 def test_the_dask_executor_is_unready_without_workers() -> None:

@@ -138,6 +138,7 @@ def _create_server(
     server.add_generic_rpc_handlers((meta_handler(servicer),))
     health = Health(server, servicer.service.full_name, servicer.executor)
     health.start()
+    servicer.on_close.append(health.shutdown)  # its watcher thread ends with the servicer
     if reflection:
         enable_reflection(server, servicer.service.full_name)
     # last: logs a method nobody serves, then UNIMPLEMENTED

@@ -128,6 +128,8 @@ class Servicer:
         self._executor = make_executor(self.options.executor, self.module, self.options.workers,
                                        self.options.executor_config)
         self.admission = Admission(self.options.call_limits)  # see dagen._security._guard
+        # what the servers serving it started for it (health watchers): stopped by close()
+        self.on_close: list[Callable[[], None]] = []
         self.uploads = UploadWatch(self.options.call_limits.upload_idle_timeout)
 
     @property
@@ -135,7 +137,9 @@ class Servicer:
         return self._executor
 
     def close(self) -> None:
-        """Stop the executor (its worker processes, if any)."""
+        """Stop what serving it started, then the executor (its worker processes)."""
+        for stop in self.on_close:
+            stop()
         self._executor.shutdown()
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
