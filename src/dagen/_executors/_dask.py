@@ -72,6 +72,7 @@ class DaskExecutor(Executor):
                  target: DaskTarget | None = None) -> None:
         if target is None:
             raise ValueError("--executor dask needs --cluster, --scheduler or --scheduler-file")
+        super().__init__(module, workers)
         self._module = module.__name__
         self._file = getattr(module, "__file__", None)
         self._target = target

@@ -60,7 +60,6 @@ class ProcessExecutor(Executor):
         self._module = (module.__name__, getattr(module, "__file__", None))
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload([worker_main.__module__, module.__name__])
-        self._max = workers
         self._count = 0  # workers started or starting
         self._idle: list[_Worker] = []
         self._cond = threading.Condition()
@@ -168,7 +167,7 @@ class ProcessExecutor(Executor):
                     if worker.process.is_alive():
                         return worker
                     self._count -= 1
-                if self._count < self._max:
+                if self._count < self.workers:
                     self._count += 1
                     break
                 self._cond.wait(POLL)
@@ -238,7 +237,7 @@ class ProcessExecutor(Executor):
     def _spare(self) -> None:
         """Start a worker in the background if none is idle and there is room."""
         with self._cond:
-            if self._closed or self._idle or self._count >= self._max:
+            if self._closed or self._idle or self._count >= self.workers:
                 return
             self._count += 1
 
