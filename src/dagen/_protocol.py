@@ -14,7 +14,6 @@ from ._sink import ArraySink
 from ._types import EncodeError, ScalarNode
 from ._wire import BadFrame, ChunkIn, Limits, WireError
 
-
 # Inline arrays (NDArray.data) are negotiated as compression is: a client that reads
 # them says so in its call metadata; a server that reads them answers so in the
 # trailing metadata of such a call, and the client inlines its uploads from then on.

@@ -26,7 +26,6 @@ from ._protocol import Method
 from ._security import CHANNEL_OPTIONS, channel_credentials, channel_options
 from ._wire import Limits, frame_serializer
 
-
 # Unary-stream calls (a generator's, a single-frame one's) read their responses in the
 # calling thread, not through the channel's thread that hands every event over.
 _SINGLE_THREAD = ("SingleThreadedUnaryStream", 1)  # grpc.experimental.ChannelOptions
