@@ -446,8 +446,12 @@ class Servicer:
         """Run the function in the executor, yield its progress frames, return its result;
         stop it when the caller goes or the deadline passes."""
         fn = self._functions[method.fn.key]
+        # A function without progress reports has none to forward while it runs: under an
+        # executor that allows it (threads), it runs in this handler thread, with no
+        # hand-off to another (as a unary call's does); dagen.cancelled() still asks the rpc.
         future = self._executor.submit(
-            call, method.name, fn, method.fn.progress, args, kwargs, inline=not method.streaming
+            call, method.name, fn, method.fn.progress, args, kwargs,
+            inline=method.fn.progress is None,
         )
         del args, kwargs
         try:
