@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,8 +21,21 @@ from ._wire import (
 
 NDARRAY_MESSAGE = "dagen.v1.NDArray"
 # The array bytes one message may carry inline, at most: one chunk, so that the message
-# stays under gRPC's default 4 MiB limit (a 1 MiB echo is one message each way).
+# stays under gRPC's default 4 MiB limit (a 1 MiB echo is one message each way);
+# $DAGEN_INLINE_BYTES sets it for a process (0: nothing inline), to measure the cut-off.
 INLINE_BYTES = DEFAULT_CHUNK_BYTES
+ENV_INLINE_BYTES = "DAGEN_INLINE_BYTES"
+
+
+def inline_bytes_from_env() -> int:
+    value = os.environ.get(ENV_INLINE_BYTES, "")
+    try:
+        return max(0, int(value)) if value else INLINE_BYTES
+    except ValueError:
+        raise ValueError(f"${ENV_INLINE_BYTES}={value!r}: expected a number of bytes") from None
+
+
+_INLINE_BYTES = inline_bytes_from_env()
 
 
 class EncodeContext:
@@ -33,13 +47,15 @@ class EncodeContext:
     for the message, and no chunks follow for them."""
 
     def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES, codecs: tuple[str, ...] = (),
-                 inline: bool = False, inline_bytes: int = INLINE_BYTES) -> None:
+                 inline: bool = False, inline_bytes: int | None = None) -> None:
         self.chunk_bytes = chunk_bytes
         self.codecs = codecs
         self.arrays: list[Any] = []  # numpy arrays, or dask arrays sent block by block
         self.array_codecs: list[str] = []  # each array's NDArray.codec
         self.inlined: list[bool] = []  # whether each array went inside its header
         # what may still go inline in this message (0: nothing goes inline)
+        if inline_bytes is None:
+            inline_bytes = _INLINE_BYTES
         self.inline_left = min(inline_bytes, chunk_bytes) if inline else 0
 
     def add(self, array: Any) -> int:
