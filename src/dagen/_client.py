@@ -395,7 +395,9 @@ class Connection:
             progress = CallProgress(name, settings)
             single = self._single.get(name) if ctx.whole else None
             if single is not None:  # one frame: no thread to feed it to grpc
-                frames = single(method.input_cls(request=request), timeout=settings.timeout,
+                frame_cls = method.input_cls
+                assert frame_cls is not None  # a streaming method has frames
+                frames = single(frame_cls(request=request), timeout=settings.timeout,
                                 metadata=metadata)
                 upload = None
             else:
