@@ -335,3 +335,28 @@ def test_a_new_client_works_with_an_old_server(old_dagen, echo_build, certs, mon
         server.stop()
     assert result["dagen"].startswith(str(ROOT / "src"))
     assert result["inline"] == [False, False, False]  # the old server never said it reads them
+
+
+def test_inline_bytes_count_against_the_array_limits_not_the_value_budget(echo_client_module):
+    """A message's inline array is array bytes (max_array_bytes...), not a value's bytes
+    (max_value_bytes): the same array goes as chunks or inline under the same limits."""
+    from dagen._budget import budget_check
+
+    method = echo_client_module.Client.__dagen_spec__.methods["echo_array"]
+    array = np.arange(1 << 16, dtype="f8")  # 512 KiB
+    ctx = EncodeContext(inline=True)
+    frame = method.input_cls(request=method.encode_request({"a": array}, ctx))
+    buf = frame.SerializeToString()
+    assert frame.request.a.data and len(buf) > array.nbytes
+    limits = Limits(max_value_bytes=64 << 10)
+    budget_check(method.input_cls.DESCRIPTOR, limits, "the request")(buf)  # passes
+    sink = ArraySink(limits)
+    sink.declare([frame.request.a])
+    np.testing.assert_array_equal(sink.arrays[1].view("f8"), array)
+    with pytest.raises(LimitExceeded, match="max_array_bytes"):
+        ArraySink(Limits(max_array_bytes=256 << 10)).declare([frame.request.a])
+    # a bytes value of the same size is a value: refused by the budget
+    scalars = echo_client_module.Client.__dagen_spec__.methods["scalars"]
+    big = scalars.request_cls(raw=bytes(array.nbytes)).SerializeToString()
+    with pytest.raises(LimitExceeded, match="max_value_bytes"):
+        budget_check(scalars.request_cls.DESCRIPTOR, limits, "the request")(big)
