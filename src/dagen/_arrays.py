@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,17 +20,43 @@ from ._wire import (
 )
 
 NDARRAY_MESSAGE = "dagen.v1.NDArray"
+# The array bytes one message may carry inline, at most: one chunk, so that the message
+# stays under gRPC's default 4 MiB limit (a 1 MiB echo is one message each way);
+# $DAGEN_INLINE_BYTES sets it for a process (0: nothing inline), to measure the cut-off.
+INLINE_BYTES = DEFAULT_CHUNK_BYTES
+ENV_INLINE_BYTES = "DAGEN_INLINE_BYTES"
+
+
+def inline_bytes_from_env() -> int:
+    value = os.environ.get(ENV_INLINE_BYTES, "")
+    try:
+        return max(0, int(value)) if value else INLINE_BYTES
+    except ValueError:
+        raise ValueError(f"${ENV_INLINE_BYTES}={value!r}: expected a number of bytes") from None
+
+
+_INLINE_BYTES = inline_bytes_from_env()
 
 
 class EncodeContext:
     """Collects the arrays a message refers to, to stream them after it; with ``codecs``
-    (those the peer accepts, in its order: see dagen._codecs) their chunks are compressed."""
+    (those the peer accepts, in its order: see dagen._codecs) their chunks are compressed.
 
-    def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES, codecs: tuple[str, ...] = ()) -> None:
+    With ``inline`` (the peer reads inline arrays: see dagen._protocol), arrays go inside
+    their headers (``NDArray.data``) while their bytes add up to at most ``inline_bytes``
+    for the message, and no chunks follow for them."""
+
+    def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES, codecs: tuple[str, ...] = (),
+                 inline: bool = False, inline_bytes: int | None = None) -> None:
         self.chunk_bytes = chunk_bytes
         self.codecs = codecs
         self.arrays: list[Any] = []  # numpy arrays, or dask arrays sent block by block
         self.array_codecs: list[str] = []  # each array's NDArray.codec
+        self.inlined: list[bool] = []  # whether each array went inside its header
+        # what may still go inline in this message (0: nothing goes inline)
+        if inline_bytes is None:
+            inline_bytes = _INLINE_BYTES
+        self.inline_left = min(inline_bytes, chunk_bytes) if inline else 0
 
     def add(self, array: Any) -> int:
         self.arrays.append(array)
@@ -39,14 +66,39 @@ class EncodeContext:
 
             codec = choose(array, self.codecs, dask=is_dask(array))
         self.array_codecs.append(codec)
+        self.inlined.append(False)
         return len(self.arrays)  # ids start at 1
+
+    def inline(self, array_id: int) -> bytes | None:
+        """The bytes for an array's header (encoded by its codec) if it goes inline, else
+        None (its chunks follow the message)."""
+        array = self.arrays[array_id - 1]
+        nbytes = array.nbytes
+        if not 0 < nbytes <= self.inline_left or is_dask(array):
+            return None
+        self.inline_left -= nbytes
+        self.inlined[array_id - 1] = True
+        raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        codec = self.array_codecs[array_id - 1]
+        if codec:
+            from ._codecs import compress
+
+            return compress(codec, raw, array.dtype.itemsize)
+        return raw.tobytes()
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays)
 
+    @property
+    def whole(self) -> bool:
+        """Whether the message is all there is (every array inline, or of no bytes)."""
+        return all(done or a.nbytes == 0 for a, done in zip(self.arrays, self.inlined, strict=True))
+
     def chunks(self) -> Iterator[ChunkOut]:
         for array_id, array in enumerate(self.arrays, start=1):
+            if self.inlined[array_id - 1]:
+                continue
             if is_dask(array):  # computed block by block, never whole
                 chunks = iter_dask_chunks(array_id, array, self.chunk_bytes)
             else:
@@ -117,6 +169,9 @@ def attach_array(array: Any, header: Any, ctx: EncodeContext) -> None:
     header.shape.extend(data.shape)
     header.nbytes = int(np.prod(data.shape, dtype=object)) * data.dtype.itemsize
     header.object_strings = object_strings
+    inline = ctx.inline(header.id) if ctx.inline_left else None
+    if inline is not None:
+        header.data = inline
     if calendar is not None:
         header.cftime.calendar = calendar.calendar
         header.cftime.units = calendar.units

@@ -45,6 +45,9 @@ SCAN_SWITCH_INTERVAL = 0.0005
 # What a field is, for the scan, by its tag (number and wire type): a message, a string
 # or bytes, packed numbers of each width, or one number.
 _MESSAGE, _BYTES, _PACKED_VARINT, _PACKED_FIXED64, _PACKED_FIXED32, _NUMBER = range(6)
+# An array's inline bytes (NDArray.data): the array's, checked against the array limits
+# from its header (max_array_bytes, max_call_bytes, the server's memory), not a value's.
+_ARRAY_BYTES = 6
 _HIGH_BYTES = bytes(range(0x80, 0x100))  # bytes that continue a varint
 
 
@@ -87,7 +90,9 @@ def plan_of(descriptor: Any) -> _Plan:
                 continue
             kind, wire_type = _kind(f)
             if kind == _BYTES:
-                plan.fields[f.number << 3 | 2] = (_BYTES, None, False, -1)
+                array_bytes = plan.is_array and f.name == "data"
+                plan.fields[f.number << 3 | 2] = (_ARRAY_BYTES if array_bytes else _BYTES, None,
+                                                  False, -1)
                 continue
             plan.fields[f.number << 3 | 2] = (kind, None, False, -1)  # packed
             plan.fields[f.number << 3 | wire_type] = (_NUMBER, None, False, -1)
@@ -236,6 +241,8 @@ def _scan(buf: bytes, plan: _Plan, limits: Limits, what: str) -> tuple[int, int,
                     continue
                 if kind == _BYTES:
                     value_bytes += length
+                elif kind == _ARRAY_BYTES:
+                    pass
                 else:  # packed numbers
                     if kind == _PACKED_FIXED64:
                         count = length // 8

@@ -49,7 +49,7 @@ from ._futures import current_handle, track
 from ._handshake import CONTRACT_METADATA_KEY, ContractInfo
 from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
-from ._protocol import Method, receive, receive_each, send
+from ._protocol import INLINE_HEADER, Method, reads_inline, receive, receive_each, send
 from ._security import physical_memory
 from ._transport import GrpcTransport, Transport
 from ._wire import (
@@ -328,6 +328,13 @@ class Connection:
         self._unary: dict[str, tuple[Method, Any, Any]] = {}
         self.stubs: dict[str, Any] = {
             name: transport.stub(m, self.limits) for name, m in self.methods.items()}
+        # streaming calls whose request is one frame: sent with no thread to feed grpc
+        single = getattr(transport, "single_frame_stub", None)
+        self._single: dict[str, Any] = {} if single is None else {
+            name: single(m, self.limits) for name, m in self.methods.items() if m.streaming}
+        # whether the server reads arrays inside their headers: it says so in the
+        # trailing metadata of a call (the first calls' uploads go as chunks)
+        self.server_reads_inline = False
         for name, method in self.methods.items():
             if not method.streaming and not method.fn.generator:
                 self._unary[name] = (method, self.stubs[name], self._metadata(method))
@@ -379,19 +386,27 @@ class Connection:
         settings = settings_for(self)
         # ValueError or CodecUnavailable before anything is sent:
         codecs = require(normalize_compression(settings.compression)) if method.streaming else ()
-        ctx = EncodeContext(self.chunk_bytes, codecs)
+        ctx = EncodeContext(self.chunk_bytes, codecs, self.server_reads_inline)
         request = method.encode_request(arguments, ctx)  # TypeError before anything is sent
         metadata = self._metadata(method, codecs)
         if method.fn.generator:
             return self._iterate(method, request, ctx, metadata, settings.timeout)
-        stub = self.stubs[name]
         try:
             progress = CallProgress(name, settings)
-            upload = UploadCounter(send(method.input_cls, "request", request, ctx))
-            frames = stub(iter(upload), timeout=settings.timeout, metadata=metadata)
+            single = self._single.get(name) if ctx.whole else None
+            if single is not None:  # one frame: no thread to feed it to grpc
+                frame_cls = method.input_cls
+                assert frame_cls is not None  # a streaming method has frames
+                frames = single(frame_cls(request=request), timeout=settings.timeout,
+                                metadata=metadata)
+                upload = None
+            else:
+                upload = UploadCounter(send(method.input_cls, "request", request, ctx))
+                frames = self.stubs[name](iter(upload), timeout=settings.timeout,
+                                          metadata=metadata)
             track(frames)
             try:
-                if progress.shows_transfer(ctx.nbytes):
+                if upload is not None and progress.shows_transfer(ctx.nbytes):
                     upload.follow(progress, ctx.nbytes, frames)
                 message, dctx = receive(
                     frames,
@@ -408,6 +423,8 @@ class Connection:
                 raise
             finally:
                 progress.close()
+            if not self.server_reads_inline:
+                self._learn_inline(frames)
             return method.decode_response(message, dctx)
         except grpc.RpcError as e:
             raise self._rpc_error(e, name, settings.timeout) from None
@@ -428,8 +445,15 @@ class Connection:
                              f"this client's limits: {e}", grpc.StatusCode.RESOURCE_EXHAUSTED)
         return CallError(f"{name}(): the server at {self.target} sent a malformed response: {e}")
 
+    def _learn_inline(self, call: Any) -> None:
+        """Remember whether the server of a completed call reads inline arrays."""
+        trailing = getattr(call, "trailing_metadata", None)  # (a test's transport may lack it)
+        self.server_reads_inline = trailing is not None and reads_inline(trailing())
+
     def _metadata(self, method: Method, codecs: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...] | None:
         metadata: tuple[tuple[str, str], ...] = (accept_header(codecs),) if codecs else ()
+        if method.streaming:  # this client reads arrays inside their headers
+            metadata += (INLINE_HEADER,)
         if self.contract is not None:
             metadata += (self._contract_headers[method.name],)
         return metadata or None
@@ -447,6 +471,8 @@ class Connection:
                 track(call)
                 for message, dctx in receive_each(call, "response", self.limits):
                     yield method.decode_response(message, dctx)
+                if not self.server_reads_inline:
+                    self._learn_inline(call)
             else:
                 call = stub(request, timeout=timeout, metadata=metadata)
                 track(call)

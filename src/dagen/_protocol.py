@@ -14,6 +14,17 @@ from ._sink import ArraySink
 from ._types import EncodeError, ScalarNode
 from ._wire import BadFrame, ChunkIn, Limits, WireError
 
+# Inline arrays (NDArray.data) are negotiated as compression is: a client that reads
+# them says so in its call metadata; a server that reads them answers so in the
+# trailing metadata of such a call, and the client inlines its uploads from then on.
+INLINE_METADATA_KEY = "dagen-inline"
+INLINE_HEADER = (INLINE_METADATA_KEY, "1")
+
+
+def reads_inline(metadata: Iterable[tuple[str, Any]] | None) -> bool:
+    """Whether the peer's metadata says it reads inline arrays."""
+    return any(key == INLINE_METADATA_KEY and value == "1" for key, value in metadata or ())
+
 
 class Method:
     """A function of the service with the protobuf classes generated for it."""

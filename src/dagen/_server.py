@@ -45,7 +45,7 @@ from ._progress import (
     set_time_remaining,
     state_to_proto,
 )
-from ._protocol import Method, receive, send
+from ._protocol import INLINE_HEADER, Method, reads_inline, receive, send
 from ._security import Admission, CallLimits, Policy, UploadWatch, cancel_rpc
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
@@ -249,9 +249,13 @@ class Servicer:
         result = yield from self._execute(method, call, args, kwargs, context, started)
         del args, kwargs
         bytes_out = 0
-        codecs = accepted_codecs(context.invocation_metadata())  # compression the caller asked for
+        metadata = context.invocation_metadata()
+        codecs = accepted_codecs(metadata)  # compression the caller asked for
+        inline = reads_inline(metadata)  # and whether it reads arrays inside their headers
+        if inline:  # it will inline its uploads to this server from now on
+            context.set_trailing_metadata((INLINE_HEADER,))
         for item in self._items(method, result, context):
-            ectx = EncodeContext(options.chunk_bytes, codecs)
+            ectx = EncodeContext(options.chunk_bytes, codecs, inline)
             response = self._encode(method, item, ectx, context)
             del item
             yield from send(method.output_cls, "response", response, ectx)
@@ -442,8 +446,12 @@ class Servicer:
         """Run the function in the executor, yield its progress frames, return its result;
         stop it when the caller goes or the deadline passes."""
         fn = self._functions[method.fn.key]
+        # A function without progress reports has none to forward while it runs: under an
+        # executor that allows it (threads), it runs in this handler thread, with no
+        # hand-off to another (as a unary call's does); dagen.cancelled() still asks the rpc.
         future = self._executor.submit(
-            call, method.name, fn, method.fn.progress, args, kwargs, inline=not method.streaming
+            call, method.name, fn, method.fn.progress, args, kwargs,
+            inline=method.fn.progress is None,
         )
         del args, kwargs
         try:

@@ -19,7 +19,7 @@ from ._wire import MAX_CHUNK_BYTES, ChunkIn, LimitExceeded, Limits, WireError, w
 
 class _Target:
     __slots__ = ("aid", "dtype", "shape", "nbytes", "array", "raw", "row_bytes", "remaining",
-                 "coverage", "codec")
+                 "coverage", "codec", "inline")
 
     def __init__(self, aid: int, dtype: np.dtype, shape: tuple[int, ...], codec: str = "") -> None:
         self.aid = aid
@@ -33,6 +33,7 @@ class _Target:
         self.array: np.ndarray | None = None
         self.raw: np.ndarray | None = None
         self.coverage: Coverage | None = None  # what has arrived: see dagen._coverage
+        self.inline: bytes = b""  # the whole array's bytes, when they came in its header
 
 
 class ArraySink:
@@ -98,6 +99,8 @@ class ArraySink:
         for target in targets.values():
             if not target.nbytes:  # nothing to receive: no chunk will allocate it
                 self._array(target)
+            elif target.inline:
+                self._fill(target)
             elif target.remaining:
                 self._incomplete += 1
         self._targets.update(targets)
@@ -135,10 +138,23 @@ class ArraySink:
             except (ValueError, MemoryError) as e:
                 raise WireError(
                     f"array {aid}: cannot allocate shape {shape} of {dtype.str}: {e}") from None
-        return _Target(aid, dtype, shape, header.codec)
+        target = _Target(aid, dtype, shape, header.codec)
+        data = header.data
+        if data:  # the array came inside its header: no chunks follow
+            if not nbytes:
+                raise WireError(f"array {aid}: {len(data)} inline bytes for an empty array")
+            if not header.codec and len(data) != nbytes:
+                raise WireError(f"array {aid}: {len(data)} inline bytes, but shape {shape} of "
+                                f"{dtype.str} is {nbytes} bytes")
+            if header.codec and nbytes > MAX_CHUNK_BYTES:
+                raise WireError(f"array {aid}: a compressed block holds at most "
+                                f"{MAX_CHUNK_BYTES} bytes; the inline array has {nbytes}")
+            target.inline = data
+        return target
 
-    def _array(self, t: _Target) -> np.ndarray:
-        """The target's array, allocated on first use (its bytes were reserved)."""
+    def _array(self, t: _Target, track: bool = True) -> np.ndarray:
+        """The target's array, allocated on first use (its bytes were reserved); with
+        ``track``, with the coverage its chunks are checked against."""
         if t.array is None:
             try:
                 raw = np.empty(t.nbytes, np.uint8) if self.alloc is None else self.alloc(t.nbytes)
@@ -149,14 +165,31 @@ class ArraySink:
                 raise WireError(f"array {t.aid}: cannot allocate shape {t.shape} of "
                                 f"{t.dtype.str}: {e}") from None
             t.raw = raw
-            t.coverage = Coverage(t.shape, self._bookkeeping)
+            if track:
+                t.coverage = Coverage(t.shape, self._bookkeeping)
         return t.array
+
+    def _fill(self, t: _Target) -> None:
+        """Put an array that came inside its header in place (no coverage to track)."""
+        data, t.inline = t.inline, b""
+        self._array(t, track=False)
+        assert t.raw is not None
+        if t.codec:
+            try:
+                decompress_into(t.codec, data, t.raw, t.dtype.itemsize)
+            except WireError as e:
+                raise WireError(f"array {t.aid}: inline bytes ({t.codec}): {e}") from None
+        else:
+            t.raw[:] = np.frombuffer(data, np.uint8)
+        t.remaining = 0
 
     def write(self, chunk: ChunkIn) -> int:
         """Copy (or decompress) a chunk into place; the number of bytes of its block."""
         target = self._targets.get(chunk.array_id)
         if target is None:
             raise WireError(f"chunk for undeclared array id {chunk.array_id}")
+        if target.coverage is None and target.array is not None:
+            raise WireError(f"chunk for array id {chunk.array_id}, which came whole in its header")
         full_shape, dtype = target.shape, target.dtype
         ndim = len(full_shape)
         start, shape = chunk.start, chunk.shape

@@ -26,6 +26,10 @@ from ._protocol import Method
 from ._security import CHANNEL_OPTIONS, channel_credentials, channel_options
 from ._wire import Limits, frame_serializer
 
+# Unary-stream calls (a generator's, a single-frame one's) read their responses in the
+# calling thread, not through the channel's thread that hands every event over.
+_SINGLE_THREAD = ("SingleThreadedUnaryStream", 1)  # grpc.experimental.ChannelOptions
+
 
 class Transport(Protocol):
     """What a client needs of its way to the server."""
@@ -55,11 +59,11 @@ class GrpcTransport:
         self.target = target
         self.tls = certs is not None
         if certs is None:
-            self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+            self.channel = grpc.insecure_channel(target, options=[*CHANNEL_OPTIONS, _SINGLE_THREAD])
         else:
             self.channel = grpc.secure_channel(
                 target, channel_credentials(certs, identity),
-                options=channel_options(target, server_name),
+                options=[*channel_options(target, server_name), _SINGLE_THREAD],
             )
 
     def stub(self, method: Method, limits: Limits) -> Callable[..., Any]:
@@ -76,6 +80,19 @@ class GrpcTransport:
             method.path,
             request_serializer=method.request_cls.SerializeToString,
             response_deserializer=message_deserializer(method.response_cls, limits, "the response"),
+        )
+
+    def single_frame_stub(self, method: Method, limits: Limits) -> Callable[..., Any]:
+        """A streaming method called with one request frame (its arrays inline, or none):
+        as a unary-stream call, the same on the wire (one message, then the end of the
+        client's half), which grpc sends from the calling thread; a stream-stream call
+        starts a thread per call to take the frames from their iterator."""
+        frame_cls = method.output_cls
+        assert frame_cls is not None  # a streaming method has frames
+        return self.channel.unary_stream(
+            method.path,
+            request_serializer=frame_serializer,
+            response_deserializer=frame_parser(frame_cls, limits, "the response"),
         )
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64\x61gen/v1/array.proto\x12\x08\x64\x61gen.v1\"\x8c\x01\n\x07NDArray\x12\n\n\x02id\x18\x01 \x01(\r\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06nbytes\x18\x04 \x01(\x04\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x16\n\x0eobject_strings\x18\x06 \x01(\x08\x12 \n\x06\x63\x66time\x18\x07 \x01(\x0b\x32\x10.dagen.v1.CFTime\"@\n\x06\x43\x46Time\x12\x10\n\x08\x63\x61lendar\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\t\x12\x15\n\rhas_year_zero\x18\x03 \x01(\x08\"E\n\x05\x43hunk\x12\x10\n\x08\x61rray_id\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x03(\x03\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x64\x61gen/v1/array.proto\x12\x08\x64\x61gen.v1\"\x9a\x01\n\x07NDArray\x12\n\n\x02id\x18\x01 \x01(\r\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06nbytes\x18\x04 \x01(\x04\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x16\n\x0eobject_strings\x18\x06 \x01(\x08\x12 \n\x06\x63\x66time\x18\x07 \x01(\x0b\x32\x10.dagen.v1.CFTime\x12\x0c\n\x04\x64\x61ta\x18\x08 \x01(\x0c\"@\n\x06\x43\x46Time\x12\x10\n\x08\x63\x61lendar\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\t\x12\x15\n\rhas_year_zero\x18\x03 \x01(\x08\"E\n\x05\x43hunk\x12\x10\n\x08\x61rray_id\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x03(\x03\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dagen.v1.array_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NDARRAY']._serialized_start=35
-  _globals['_NDARRAY']._serialized_end=175
-  _globals['_CFTIME']._serialized_start=177
-  _globals['_CFTIME']._serialized_end=241
-  _globals['_CHUNK']._serialized_start=243
-  _globals['_CHUNK']._serialized_end=312
+  _globals['_NDARRAY']._serialized_end=189
+  _globals['_CFTIME']._serialized_start=191
+  _globals['_CFTIME']._serialized_end=255
+  _globals['_CHUNK']._serialized_start=257
+  _globals['_CHUNK']._serialized_end=326
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NDArray(_message.Message):
-    __slots__ = ("id", "dtype", "shape", "nbytes", "codec", "object_strings", "cftime")
+    __slots__ = ("id", "dtype", "shape", "nbytes", "codec", "object_strings", "cftime", "data")
     ID_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class NDArray(_message.Message):
     CODEC_FIELD_NUMBER: _ClassVar[int]
     OBJECT_STRINGS_FIELD_NUMBER: _ClassVar[int]
     CFTIME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
     id: int
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -22,7 +23,8 @@ class NDArray(_message.Message):
     codec: str
     object_strings: bool
     cftime: CFTime
-    def __init__(self, id: _Optional[int] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., nbytes: _Optional[int] = ..., codec: _Optional[str] = ..., object_strings: _Optional[bool] = ..., cftime: _Optional[_Union[CFTime, _Mapping]] = ...) -> None: ...
+    data: bytes
+    def __init__(self, id: _Optional[int] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., nbytes: _Optional[int] = ..., codec: _Optional[str] = ..., object_strings: _Optional[bool] = ..., cftime: _Optional[_Union[CFTime, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class CFTime(_message.Message):
     __slots__ = ("calendar", "units", "has_year_zero")
