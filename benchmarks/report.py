@@ -4,6 +4,7 @@ a plot of throughput against payload size."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -567,16 +568,89 @@ def _issue19_table(results: dict[str, Any]) -> list[str]:
     return ["## The bars of issue 19, as ratios from this run", "", *issue19_rows(results), ""]
 
 
+def echo_rows(results: dict[str, Any]) -> list[str]:
+    """Each system's own runs: echo throughput per size (MiB/s), or why not measured."""
+    sizes = results["config"]["sizes"]
+
+    def cell(rec: dict[str, Any], size: int) -> str:
+        r = (rec.get("echo") or {}).get(str(size))
+        if r and "throughput_Bps" in r:
+            return f"{r['throughput_Bps'] / MiB:.0f}"
+        why = (r or {}).get("skipped", "") or (r or {}).get("error", "") or rec.get("status", "–")
+        need = re.search(r"needs about ([\d.]+ GiB)", why)
+        return f"(needs {need.group(1)})" if need else "failed" if r and "error" in r else "–"
+
+    return _system_rows("echo throughput, MiB/s", [fmt_size(s) for s in sizes],
+                        results["systems"], lambda rec: [cell(rec, s) for s in sizes])
+
+
+def paired_rows(results: dict[str, Any]) -> list[str]:
+    size = results["paired"]["size"]
+    return _system_rows(
+        "paired rounds", [f"{fmt_size(size)} echo, MiB/s (each round)",
+                          "tiny call p50 right after its echo"],
+        results["paired"]["systems"],
+        lambda r: [f"{r['throughput_Bps'] / MiB:.0f} ("
+                   + ", ".join(f"{2 * size / t / MiB:.0f}" for t in r["times_s"]) + ")",
+                   f"{_f(r['tiny_p50_us'], '{:.0f}')} µs"])
+
+
+def tiny_rows(results: dict[str, Any]) -> list[str]:
+    tiny = results["tiny_rounds"]
+    return _system_rows(
+        f"tiny rounds ({_count(tiny['launches'], 'launch', 'launches')})",
+        ["p50", "p99", "p50 of each launch"], tiny["systems"],
+        lambda r: [f"{r['p50_us']:.0f} µs", f"{r['p99_us']:.0f} µs",
+                   ", ".join(f"{v:.0f}" for v in r["launch_p50_us"])])
+
+
+def issue4_rows(results: dict[str, Any]) -> list[str]:
+    b = results["bars"]
+    ref = fmt_size(b["reference_size"])
+    best, reuse = b["throughput_vs_best_other"], b["throughput_vs_best_reusing"]
+    lin = b["linearity"]
+    rows = [
+        (f"{ref} throughput / the best other ({LABELS.get(best['best_other'], '–')}), paired",
+         _f(best["value"]), "≥ 1.0", _mark(best)),
+        (f"(information) the same / the best `-reusing` ({reuse['best_other'] or '–'})",
+         _f(reuse["value"]), "–", "–"),
+        (f"{ref} throughput / raw grpcio, paired", _f(b["throughput_vs_raw_grpc"]["value"]),
+         "≥ 0.9", _mark(b["throughput_vs_raw_grpc"])),
+        ("extra peak RSS, client / server, vs 1.1 × held + 64 MiB",
+         f"{_f(b['memory_client']['value'])} / {_f(b['memory_server']['value'])}", "≤ 1.0",
+         "yes" if b["memory_client"]["met"] and b["memory_server"]["met"] else "**no**"),
+        ("tiny call p50 / raw grpcio, tiny rounds", _f(b["tiny_p50_vs_raw_grpc"]["value"]),
+         "≤ 1.15", _mark(b["tiny_p50_vs_raw_grpc"])),
+        (f"linearity, worst larger size vs {fmt_size(lin['base_size'])}", _f(lin["value"]),
+         "≥ 0.9", _mark(lin)),
+    ]
+    return ["| bar (issue 4) | this run | target | met |", "| --- | ---: | --- | --- |",
+            *(f"| {a} | {v} | {t} | {m} |" for a, v, t, m in rows)]
+
+
+# The tables docs/performance.md quotes, each with its caption: (stage, caption, rows)
+DOCS_TABLES: list[tuple[str | None, str, Callable[[dict[str, Any]], list[str]]]] = [
+    (None, "Large arrays, each system measured in turn:", echo_rows),
+    ("paired", "Large arrays, the systems taking turns (paired rounds):", paired_rows),
+    ("tiny_rounds", "Tiny calls, the servers launched afresh several times (tiny rounds):",
+     tiny_rows),
+    ("small", "Small arrays, the systems taking turns (small rounds); median time per echo "
+     "(MiB/s):", small_rows),
+    ("many", "Many callers making tiny calls, the systems taking turns:", many_rows),
+    (None, "The bars of issue 19, as ratios from this run:", issue19_rows),
+    (None, "The bars of issue 4:", issue4_rows),
+]
+
+
 def docs_tables(results: dict[str, Any]) -> str:
-    """The tables docs/performance.md quotes, from a run's results (report.py --docs)."""
+    """The tables docs/performance.md quotes, from a run's results (report.py --docs);
+    tests/test_docs_performance.py checks the page against it."""
     if "bars" not in results:
         results["bars"] = compute_bars(results)
     parts = []
-    if (results.get("small") or {}).get("systems"):
-        parts.append("\n".join(small_rows(results)))
-    if (results.get("many") or {}).get("systems"):
-        parts.append("\n".join(many_rows(results)))
-    parts.append("\n".join(issue19_rows(results)))
+    for stage, caption, rows in DOCS_TABLES:
+        if stage is None or (results.get(stage) or {}).get("systems"):
+            parts.append("\n".join([caption, "", *rows(results)]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -721,7 +795,6 @@ def main(argv: list[str] | None = None) -> int:
     """Re-render a run's report from its .json, or print (or update) the tables that
     docs/performance.md quotes."""
     import argparse
-    import re
     import sys
 
     p = argparse.ArgumentParser(description=main.__doc__)

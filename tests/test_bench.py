@@ -27,12 +27,27 @@ def test_the_benchmark_runs_and_writes_json_table_and_plot(tmp_path):
         assert results["paired"]["systems"][name]["tiny_p50_us"] > 0
         tiny = results["tiny_rounds"]["systems"][name]
         assert tiny["calls"] == 200 and len(tiny["launch_p50_us"]) == 1 and tiny["p50_us"] > 0
+        small = results["small"]["systems"][name]  # 8 KiB and 1 MiB, taking turns
+        assert {int(k) for k in small} == {8 << 10, 1 << 20}
+        assert all(e["calls"] == 20 and e["median_s"] > 0 for e in small.values())
+        many = results["many"]["systems"][name]  # 50 threads; 4 processes x 12 threads
+        assert many["threads"]["threads"] == 50 and many["processes"]["processes"] == 4
+        for layout in many.values():  # every caller made calls, each one's sum checked
+            assert layout["calls"] >= layout["processes"] * layout["threads"]
+            assert layout["calls_per_s"] > 0 and layout["p99_us"] >= layout["p50_us"] > 0
+    assert results["many"]["server_threads"] == 72  # the same for dagen and raw grpcio
     relay = results["relay"]  # dagen through `dagen relay` beside the direct connection
     if "skipped" not in relay:  # (without asyncssh)
         assert set(relay["systems"]) == {"dagen", "dagen-relay"}
         assert relay["throughput_ratio"] > 0 and relay["tiny_p50_ratio"] > 0
     table = result.with_suffix(".md").read_text()
     assert "## The bars (issue 4)" in table and "| dagen |" in table
+    assert "## Small arrays" in table and "## Many callers" in table
+    bars19 = results["bars"]["issue19"]
+    for key in ("echo_8k_median_vs_flight", "echo_1m_throughput_vs_flight"):
+        assert bars19[key]["value"] is None  # no Flight in this run: said, not invented
+    assert bars19["many_threads_vs_raw_grpc"]["value"] > 0
+    assert "| many callers, 50 threads, calls/s: dagen / raw grpcio |" in table
     assert "## Through the relay" in table
     assert "tiny-call ratio from tiny rounds (1 launch)" in table
     if importlib.util.find_spec("matplotlib") is not None:  # the plot needs `.[bench]`
@@ -87,3 +102,20 @@ def test_a_stage_that_fails_midway_keeps_no_partial_results_and_is_named():
     assert record == {"launches": 1, "systems": {}, "error": "RuntimeError: its server exited"}
     assert failures({"systems": {}, "tiny_rounds": record}) == [
         "tiny_rounds: RuntimeError: its server exited"]
+
+
+def test_the_bulk_side_path_prototype_echoes_beside_dagen(tmp_path):
+    """benchmarks/bulk_side_path.py: the side path (a second mutual-TLS connection
+    carrying only the bytes) and dagen take turns; every echo is compared with what was
+    sent, inside the script; the numbers are written as .md and .json."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bulk_side_path.py"), "--sizes", "8MiB",
+         "--rounds", "2", "--systems", "side-path,dagen", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [result] = tmp_path.glob("bulk-side-path-*.json")
+    rows = json.loads(result.read_text())["sizes"]["8 MiB"]["systems"]
+    assert set(rows) == {"side-path", "dagen"}
+    assert all(len(r["times_s"]) == 2 and r["throughput_Bps"] > 0 for r in rows.values())
+    assert "| side-path |" in result.with_suffix(".md").read_text()
