@@ -30,20 +30,24 @@ sys.path.insert(0, str(HERE))
 WARMUP = 20  # calls per client before the start
 
 
-def hammer(add: Callable[[int, int], int], threads: int, start_at: float,
-           seconds: float) -> dict[str, Any]:
-    """``threads`` threads, each calling ``add`` back to back from ``start_at`` (a
-    time.time()) until ``start_at + seconds``. Returns every call's latency (µs), how
-    many calls, when the last caller stopped (time.time()) and the first errors."""
+def hammer(add: Callable[[int, int], int], threads: int, seconds: float,
+           start: Callable[[], float]) -> dict[str, Any]:
+    """``threads`` threads, each calling ``add`` back to back for ``seconds`` from the
+    time (a time.time()) that ``start()`` returns, called once every thread is ready.
+    Returns every call's latency (µs), how many calls, when the calls started and when
+    the last caller stopped (time.time()), and the first errors."""
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors: list[str] = []
     ready = threading.Barrier(threads + 1)
-    stop_at = start_at + seconds
+    when = [0.0]
 
     def caller(k: int) -> None:
         mine = latencies[k]
+        ready.wait()  # twice: all threads up; then the start time is known
         ready.wait()
+        start_at = when[0]
         time.sleep(max(0.0, start_at - time.time()))
+        stop_at = start_at + seconds
         n = 0
         try:
             while time.time() < stop_at:
@@ -60,11 +64,29 @@ def hammer(add: Callable[[int, int], int], threads: int, start_at: float,
     for t in workers:
         t.start()
     ready.wait()
+    when[0] = start()
+    ready.wait()
     for t in workers:
-        t.join(timeout=seconds + (start_at - time.time()) + 300)
+        t.join(timeout=seconds + (when[0] - time.time()) + 300)
     merged = [v for mine in latencies for v in mine]
-    return {"latencies_us": merged, "calls": len(merged), "start": start_at,
+    return {"latencies_us": merged, "calls": len(merged), "start": when[0],
             "end": time.time(), "threads": threads, "errors": errors[:5]}
+
+
+def soon() -> float:
+    """The start time of callers in this process alone: right away."""
+    return time.time() + 0.01
+
+
+def wait_for_go(go: Path) -> float:
+    """Say this process is ready, then wait for run.py to write the start time."""
+    print("ready", flush=True)
+    deadline = time.monotonic() + 300
+    while not go.exists():
+        if time.monotonic() > deadline:
+            sys.exit("no start time from run.py within 300 s")
+        time.sleep(0.005)
+    return float(go.read_text())
 
 
 def main() -> None:
@@ -75,7 +97,8 @@ def main() -> None:
     p.add_argument("--work", required=True, type=Path, help="run.py's work folder (dagen's build)")
     p.add_argument("--threads", type=int, default=12)
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--go", required=True, type=Path, help="file run.py writes the start time to")
+    p.add_argument("--go", required=True, type=Path,
+                   help="file run.py writes the start time to (renamed into place)")
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args()
     from systems import SYSTEMS
@@ -84,14 +107,7 @@ def main() -> None:
     system.connect(args.address)
     for i in range(WARMUP):
         system.add(i, 1)
-    print("ready", flush=True)
-    deadline = time.monotonic() + 300
-    while not args.go.exists() or not args.go.read_text().endswith("\n"):
-        if time.monotonic() > deadline:
-            sys.exit("no start time from run.py within 300 s")
-        time.sleep(0.005)
-    start_at = float(args.go.read_text())
-    result = hammer(system.add, args.threads, start_at, args.seconds)
+    result = hammer(system.add, args.threads, args.seconds, lambda: wait_for_go(args.go))
     args.out.write_text(json.dumps(result))
     try:
         system.close()

@@ -22,7 +22,12 @@ process is the client. Measured, one system after the other:
    comes from these: a server's latency varies by tens of µs from one launch to
    the next (where its memory and threads land), as much as the bar's margin, so one
    launch per system would measure the launch as much as the system;
-6. relay rounds (--relay-rounds): dagen direct and dagen through `dagen relay` (SSH
+6. small rounds (--small-rounds): 8 KiB and 1 MiB echoes, dagen, grpc, Flight and dask
+   up at once taking turns in blocks (issue 19's small-array bars);
+7. many callers (--many-rounds, --many-seconds): tiny calls for a fixed time from 50
+   threads, and from 4 client processes (many_callers.py) × 12 threads; calls/s, p50,
+   p99; dagen's and grpc's servers with the same number of handler threads;
+8. relay rounds (--relay-rounds): dagen direct and dagen through `dagen relay` (SSH
    reverse tunnel, routed by SNI; TLS end to end) up at once, taking turns as in 4:
    the relay's echo throughput and tiny-call p50 as ratios to the direct connection's.
 
@@ -71,7 +76,7 @@ from common import (  # noqa: E402
     make_certs,
     parse_size,
 )
-from many_callers import hammer  # noqa: E402
+from many_callers import hammer, soon  # noqa: E402
 from report import write_reports  # noqa: E402
 from systems import DIRECT, RELAYED, REUSING, SYSTEMS, Skip, System  # noqa: E402
 
@@ -457,7 +462,7 @@ def many_callers(names: list[str], certs: Path, work: Path, procs: Processes, ro
             for layout, (n_procs, threads) in MANY_LAYOUTS.items():
                 for system in systems if r % 2 == 0 else systems[::-1]:
                     if n_procs == 1:
-                        got = hammer(system.add, threads, time.time() + 0.05, seconds)
+                        got = hammer(system.add, threads, seconds, soon)
                     else:
                         got = _callers_in_processes(system, certs, work, procs, n_procs,
                                                     threads, seconds)
