@@ -803,7 +803,8 @@ def main(argv: list[str] | None = None) -> int:
                         "callers, issue 19's bars)")
     p.add_argument("--update-docs", type=Path, metavar="PAGE",
                    help="replace the tables between the bench-tables markers of PAGE "
-                        "(docs/performance.md) and name the run in its marker")
+                        "(docs/performance.md), and the run it names there, wherever PAGE "
+                        "names it")
     p.add_argument("--rewrite", action="store_true",
                    help="write the run's .md and .png again from its .json")
     args = p.parse_args(argv)
@@ -821,9 +822,14 @@ def main(argv: list[str] | None = None) -> int:
         pattern = re.compile(re.escape(DOCS_BEGIN).replace(r"\{\}", r"[^ ]+") + r"\n.*?"
                              + re.escape(DOCS_END), re.S)
         block = f"{DOCS_BEGIN.format(results['timestamp'])}\n\n{tables}\n{DOCS_END}"
-        if not pattern.search(page):
+        found = pattern.search(page)
+        if not found:
             sys.exit(f"{args.update_docs}: no {DOCS_END} block to replace")
-        args.update_docs.write_text(pattern.sub(lambda _: block, page, count=1))
+        quoted = re.search(r"bench-tables from (\S+) ", found.group(0))
+        page = pattern.sub(lambda _: block, page, count=1)
+        if quoted:  # the page's other mentions of the run (its .md, the commands)
+            page = page.replace(quoted.group(1), results["timestamp"])
+        args.update_docs.write_text(page)
         print(f"updated {args.update_docs} from run {results['timestamp']}")
     return 0
 

@@ -57,5 +57,7 @@ def test_the_update_command_puts_another_runs_tables_in_place(run, tmp_path):
     [(new_stamp, new_tables)] = BLOCK.findall(page.read_text())
     assert new_stamp == "20990101-000000" and new_tables != tables
     assert "| dagen | 1048576 |" in new_tables  # 2**40 B/s in MiB/s, in the first column
+    # and the page names the new run wherever it named the old one
     assert page.read_text().replace(new_tables, "") == SECTION.replace(tables, "").replace(
-        stamp + " (benchmarks", "20990101-000000 (benchmarks")
+        stamp, "20990101-000000")
+    assert "benchmarks/results/20990101-000000.md`, reproduced with" in page.read_text()
