@@ -199,7 +199,8 @@ def issue19_bars(results: dict[str, Any], bars: dict[str, Any]) -> dict[str, Any
     mem = ((rec.get("echo") or {}).get(str(bars["reference_size"])) or {}).get("memory")
     for side in ("client", "server"):
         value = (mem[f"{side}_extra"] / base[f"{side}_extra"]
-                 if mem and base and base.get("size") == bars["reference_size"] else None)
+                 if mem and base and base.get("size") == bars["reference_size"]
+                 and f"{side}_extra" in base else None)
         out[f"rss_{side}_vs_baseline"] = _bar(value, "<= 1.05",
                                               baseline=base["file"] if base else None)
     return out
@@ -517,6 +518,9 @@ def issue19_rows(results: dict[str, Any]) -> list[str]:
                      f"({big.get('best_other') or '–'}; each system's own runs)",
                      "echo_largest_vs_best_peer", "≥ 1.0"))
     base = b["rss_client_vs_baseline"].get("baseline") or "no earlier run"
+    missing = (results.get("rss_baseline") or {}).get("missing")
+    if missing:
+        base += f" ({missing})"
     rows += [(f"{ref} echo extra peak RSS, client: this run / {base}",
               "rss_client_vs_baseline", "≤ 1.05"),
              (f"{ref} echo extra peak RSS, server: this run / {base}",

@@ -861,9 +861,13 @@ def rss_baseline(path: str | None, size: int) -> dict[str, Any] | None:
         path = str(HERE / runs[-1])
     try:
         old = json.loads(Path(path).read_text())
-        mem = old["systems"]["dagen"]["echo"][str(size)]["memory"]
-    except (OSError, KeyError, ValueError):
-        return None
+    except (OSError, ValueError) as e:
+        return {"file": Path(path).name, "size": size, "missing": f"unreadable: {e}"}
+    mem = ((old.get("systems", {}).get("dagen", {}).get("echo") or {}).get(str(size)) or {}).get(
+        "memory")
+    if not mem:
+        return {"file": Path(path).name, "size": size,
+                "missing": f"no peak RSS of dagen's {fmt_size(size)} echo there"}
     return {"file": Path(path).name, "size": size,
             "client_extra": mem["client_extra"], "server_extra": mem["server_extra"]}
 

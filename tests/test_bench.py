@@ -119,3 +119,30 @@ def test_the_bulk_side_path_prototype_echoes_beside_dagen(tmp_path):
     assert set(rows) == {"side-path", "dagen"}
     assert all(len(r["times_s"]) == 2 and r["throughput_Bps"] > 0 for r in rows.values())
     assert "| side-path |" in result.with_suffix(".md").read_text()
+
+
+def test_the_peak_rss_bar_compares_with_the_run_it_names():
+    """Issue 19's no-regression bar: dagen's extra peak RSS during the reference echo
+    over that of an earlier run (by default the newest one committed), named."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from report import compute_bars, issue19_rows
+    from run import rss_baseline
+
+    results_dir = ROOT / "benchmarks" / "results"
+    results = json.loads((results_dir / "20261128-042511.json").read_text())
+    size = results["config"]["memory_size"]
+    results["rss_baseline"] = rss_baseline(str(results_dir / "20261128-041636.json"), size)
+    earlier = json.loads((results_dir / "20261128-041636.json").read_text())
+    mine, theirs = (r["systems"]["dagen"]["echo"][str(size)]["memory"] for r in (results, earlier))
+    bars = compute_bars(results)["issue19"]
+    for side in ("client", "server"):
+        bar = bars[f"rss_{side}_vs_baseline"]
+        assert bar["value"] == mine[f"{side}_extra"] / theirs[f"{side}_extra"]
+        assert bar["met"] == (bar["value"] <= 1.05) and bar["baseline"] == "20261128-041636.json"
+    results["bars"] = compute_bars(results)
+    assert any("this run / 20261128-041636.json" in row for row in issue19_rows(results))
+    # a run without that echo: no ratio, and the bar says why
+    results["rss_baseline"] = rss_baseline(str(results_dir / "20261128-041636.json"), 64 << 20)
+    results["bars"] = compute_bars(results)
+    assert results["bars"]["issue19"]["rss_client_vs_baseline"]["value"] is None
+    assert any("no peak RSS of dagen's 64 MiB echo there" in row for row in issue19_rows(results))
