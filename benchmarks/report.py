@@ -634,7 +634,7 @@ def issue4_rows(results: dict[str, Any]) -> list[str]:
 
 # The tables docs/performance.md quotes, each with its caption: (stage, caption, rows)
 DOCS_TABLES: list[tuple[str | None, str, Callable[[dict[str, Any]], list[str]]]] = [
-    (None, "Large arrays, each system measured in turn:", echo_rows),
+    (None, "Echo, each system measured in turn:", echo_rows),
     ("paired", "Large arrays, the systems taking turns (paired rounds):", paired_rows),
     ("tiny_rounds", "Tiny calls, the servers launched afresh several times (tiny rounds):",
      tiny_rows),
@@ -830,9 +830,10 @@ def main(argv: list[str] | None = None) -> int:
         if not found:
             sys.exit(f"{args.update_docs}: no {DOCS_END} block to replace")
         quoted = re.search(r"bench-tables from (\S+) ", found.group(0))
-        page = pattern.sub(lambda _: block, page, count=1)
-        if quoted:  # the page's other mentions of the run (its .md, the commands)
+        if quoted:  # the page's other mentions of the run (its .md, the commands), first:
+            # the new tables may name the old run (the peak-RSS bar's earlier run)
             page = page.replace(quoted.group(1), results["timestamp"])
+        page = pattern.sub(lambda _: block, page, count=1)
         args.update_docs.write_text(page)
         print(f"updated {args.update_docs} from run {results['timestamp']}")
     return 0

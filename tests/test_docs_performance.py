@@ -37,7 +37,7 @@ def run():
 def test_the_tables_quoted_are_the_runs(run):
     _, tables, results = run
     assert tables == docs_tables(results)
-    for caption in ("Large arrays, each system measured in turn:", "The bars of issue 19",
+    for caption in ("Echo, each system measured in turn:", "The bars of issue 19",
                     "The bars of issue 4:"):
         assert caption in tables
 
