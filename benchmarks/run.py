@@ -22,7 +22,12 @@ process is the client. Measured, one system after the other:
    comes from these: a server's latency varies by tens of µs from one launch to
    the next (where its memory and threads land), as much as the bar's margin, so one
    launch per system would measure the launch as much as the system;
-6. relay rounds (--relay-rounds): dagen direct and dagen through `dagen relay` (SSH
+6. small rounds (--small-rounds): 8 KiB and 1 MiB echoes, dagen, grpc, Flight and dask
+   up at once taking turns in blocks (issue 19's small-array bars);
+7. many callers (--many-rounds, --many-seconds): tiny calls for a fixed time from 50
+   threads, and from 4 client processes (many_callers.py) × 12 threads; calls/s, p50,
+   p99; dagen's and grpc's servers with the same number of handler threads;
+8. relay rounds (--relay-rounds): dagen direct and dagen through `dagen relay` (SSH
    reverse tunnel, routed by SNI; TLS end to end) up at once, taking turns as in 4:
    the relay's echo throughput and tiny-call p50 as ratios to the direct connection's.
 
@@ -41,6 +46,7 @@ import argparse
 import contextlib
 import datetime as dt
 import gc
+import json
 import os
 import platform
 import shutil
@@ -70,11 +76,24 @@ from common import (  # noqa: E402
     make_certs,
     parse_size,
 )
+from many_callers import hammer, soon  # noqa: E402
 from report import write_reports  # noqa: E402
-from systems import RELAYED, REUSING, SYSTEMS, Skip, System  # noqa: E402
+from systems import DIRECT, RELAYED, REUSING, SYSTEMS, Skip, System  # noqa: E402
 
 DEFAULT_SIZES = "1MiB,64MiB,1GiB,3GiB"
 QUICK_SIZES = "1MiB,8MiB"
+SMALL_SIZES = "8KiB,1MiB"
+# The many-callers stage: dagen serve's handler threads are max(--workers 8,
+# --max-calls + 8); its callers all are "alice", so the per-identity limit (32 by
+# default) is raised to --max-calls (64) to admit 50 callers at once, as a user with
+# that many would. Raw grpcio's server gets the same number of threads.
+MANY_MAX_CALLS = 64
+MANY_SERVER_THREADS = MANY_MAX_CALLS + 8
+MANY_SERVER_ARGS = {
+    "dagen": ("--max-calls", str(MANY_MAX_CALLS),
+              "--max-calls-per-identity", str(MANY_MAX_CALLS)),
+    "grpc": ("--workers", str(MANY_SERVER_THREADS)),
+}
 
 
 def log(msg: str) -> None:
@@ -222,13 +241,14 @@ def warm_up(system: System, calls: int) -> None:
 
 
 @contextlib.contextmanager
-def running(names: list[str], certs: Path, work: Path, procs: Processes) -> Iterator[list[System]]:
+def running(names: list[str], certs: Path, work: Path, procs: Processes,
+            server_args: dict[str, tuple[str, ...]] | None = None) -> Iterator[list[System]]:
     """The systems' servers started, in order; closed (each by its pid) on the way out."""
-    classes = {**SYSTEMS, **{c.name: c for c in REUSING.values()}, **RELAYED}
+    classes = {**SYSTEMS, **{c.name: c for c in REUSING.values()}, **RELAYED, **DIRECT}
     systems: list[System] = []
     try:
         for name in names:
-            system = classes[name](certs, work, procs)
+            system = classes[name](certs, work, procs, (server_args or {}).get(name, ()))
             systems.append(system)
             system.start()
         yield systems
@@ -344,6 +364,11 @@ def paired_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
 
 
 TINY_WARMUP = 1000  # calls each server answers after its launch before any is timed
+SLOW_WARMUP = {"dask": 100}  # ~10 ms a call: fewer warm-up calls
+
+
+def _warm(system: System) -> None:
+    warm_up(system, SLOW_WARMUP.get(system.name, TINY_WARMUP))
 
 
 def tiny_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
@@ -358,7 +383,7 @@ def tiny_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
         mine: dict[str, list[int]] = {n: [] for n in names}
         with running(names, certs, work, procs) as systems:
             for system in systems:
-                warm_up(system, TINY_WARMUP)
+                _warm(system)
             for r in range(rounds):
                 for system in systems if r % 2 == 0 else systems[::-1]:
                     lat = mine[system.name]
@@ -379,6 +404,126 @@ def tiny_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
             "p99_us": float(np.percentile(lat, 99)),
             "launch_p50_us": per_launch[name],
         }
+
+
+def small_rounds(names: list[str], certs: Path, work: Path, procs: Processes,
+                 sizes: list[int], rounds: int, calls: int, rec: dict[str, Any]) -> None:
+    """Echoes of small arrays (8 KiB, 1 MiB), the systems' servers all up and taking
+    turns: each round, for each size, a block of back-to-back echoes per system (the
+    order reversed every round); ``calls`` echoes per size and system in all."""
+    arrays = {size: payload(size) for size in sizes}
+    block = max(1, calls // rounds)
+    times: dict[str, dict[int, list[float]]] = {n: {s: [] for s in sizes} for n in names}
+    with running(names, certs, work, procs) as systems:
+        for system in systems:
+            warm_up(system, 20)
+            for da in arrays.values():
+                for _ in range(3):
+                    check_echo(da, system.echo(da))
+        for r in range(rounds):
+            for size, da in arrays.items():
+                for system in systems if r % 2 == 0 else systems[::-1]:
+                    mine = times[system.name][size]
+                    for _ in range(block):
+                        t0 = time.perf_counter()
+                        out = system.echo(da)
+                        mine.append(time.perf_counter() - t0)
+                    check_echo(da, out)
+                    del out
+            log(f"small round {r + 1}/{rounds}: median ms " + "; ".join(
+                f"{n} " + ", ".join(f"{statistics.median(t[s]) * 1e3:.2f}" for s in sizes)
+                for n, t in times.items()))
+    for name, per_size in times.items():
+        rec[name] = {}
+        for size, ts in per_size.items():
+            median = statistics.median(ts)
+            rec[name][str(size)] = {
+                "bytes": arrays[size].nbytes, "calls": len(ts), "median_s": median,
+                "p90_s": float(np.percentile(ts, 90)),
+                "throughput_Bps": 2 * arrays[size].nbytes / median,
+            }
+
+
+MANY_LAYOUTS = {"threads": (1, 50), "processes": (4, 12)}  # client processes × threads each
+
+
+def many_callers(names: list[str], certs: Path, work: Path, procs: Processes, rounds: int,
+                 seconds: float, rec: dict[str, Any]) -> None:
+    """Many callers making tiny calls for a fixed time: 50 threads of this process, and 4
+    client processes (benchmarks/many_callers.py) × 12 threads; the servers all up,
+    taking turns (the order reversed every round), ``rounds`` × ``seconds`` per system
+    and layout. Calls/s over the whole time; p50 and p99 over every call."""
+    cells: dict[str, dict[str, list[dict[str, Any]]]] = {
+        n: {layout: [] for layout in MANY_LAYOUTS} for n in names}
+    with running(names, certs, work, procs, MANY_SERVER_ARGS) as systems:
+        for system in systems:
+            warm_up(system, SLOW_WARMUP.get(system.name, 200))
+        for r in range(rounds):
+            for layout, (n_procs, threads) in MANY_LAYOUTS.items():
+                for system in systems if r % 2 == 0 else systems[::-1]:
+                    if n_procs == 1:
+                        got = hammer(system.add, threads, seconds, soon)
+                    else:
+                        got = _callers_in_processes(system, certs, work, procs, n_procs,
+                                                    threads, seconds)
+                    cells[system.name][layout].append(got)
+                    if got["errors"]:
+                        raise RuntimeError(f"{system.name}, {layout}: {got['errors'][0]}")
+                log(f"many callers, round {r + 1}/{rounds}, {n_procs} × {threads}: " + ", ".join(
+                    f"{n} {c[layout][-1]['calls'] / (c[layout][-1]['end'] - c[layout][-1]['start']):.0f}"
+                    " calls/s" for n, c in cells.items()))
+    for name, layouts in cells.items():
+        rec[name] = {}
+        for layout, runs in layouts.items():
+            lat = np.array([v for run in runs for v in run["latencies_us"]])
+            elapsed = sum(run["end"] - run["start"] for run in runs)
+            n_procs, threads = MANY_LAYOUTS[layout]
+            rec[name][layout] = {
+                "processes": n_procs, "threads": threads, "calls": len(lat),
+                "seconds": elapsed, "calls_per_s": len(lat) / elapsed,
+                "each_round_calls_per_s": [run["calls"] / (run["end"] - run["start"])
+                                           for run in runs],
+                "p50_us": float(np.percentile(lat, 50)), "p99_us": float(np.percentile(lat, 99)),
+            }
+
+
+def _callers_in_processes(system: System, certs: Path, work: Path, procs: Processes,
+                          n_procs: int, threads: int, seconds: float) -> dict[str, Any]:
+    """``n_procs`` client processes (benchmarks/many_callers.py) of ``threads`` callers
+    each, started together once all are connected and warm; their samples merged."""
+    import re
+
+    from common import wait_for_line
+
+    folder = Path(tempfile.mkdtemp(prefix=f"many-{system.name}-", dir=work))
+    go = folder / "go"
+    children = []
+    try:
+        for i in range(n_procs):
+            proc, out = procs.start(f"many-callers-{system.name}-{i}", [
+                sys.executable, str(HERE / "many_callers.py"), "--system", system.name,
+                "--address", system.address, "--certs", str(certs), "--work", str(work),
+                "--threads", str(threads), "--seconds", str(seconds), "--go", str(go),
+                "--out", str(folder / f"{i}.json"),
+            ])
+            children.append((proc, out))
+        for proc, out in children:
+            wait_for_line(proc, out, re.compile(r"^ready$", re.M))
+        start_at = time.time() + 0.2
+        (folder / "go.tmp").write_text(f"{start_at!r}\n")
+        (folder / "go.tmp").rename(go)
+        for proc, out in children:
+            code = proc.wait(timeout=seconds + 300)
+            if code != 0:
+                raise RuntimeError(f"a client process exited with {code}: "
+                                   f"{out.read_text(errors='replace')[-1500:]}")
+        parts = [json.loads((folder / f"{i}.json").read_text()) for i in range(n_procs)]
+    finally:
+        for proc, _ in children:
+            procs.stop(proc)
+    return {"latencies_us": [v for p in parts for v in p["latencies_us"]],
+            "calls": sum(p["calls"] for p in parts), "start": start_at,
+            "end": max(p["end"] for p in parts), "errors": [e for p in parts for e in p["errors"]]}
 
 
 def memory_factor(echo: dict[str, Any]) -> float:
@@ -486,6 +631,15 @@ def _alive(system: System) -> bool:
 # -- main ----------------------------------------------------------------------------------------
 
 
+# Options left unset: their value without --quick and with it.
+DEFAULTS: dict[str, tuple[float, float]] = {
+    "runs": (3, 1), "tiny_calls": (2000, 200), "paired_rounds": (5, 1), "relay_rounds": (3, 1),
+    "tiny_launches": (5, 1), "tiny_rounds": (4, 2), "small_rounds": (5, 1),
+    "small_calls": (200, 20), "many_rounds": (2, 1), "many_seconds": (3.0, 1.0),
+    "concurrent_seconds": (5.0, 1.0),
+}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -511,6 +665,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "bar (default 5, 1 with --quick; 0: none)")
     p.add_argument("--tiny-rounds", type=int, default=None,
                    help="rounds of tiny-call blocks per launch (default 4, 2 with --quick)")
+    p.add_argument("--small-sizes", default=SMALL_SIZES,
+                   help=f"the small rounds' echo sizes (default {SMALL_SIZES})")
+    p.add_argument("--small-rounds", type=int, default=None,
+                   help="rounds in which dagen, grpc, flight and dask take turns echoing small "
+                        "arrays (default 5, 1 with --quick; 0: none)")
+    p.add_argument("--small-calls", type=int, default=None,
+                   help="small echoes per size and system in all (default 200, 20 with --quick)")
+    p.add_argument("--many-rounds", type=int, default=None,
+                   help="rounds of the many-callers table (default 2, 1 with --quick; 0: none)")
+    p.add_argument("--many-seconds", type=float, default=None,
+                   help="seconds per system, layout and round of many callers "
+                        "(default 3, 1 with --quick)")
+    p.add_argument("--rss-baseline", default=None,
+                   help="a results .json whose dagen peak RSS the bar compares with (default: "
+                        "the newest run committed in benchmarks/results)")
     p.add_argument("--relay-rounds", type=int, default=None,
                    help="rounds in which dagen direct and dagen through a relay take turns "
                         "(default 3, 1 with --quick; 0: none)")
@@ -528,16 +697,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     quick = args.quick
     args.sizes = args.sizes or (QUICK_SIZES if quick else DEFAULT_SIZES)
-    args.runs = args.runs if args.runs is not None else (1 if quick else 3)
-    args.tiny_calls = args.tiny_calls if args.tiny_calls is not None else (200 if quick else 2000)
-    if args.paired_rounds is None:
-        args.paired_rounds = 1 if quick else 5
-    if args.relay_rounds is None:
-        args.relay_rounds = 1 if quick else 3
-    if args.tiny_launches is None:
-        args.tiny_launches = 1 if quick else 5
-    if args.tiny_rounds is None:
-        args.tiny_rounds = 2 if quick else 4
+    for option, (full, smoke) in DEFAULTS.items():  # (without --quick, with --quick)
+        if getattr(args, option) is None:
+            setattr(args, option, smoke if quick else full)
     if args.tiny_rounds < 1:
         p.error("--tiny-rounds must be at least 1")
     if args.concurrent_seconds is None:
@@ -577,12 +739,14 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick, "systems": args.systems.split(","),
             "paired_rounds": args.paired_rounds, "relay_rounds": args.relay_rounds,
             "tiny_launches": args.tiny_launches, "tiny_rounds": args.tiny_rounds,
-            "tiny_warmup_calls": TINY_WARMUP,
+            "tiny_warmup_calls": TINY_WARMUP, "small_rounds": args.small_rounds,
+            "many_rounds": args.many_rounds,
             "transport": "127.0.0.1, mutual TLS (ECDSA P-256 certificates from dagen._security)",
         },
         "machine": machine_info(),
         "versions": versions(),
         "load_before": load(),
+        "rss_baseline": rss_baseline(args.rss_baseline, memory_size),
         "systems": {},
     }
     log(f"sizes {', '.join(fmt_size(s) for s in sizes)}; {args.runs} runs; memory at "
@@ -609,8 +773,20 @@ def main(argv: list[str] | None = None) -> int:
                 gc.collect()
         ok = [n for n in PAIRED if results["systems"].get(n, {}).get("status") == "ok"]
         together = "dagen" in ok and len(ok) > 1  # what the stages below compare
+        dask_ok = results["systems"].get("dask", {}).get("status") == "ok"
+        peers = ok + ["dask"] if dask_ok else ok  # dagen, grpc, flight and dask
+        if args.small_rounds > 0 and args.small_calls > 0 and together:
+            small = sorted({parse_size(s) for s in args.small_sizes.split(",") if s.strip()})
+            log(f"small rounds: {', '.join(peers)} taking turns, {args.small_rounds} rounds, "
+                f"{args.small_calls} echoes per size and system of "
+                + ", ".join(fmt_size(s) for s in small))
+            results["small"] = {"sizes": small, "rounds": args.small_rounds,
+                                "calls": args.small_calls}
+            run_stage("small rounds", results["small"], lambda rec: small_rounds(
+                peers, certs, work, procs, small, args.small_rounds, args.small_calls, rec))
         if args.paired_rounds > 0 and together:
-            names = ok + [REUSING[n].name for n in ok if n in REUSING]
+            names = (ok + [REUSING[n].name for n in ok if n in REUSING]
+                     + (list(DIRECT) if dask_ok else []))
             log(f"paired rounds: {', '.join(names)} taking turns, {args.paired_rounds} rounds "
                 f"of a {fmt_size(memory_size)} echo and {args.tiny_calls // args.paired_rounds} "
                 "tiny calls each")
@@ -619,12 +795,22 @@ def main(argv: list[str] | None = None) -> int:
                 names, certs, work, procs, memory_size, args.paired_rounds, args.tiny_calls,
                 rec))
         if args.tiny_launches > 0 and args.tiny_calls > 0 and together:
-            log(f"tiny rounds: {', '.join(ok)} launched {args.tiny_launches} times, "
+            log(f"tiny rounds: {', '.join(peers)} launched {args.tiny_launches} times, "
                 f"{args.tiny_rounds} rounds each, {args.tiny_calls} calls per system in all")
             results["tiny_rounds"] = {"launches": args.tiny_launches, "rounds": args.tiny_rounds}
             run_stage("tiny rounds", results["tiny_rounds"], lambda rec: tiny_rounds(
-                ok, certs, work, procs, args.tiny_launches, args.tiny_rounds, args.tiny_calls,
+                peers, certs, work, procs, args.tiny_launches, args.tiny_rounds, args.tiny_calls,
                 rec))
+        if args.many_rounds > 0 and args.many_seconds > 0 and together:
+            log(f"many callers: {', '.join(peers)} taking turns, {args.many_rounds} rounds of "
+                f"{args.many_seconds:g} s per system and layout, "
+                f"{MANY_SERVER_THREADS} server threads for dagen and raw grpcio")
+            results["many"] = {"rounds": args.many_rounds, "seconds": args.many_seconds,
+                               "server_threads": MANY_SERVER_THREADS,
+                               "server_args": {k: list(v) for k, v in MANY_SERVER_ARGS.items()},
+                               "layouts": {k: list(v) for k, v in MANY_LAYOUTS.items()}}
+            run_stage("many callers", results["many"], lambda rec: many_callers(
+                peers, certs, work, procs, args.many_rounds, args.many_seconds, rec))
         if args.relay_rounds > 0 and "dagen" in ok:
             relay_size = parse_size(args.relay_size) if args.relay_size else memory_size
             relay_stage(args, certs, work, procs, relay_size, results)
@@ -656,6 +842,34 @@ def main(argv: list[str] | None = None) -> int:
     for failure in failed:
         log(f"FAILED {failure}")
     return 1 if failed else 0
+
+
+def rss_baseline(path: str | None, size: int) -> dict[str, Any] | None:
+    """dagen's extra peak RSS at ``size`` in an earlier run: ``path``, else the newest
+    run committed to git in benchmarks/results (the bar: this run within 5 % of it)."""
+    import subprocess
+
+    if path is None:
+        try:
+            listed = subprocess.run(["git", "-C", str(HERE), "ls-files", "results/*.json"],
+                                    capture_output=True, text=True, check=True).stdout.split()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        runs = sorted(f for f in listed if Path(f).stem[:1].isdigit())
+        if not runs:
+            return None
+        path = str(HERE / runs[-1])
+    try:
+        old = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        return {"file": Path(path).name, "size": size, "missing": f"unreadable: {e}"}
+    mem = ((old.get("systems", {}).get("dagen", {}).get("echo") or {}).get(str(size)) or {}).get(
+        "memory")
+    if not mem:
+        return {"file": Path(path).name, "size": size,
+                "missing": f"no peak RSS of dagen's {fmt_size(size)} echo there"}
+    return {"file": Path(path).name, "size": size,
+            "client_extra": mem["client_extra"], "server_extra": mem["server_extra"]}
 
 
 def relay_stage(args: argparse.Namespace, certs: Path, work: Path, procs: Processes,
@@ -710,7 +924,7 @@ def failures(results: dict[str, Any]) -> list[str]:
         found += [f"{name} {fmt_size(int(size))} echo: {r['error']}"
                   for size, r in rec.get("echo", {}).items() if "error" in r]
     found += [f"{stage}: {results[stage]['error']}"
-              for stage in ("paired", "tiny_rounds", "relay")
+              for stage in ("paired", "tiny_rounds", "relay", "small", "many")
               if "error" in results.get(stage, {})]
     return found
 

@@ -34,11 +34,14 @@ class System:
     label = "?"
     server_pids: list[int]
 
-    def __init__(self, certs: Path, work: Path, procs: Processes) -> None:
+    def __init__(self, certs: Path, work: Path, procs: Processes | None,
+                 server_args: tuple[str, ...] = ()) -> None:
         self.certs = certs
         self.work = work
-        self.procs = procs
+        self.procs = procs  # None in a client-only process (benchmarks/many_callers.py)
+        self.server_args = list(server_args)  # appended to the server's command line
         self.server_pids = []
+        self.address = ""  # what connect() takes: the server's address, once started
         self._started: list[Any] = []
 
     # The memory a result is received into: fresh for each call, as a hand-written
@@ -58,6 +61,12 @@ class System:
         return self._lending.take(n * dtype.itemsize).view(dtype)
 
     def start(self) -> None:
+        """Start the server, then connect() to it."""
+        raise NotImplementedError
+
+    def connect(self, address: str) -> None:
+        """The client, for a server already running at ``address`` (also in another
+        process: benchmarks/many_callers.py)."""
         raise NotImplementedError
 
     def echo(self, da: xr.DataArray) -> xr.DataArray:
@@ -76,6 +85,7 @@ class System:
 
     def _spawn(self, name: str, command: list[str], pattern: re.Pattern[str] = PORT_LINE,
                **kw: Any) -> re.Match[str]:
+        assert self.procs is not None, "a client-only System starts no server"
         proc, log = self.procs.start(name, command, **kw)
         self._started.append(proc)
         self.server_pids.append(proc.pid)
@@ -102,9 +112,13 @@ class Dagen(System):
     def start(self) -> None:
         m = self._spawn("dagen-serve", [
             sys.executable, "-m", "dagen._cli", "serve", str(self.module), "--certs",
-            str(self.certs), "--host", HOST, "--port", "0",
+            str(self.certs), "--host", HOST, "--port", "0", *self.server_args,
         ])
-        self.client = self._client(f"{HOST}:{int(m.group(1))}")
+        self.connect(f"{HOST}:{int(m.group(1))}")
+
+    def connect(self, address: str) -> None:
+        self.address = address
+        self.client = self._client(address)
 
     def _client(self, target: str, **options: Any) -> Any:
         """The generated client of echo_service (built once per run) for ``target``."""
@@ -202,15 +216,18 @@ class RawGrpc(System):
     label = "raw grpcio (bytes chunks, identity serializers)"
 
     def start(self) -> None:
+        m = self._spawn("raw-grpc-server", [
+            sys.executable, str(HERE / "raw_grpc_server.py"), "--certs", str(self.certs),
+            "--host", HOST, "--port", "0", *self.server_args,
+        ])
+        self.connect(f"{HOST}:{m.group(1)}")
+
+    def connect(self, address: str) -> None:
         import grpc
 
         from dagen._security import CHANNEL_OPTIONS, channel_credentials
 
-        m = self._spawn("raw-grpc-server", [
-            sys.executable, str(HERE / "raw_grpc_server.py"), "--certs", str(self.certs),
-            "--host", HOST, "--port", "0",
-        ])
-        target = f"{HOST}:{m.group(1)}"
+        self.address = target = address
         self.channel = grpc.secure_channel(
             target, channel_credentials(self.certs, "alice"), options=CHANNEL_OPTIONS
         )
@@ -257,20 +274,29 @@ class Flight(System):
     name = "flight"
     label = "Arrow Flight (do_exchange / do_action)"
 
-    def start(self) -> None:
+    def _import(self) -> Any:
         try:
             import pyarrow as pa
             import pyarrow.flight as flight
         except ImportError as e:
             raise Skip(f"pyarrow.flight is not installed ({e}); pip install pyarrow") from None
         self.pa, self.flight = pa, flight
+        return flight
+
+    def start(self) -> None:
+        self._import()
         m = self._spawn("flight-server", [
             sys.executable, str(HERE / "flight_server.py"), "--certs", str(self.certs),
             "--host", HOST, "--port", "0",
         ])
+        self.connect(f"{HOST}:{m.group(1)}")
+
+    def connect(self, address: str) -> None:
+        flight = self._import()
+        self.address = address
         c = self.certs
         self.client = flight.FlightClient(
-            f"grpc+tls://{HOST}:{m.group(1)}",
+            f"grpc+tls://{address}",
             tls_root_certs=(c / "ca.crt").read_bytes(),
             cert_chain=(c / "alice.crt").read_bytes(),
             private_key=(c / "alice.key").read_bytes(),
@@ -332,18 +358,20 @@ class Dask(System):
     name = "dask"
     label = "dask.distributed (client.submit, TLS)"
 
-    def start(self) -> None:
+    def _import(self) -> Any:
         try:
             import distributed
-            from distributed import Client
-            from distributed.security import Security
         except ImportError as e:
             raise Skip(f"dask.distributed is not installed ({e}); "
                        "pip install 'dask[distributed]'") from None
+        self.distributed = distributed
+        return distributed
+
+    def start(self) -> None:
+        self._import()
         c = self.certs
         if not (c / "node.crt").exists():
             raise Skip("no certificate for dask's scheduler and worker (node.crt)")
-        self.distributed = distributed
         dask_cli = str(Path(sys.executable).parent / "dask")
         tls = ["--tls-ca-file", str(c / "ca.crt"), "--tls-cert", str(c / "node.crt"),
                "--tls-key", str(c / "node.key")]
@@ -361,11 +389,22 @@ class Dask(System):
             "--memory-limit", "0", "--no-dashboard", "--host", HOST, "--protocol", "tls",
             "--name", "bench-worker",
         ], pattern=re.compile(r"Registered to:\s+tls://"), env=env)
+        self.connect(address)
+
+    direct = False  # DaskDirect: the data goes straight to and from the worker
+
+    def connect(self, address: str) -> None:
+        distributed = self._import()
+        from distributed.security import Security
+
+        c = self.certs
         security = Security(
             tls_ca_file=str(c / "ca.crt"), tls_client_cert=str(c / "alice.crt"),
             tls_client_key=str(c / "alice.key"), require_encryption=True,
         )
-        self.client = Client(address, security=security, timeout=60)
+        self.address = address
+        self.client = distributed.Client(address, security=security, timeout=60,
+                                         direct_to_workers=self.direct)
         self.client.wait_for_workers(1, timeout=60)
         import echo_service
 
@@ -402,6 +441,26 @@ class Dask(System):
         super().close()
 
 
+class DaskDirect(Dask):
+    """dask's fastest way to move an array to a worker and back: scattered straight to
+    the worker (``client.scatter(da, direct=True)``), the task run on it, the result
+    gathered straight from it (``direct_to_workers=True``): the data never passes
+    through the scheduler, only dask's TLS comm (Python ssl sockets, memoryview frames)."""
+
+    name = "dask-direct"
+    label = "dask.distributed, scatter and gather direct to the worker (TLS)"
+    direct = True
+
+    def echo(self, da: xr.DataArray) -> xr.DataArray:
+        data = self.client.scatter(da, direct=True)
+        future = self.client.submit(self._echo_fn, data, pure=False)
+        try:
+            return future.result(timeout=CALL_TIMEOUT)
+        finally:
+            future.release()
+            data.release()
+
+
 SYSTEMS: dict[str, type[System]] = {s.name: s for s in (Dagen, RawGrpc, Flight, Dask)}
 
 
@@ -420,5 +479,7 @@ class FlightReusing(Flight):
 # Only in the paired rounds, for information: the transports without the cost of
 # touching fresh memory on the client side.
 REUSING: dict[str, type[System]] = {"grpc": RawGrpcReusing, "flight": FlightReusing}
+# Only in the paired rounds, beside dask.distributed's client.submit: dask's fastest path.
+DIRECT: dict[str, type[System]] = {DaskDirect.name: DaskDirect}
 # Only in the relay rounds, beside dagen's direct connection.
 RELAYED: dict[str, type[System]] = {DagenRelay.name: DagenRelay}

@@ -1,76 +1,63 @@
-"""docs/performance.md quotes one run of `make bench` (issue 4): the results file it
-names exists, beside the command that reproduces it, and every ratio of its bars table,
-and the echo throughputs, are what benchmarks/report.py computes from that run's JSON."""
+"""docs/performance.md quotes one run of `make bench` (issues 4 and 19): the results file
+it names exists, beside the command that reproduces it, and its tables are exactly what
+benchmarks/report.py prints for that run's JSON (`report.py RUN.json --docs`); the
+command that puts another run's tables there does so."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 
 import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from report import compute_bars  # noqa: E402
+from report import DOCS_END, docs_tables  # noqa: E402
+from report import main as report_main  # noqa: E402
 
-MiB = 1 << 20
-SECTION = (ROOT / "docs" / "performance.md").read_text()
+PAGE = ROOT / "docs" / "performance.md"
+SECTION = PAGE.read_text()
+BLOCK = re.compile(r"<!-- bench-tables from (\d{8}-\d{6}) \(benchmarks/report\.py --docs\) -->"
+                   r"\n\n(.*?)\n" + re.escape(DOCS_END), re.S)
 
 
 @pytest.fixture(scope="module")
 def run():
-    [stamp] = set(re.findall(r"benchmarks/results/(\d{8}-\d{6})\.md", SECTION))
+    [(stamp, tables)] = BLOCK.findall(SECTION)
     # ... with the command that reproduces it (the issue's must-show), beside its name
     assert re.search(rf"{stamp}\.md`, reproduced with\s+`\.venv/bin/python benchmarks/run\.py`",
                      SECTION)
     path = ROOT / "benchmarks" / "results" / f"{stamp}.json"
     assert path.with_suffix(".md").exists() and path.exists()
-    results = json.loads(path.read_text())
-    return results, compute_bars(results)
+    return stamp, tables, json.loads(path.read_text())
 
 
-def table(header: str) -> list[list[str]]:
-    """The rows (as lists of cells) of the page's table whose header row starts so."""
-    lines = SECTION.splitlines()
-    [start] = [i for i, ln in enumerate(lines) if ln.startswith(f"| {header}")]
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
+def test_the_tables_quoted_are_the_runs(run):
+    _, tables, results = run
+    assert tables == docs_tables(results)
+    for caption in ("Echo, each system measured in turn:", "The bars of issue 19",
+                    "The bars of issue 4:"):
+        assert caption in tables
 
 
-def row(header: str, label: str) -> list[str]:
-    """The cells of the row whose first cell starts with ``label``."""
-    [found] = [r for r in table(header) if r[0].startswith(label)]
-    return found
-
-
-def test_the_bars_quoted_are_the_runs(run):
-    _, bars = run
-    quoted = {
-        "1 GiB throughput / the best other": bars["throughput_vs_best_other"]["value"],
-        "(information) the same / the best `-reusing`": bars["throughput_vs_best_reusing"]["value"],
-        "1 GiB throughput / raw grpcio": bars["throughput_vs_raw_grpc"]["value"],
-        "(stricter) server": bars["memory_server"]["strict_value"],
-        "tiny call p50 / raw grpcio": bars["tiny_p50_vs_raw_grpc"]["value"],
-        "(information) the same right after": bars["tiny_p50_after_echo_vs_raw_grpc"]["value"],
-        "linearity": bars["linearity"]["value"],
-    }
-    for label, value in quoted.items():
-        assert row("bar", label)[1] == f"{value:.2f}", label
-    memory = f"{bars['memory_client']['value']:.2f} / {bars['memory_server']['value']:.2f}"
-    assert row("bar", "extra peak RSS")[1] == memory
-    for label, key in (("1 GiB throughput / the best other", "throughput_vs_best_other"),
-                       ("tiny call p50 / raw grpcio", "tiny_p50_vs_raw_grpc")):
-        assert row("bar", label)[3].startswith("yes" if bars[key]["met"] else "**no**"), label
-
-
-def test_the_echo_throughputs_quoted_are_the_runs(run):
-    results, _ = run
-    for label, name in (("dagen", "dagen"), ("raw grpcio", "grpc"), ("Arrow Flight", "flight")):
-        echo = results["systems"][name]["echo"]
-        measured = [round(echo[size]["throughput_Bps"] / MiB) for size in sorted(echo, key=int)]
-        assert [int(cell) for cell in row("echo throughput", label)[1:5]] == measured, label
+def test_the_update_command_puts_another_runs_tables_in_place(run, tmp_path):
+    stamp, tables, results = run
+    page = tmp_path / "performance.md"
+    shutil.copy(PAGE, page)
+    assert report_main([str(ROOT / "benchmarks" / "results" / f"{stamp}.json"),
+                        "--update-docs", str(page)]) == 0
+    assert page.read_text() == SECTION  # the same run: nothing changes
+    other = json.loads(json.dumps(results))
+    other["timestamp"] = "20990101-000000"
+    other["systems"]["dagen"]["echo"][str(results["config"]["sizes"][0])]["throughput_Bps"] = 2.0**40
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert report_main([str(tmp_path / "other.json"), "--update-docs", str(page)]) == 0
+    [(new_stamp, new_tables)] = BLOCK.findall(page.read_text())
+    assert new_stamp == "20990101-000000" and new_tables != tables
+    assert "| dagen | 1048576 |" in new_tables  # 2**40 B/s in MiB/s, in the first column
+    # and the page names the new run wherever it named the old one
+    assert page.read_text().replace(new_tables, "") == SECTION.replace(tables, "").replace(
+        stamp, "20990101-000000")
+    assert "benchmarks/results/20990101-000000.md`, reproduced with" in page.read_text()
