@@ -7,6 +7,7 @@ dagen dataset, issue 20) and as a function returning a selection eagerly
 import os
 
 import xarray as xr
+import zarr  # noqa: F401 - at the server's start, as xpublish's server does, not in a read
 
 import dagen
 
