@@ -64,6 +64,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import lazy_datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 from common import (  # noqa: E402
@@ -694,6 +695,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep the temporary folder (certificates, build, server logs)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: sizes {QUICK_SIZES}, 1 run, 200 tiny calls, 1 s concurrent")
+    lazy_datasets.add_arguments(p)  # the lazy-dataset section's options (--lazy-*)
     args = p.parse_args(argv)
     quick = args.quick
     args.sizes = args.sizes or (QUICK_SIZES if quick else DEFAULT_SIZES)
@@ -814,6 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.relay_rounds > 0 and "dagen" in ok:
             relay_size = parse_size(args.relay_size) if args.relay_size else memory_size
             relay_stage(args, certs, work, procs, relay_size, results)
+        lazy_datasets.stage(args, certs, work, procs, results, log)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping the servers, writing what was measured")
@@ -833,6 +836,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = write_reports(results, out / stamp)
+    lazy_datasets.append_report(results, paths[1])
     for path in paths:
         log(f"wrote {path}")
     print()
@@ -926,7 +930,7 @@ def failures(results: dict[str, Any]) -> list[str]:
     found += [f"{stage}: {results[stage]['error']}"
               for stage in ("paired", "tiny_rounds", "relay", "small", "many")
               if "error" in results.get(stage, {})]
-    return found
+    return found + lazy_datasets.failures(results)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,17 @@ import click
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import DAGEN, EXAMPLE, ROOT, Certs, Server, import_client, start_server, stop_process
+from conftest import (
+    DAGEN,
+    EXAMPLE,
+    ROOT,
+    SHARED_DATA,
+    Certs,
+    Server,
+    import_client,
+    start_server,
+    stop_process,
+)
 
 import dagen
 from dagen._build import build
@@ -61,6 +71,8 @@ RUN_EXAMPLES = {
     "tunnel.py": "test_the_tunnel_example",
     "compression.py": "test_the_compression_example",
     "relay_visitor.py": "test_the_relay_example",
+    "ocean_data.py": "test_lazy_datasets",
+    "ocean_data_visitor.py": "test_lazy_datasets",
 }
 # Programs of console blocks that are not dagen's and are not run here (ssh, compilers,
 # Node.js, the shell's own words).
@@ -490,6 +502,25 @@ def test_the_compression_example(ocean_server: Server, in_folder_with_certs: Pat
     ocean_tools = local_module(EXAMPLE)
     xr.testing.assert_identical(ns["anom"], ocean_tools.anomaly(ns["sst"]))
     xr.testing.assert_identical(ns["clim"], ocean_tools.climatology(ns["sst"]))
+
+
+def test_lazy_datasets(certs: Certs, in_folder_with_certs: Path):
+    """docs/datasets.md: the visitor opens the owner's dataset at once, computes a
+    selection, passes another back to a function of the same service; each equals the
+    same selection of the dataset opened locally."""
+    if not hasattr(dagen, "dataset"):
+        pytest.skip("dagen.dataset missing")
+    if not (SHARED_DATA / "eraint_uvz.nc").is_file():
+        pytest.skip(f"no {SHARED_DATA / 'eraint_uvz.nc'} (the shared data beside the repository)")
+    ns, _ = serve_and_visit("ocean_data.py", "ocean_data_visitor.py", certs,
+                            in_folder_with_certs)
+    local = local_module(EXAMPLES / "ocean_data.py")
+    with local.era_interim() as ds:
+        jet = ds.u.sel(level=200, latitude=slice(60, 20)).mean("longitude")
+        xr.testing.assert_identical(ns["jet"], jet.compute())
+        xr.testing.assert_identical(ns["z500"], local.zonal_mean(ds.z.sel(level=500)).compute())
+        xr.testing.assert_identical(ns["wind"], ds[["u", "v"]].isel(month=0).load())
+        assert ns["ds"].u.chunks == ds.u.chunks == ((1, 1), (1, 1, 1), (241,), (480,))
 
 
 @pytest.fixture
