@@ -221,12 +221,12 @@ class Health:
         self.servicer.enter_graceful_shutdown()
 
 
-def enable_reflection(server: grpc.Server, service: str) -> None:
-    """Server reflection (v1alpha) of the served service, Meta and health."""
+def enable_reflection(server: grpc.Server, service: str, *others: str) -> None:
+    """Server reflection (v1alpha) of the served service, Meta, health and ``others``."""
     from grpc_reflection.v1alpha import reflection
 
     reflection.enable_server_reflection(
-        (service, META_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        (service, META_SERVICE, HEALTH_SERVICE, *others, reflection.SERVICE_NAME), server)
 
 
 # -- the visitor's side ---------------------------------------------------------------------------
