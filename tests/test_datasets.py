@@ -378,6 +378,8 @@ def test_the_process_executor_reads_blocks_in_its_workers(lazy_client_module, ce
     try:
         with lazy_client_module.Client(served.target, certs=certs.folder, identity="alice",
                                        timeout=120) as client:
+            pids = set(client.pids(3).pid.values.tolist())
+            assert served.server.process.pid not in pids and len(pids) <= 2  # in the workers
             local = local_era()
             ds = client.era()
             assert_identical(ds.u.isel(level=1).compute(), local.u.isel(level=1).compute())
@@ -388,6 +390,31 @@ def test_the_process_executor_reads_blocks_in_its_workers(lazy_client_module, ce
             where = (slice(0, 8), slice(600, 700), slice(0, 512))
             np.testing.assert_array_equal(big.v[where].values, expected_store(*where))
             big.close()
+    finally:
+        served.stop()
+
+
+def test_the_thread_executor_reads_blocks_in_the_server(remote, server):
+    assert set(remote.pids(3).pid.values.tolist()) == {server.server.process.pid}
+
+
+def test_the_dask_executor_reads_blocks_on_its_workers(lazy_client_module, certs, tmp_path):
+    pytest.importorskip("distributed", reason="--executor dask needs dagen[cluster]")
+    pytest.importorskip("dask_jobqueue", reason="--executor dask needs dagen[cluster]")
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("kind: local\nscale: {jobs: 1}\nwait_for_workers: 60\n")
+    served = serve(tmp_path, certs.folder, "--executor", "dask", "--cluster", str(cluster))
+    try:
+        with lazy_client_module.Client(served.target, certs=certs.folder, identity="alice",
+                                       timeout=180) as client:
+            pids = set(client.pids(3).pid.values.tolist())
+            assert len(pids) == 1 and served.server.process.pid not in pids  # the worker's
+            local = local_era()
+            ds = client.era()
+            assert_identical(ds.z.isel(month=1).compute(), local.z.isel(month=1).compute())
+            assert client.total(ds.z.sel(level=850)) == pytest.approx(
+                float(local.z.sel(level=850).sum()))
+            ds.close()
     finally:
         served.stop()
 

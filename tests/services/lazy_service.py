@@ -1,6 +1,7 @@
 """Remote datasets opened lazily, and functions that take selections of them back
 (tests/test_datasets.py)."""
 
+import os
 from pathlib import Path
 
 import cftime
@@ -39,6 +40,19 @@ def in_memory(days: int = 40) -> xr.Dataset:
         coords={"time": time, "x": x, "label": ("x", [f"p{i}" for i in range(300)])},
         attrs={"title": "synthetic", "version": 3},
     )
+
+
+def _pid_block(block: np.ndarray) -> np.ndarray:
+    return np.full(block.shape, os.getpid(), dtype="int64")
+
+
+@dagen.dataset
+def pids(blocks: int = 2) -> xr.Dataset:
+    """Each block holds the id of the process that computed it."""
+    import dask.array as da
+
+    data = da.zeros(blocks * 4, chunks=4, dtype="int64").map_blocks(_pid_block, dtype="int64")
+    return xr.Dataset({"pid": ("i", data)})
 
 
 def total(da: xr.DataArray) -> float:
