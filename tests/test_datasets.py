@@ -419,6 +419,36 @@ def test_the_dask_executor_reads_blocks_on_its_workers(lazy_client_module, certs
         served.stop()
 
 
+# -- deployment paths -------------------------------------------------------------------------------
+
+
+def test_a_remote_dataset_through_the_relay(lazy_client_module, certs, tmp_path):
+    pytest.importorskip("asyncssh")
+    from conftest import stop_process
+    from relaying import make_setup, start_relay, start_relayed_server
+
+    name = "lazy.relay.test"
+    setup = make_setup(tmp_path, certs.folder, name, "other.relay.test", SERVICE)
+    relay = start_relay(setup)
+    try:
+        process, _ = start_relayed_server(setup, relay)
+        try:
+            with lazy_client_module.Client(relay.target, server_name=name, certs=setup.certs,
+                                           identity="alice", timeout=120) as client:
+                local = local_era()
+                ds = client.era()
+                selection = ds.v.isel(level=0, latitude=slice(100, 140))
+                assert_identical(selection.compute(), local.v.isel(
+                    level=0, latitude=slice(100, 140)).compute())
+                assert client.total(ds.z.sel(level=850)) == pytest.approx(
+                    float(local.z.sel(level=850).sum()))
+                ds.close()
+        finally:
+            stop_process(process)
+    finally:
+        stop_process(relay.process)
+
+
 # -- building ---------------------------------------------------------------------------------------
 
 
