@@ -221,7 +221,7 @@ def test_a_handle_read_by_another_identity_is_refused(lazy_client_module, remote
     ds = remote.era()
     with lazy_client_module.Client(server.target, certs=certs.folder, identity="bob",
                                    timeout=60) as bob:
-        alices = [root.handle for root in _roots() if root.dataset is ds][0]
+        alices = [root.handle for root in _roots() if root.dataset() is ds][0]
         thief = BlockReader(bob.__dagen__, "era", alices, 600.0)
         with pytest.raises(PermissionError, match=r"era\(\) was opened by another identity; "
                                                   r"bob may not read it"):
@@ -447,6 +447,38 @@ def test_a_remote_dataset_through_the_relay(lazy_client_module, certs, tmp_path)
             stop_process(process)
     finally:
         stop_process(relay.process)
+
+
+def test_coordinates_above_the_limit_are_lazy_too(monkeypatch, service_module):
+    from dagen import _datasets
+
+    ds = service_module.in_memory(40)
+    variables, inline = _datasets._variables(ds)
+    assert sorted(inline) == ["label", "time", "x"] and set(variables) == {"temp", "flag", "name"}
+    monkeypatch.setattr(_datasets, "INLINE_COORDS_BYTES", ds.label.nbytes - 1)
+    variables, inline = _datasets._variables(ds)
+    assert sorted(inline) == ["time", "x"]  # indexes always travel
+    assert variables["label"].coordinate and variables["label"].dims == ("x",)
+
+
+def test_a_large_coordinate_arrives_lazy(remote, server, service_module):
+    local = service_module.wide()
+    before = len(server.records())
+    ds = remote.wide()
+    opened = server.records("call")[-1]
+    assert opened["function"] == "wide" and opened["bytes_out"] == local.x.nbytes  # the index
+    assert ds.lon.chunks is not None and ds.x.chunks is None
+    assert_identical(ds.isel(x=slice(8_999_990, None)).compute(),
+                     local.isel(x=slice(8_999_990, None)))
+    assert len(block_bytes(server, before)) == 2  # the last block of depth, and of lon
+    ds.close()
+
+
+def test_describe_names_dataset_functions(remote):
+    from dagen._meta import describe_remote
+
+    kinds = {f.name: f.kind for f in describe_remote(remote.__dagen__.channel, 30).functions}
+    assert kinds["era"] == kinds["store"] == "dataset" and kinds["total"] == "array stream"
 
 
 # -- building ---------------------------------------------------------------------------------------

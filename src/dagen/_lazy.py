@@ -16,6 +16,7 @@ default, or sync), not with a distributed cluster, whose workers could not use i
 from __future__ import annotations
 
 import itertools
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +167,9 @@ def open_lazy(connection: Any, function: str, info: HandleInfo) -> xr.Dataset:
                 encoding["dtype"] = np.dtype(encoding["dtype"])
             ds.variables[e.variable].encoding = encoding
     ds.set_close(reader.release)
+    dataset = weakref.ref(ds)  # the registry does not keep it alive
     for name in data_vars:
-        references.register(ds[name].data.name, references.Root(connection, m.handle, name, ds))
+        references.register(ds[name].data.name,
+                            references.Root(connection, m.handle, name, dataset))
+    weakref.finalize(ds, references.forget, m.handle)
     return ds

@@ -101,6 +101,8 @@ def _public_path(match: re.Match[str]) -> str:
 
 
 def _kind(fn: Function) -> str:
+    if fn.dataset:
+        return "dataset"
     if fn.streaming:
         return "array stream"
     return "server stream" if fn.generator else "unary"

@@ -37,7 +37,7 @@ class Root:
     connection: Any  # the client's Connection that opened the dataset
     handle: str
     variable: str
-    dataset: Any  # the client's xarray.Dataset
+    dataset: Callable[[], Any]  # the client's xarray.Dataset (a weak reference to it)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,9 @@ def _reference(obj: Any, connection: Any, *, dataset: bool) -> Reference | None:
         return None
     first = roots[0]
     assert first is not None
-    source = first.dataset
+    source = first.dataset()
+    if source is None:  # the dataset is gone (its selections live on): send the bytes
+        return None
     variables = tuple(r.variable for r in roots if r is not None)
     whole = source[list(variables)] if dataset else source[variables[0]]
     indexers = _indexers(obj, whole)

@@ -36,10 +36,19 @@ def in_memory(days: int = 40) -> xr.Dataset:
     temp = np.add.outer(np.arange(days, dtype="float32"), np.arange(300, dtype="float32"))
     return xr.Dataset(
         {"temp": (("time", "x"), temp, {"units": "degC"}),
-         "flag": (("x",), np.arange(300) % 3 == 0)},
+         "flag": (("x",), np.arange(300) % 3 == 0),
+         "name": ((), np.array("north sea", dtype=object))},
         coords={"time": time, "x": x, "label": ("x", [f"p{i}" for i in range(300)])},
         attrs={"title": "synthetic", "version": 3},
     )
+
+
+@dagen.dataset
+def wide(n: int = 9_000_000) -> xr.Dataset:
+    """A non-index coordinate of more than 64 MiB: it stays on the server, lazy too."""
+    x = np.arange(n)
+    return xr.Dataset({"depth": ("x", (x % 1000).astype("float32"))},
+                      coords={"x": x, "lon": ("x", x * 0.5)})
 
 
 def _pid_block(block: np.ndarray) -> np.ndarray:
