@@ -57,6 +57,10 @@ INLINE_COORDS_BYTES = 64 << 20
 AUTO_BLOCK_BYTES = 16 << 20
 
 
+# Encoding entries that stay on the server: where its files are.
+PRIVATE_ENCODING = frozenset({"source"})
+
+
 class HandleRefused(Exception):
     """A handle that cannot be used: ``code`` is the rpc's status."""
 
@@ -165,7 +169,7 @@ def fill_handle(opened: Opened, m: Any, ctx: EncodeContext) -> None:
         v.coordinate = var.coordinate
     for key_name, variable in ds.variables.items():
         items = [(k, np.dtype(value).str if k == "dtype" else value)
-                 for k, value in variable.encoding.items()]
+                 for k, value in variable.encoding.items() if k not in PRIVATE_ENCODING]
         if not items:
             continue
         encoding = m.encodings.add()
