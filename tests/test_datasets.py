@@ -378,8 +378,10 @@ def test_the_process_executor_reads_blocks_in_its_workers(lazy_client_module, ce
     try:
         with lazy_client_module.Client(served.target, certs=certs.folder, identity="alice",
                                        timeout=120) as client:
-            pids = set(client.pids(3).pid.values.tolist())
+            blocks = client.pids(3)
+            pids = set(blocks.pid.values.tolist())
             assert served.server.process.pid not in pids and len(pids) <= 2  # in the workers
+            assert set(blocks.caller.values.tolist()) == {"alice"}  # dagen.caller() there
             local = local_era()
             ds = client.era()
             assert_identical(ds.u.isel(level=1).compute(), local.u.isel(level=1).compute())
@@ -395,7 +397,9 @@ def test_the_process_executor_reads_blocks_in_its_workers(lazy_client_module, ce
 
 
 def test_the_thread_executor_reads_blocks_in_the_server(remote, server):
-    assert set(remote.pids(3).pid.values.tolist()) == {server.server.process.pid}
+    blocks = remote.pids(3)
+    assert set(blocks.pid.values.tolist()) == {server.server.process.pid}
+    assert set(blocks.caller.values.tolist()) == {"alice"}  # dagen.caller() where it runs
 
 
 def test_the_dask_executor_reads_blocks_on_its_workers(lazy_client_module, certs, tmp_path):
@@ -407,8 +411,10 @@ def test_the_dask_executor_reads_blocks_on_its_workers(lazy_client_module, certs
     try:
         with lazy_client_module.Client(served.target, certs=certs.folder, identity="alice",
                                        timeout=180) as client:
-            pids = set(client.pids(3).pid.values.tolist())
+            blocks = client.pids(3)
+            pids = set(blocks.pid.values.tolist())
             assert len(pids) == 1 and served.server.process.pid not in pids  # the worker's
+            assert set(blocks.caller.values.tolist()) == {"alice"}
             local = local_era()
             ds = client.era()
             assert_identical(ds.z.isel(month=1).compute(), local.z.isel(month=1).compute())

@@ -341,7 +341,14 @@ class DatasetsService:
         except Exception as e:  # noqa: BLE001 - any parse failure is the peer's fault
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"ReadBlock: malformed request: {e}")
         opened, ctx = self.admitted(request.handle, context)
-        yield from ctx.run(self._send_block, opened, request, context, started)
+        # each step in the guard's context: dagen.caller() goes on to the executor
+        frames = ctx.run(self._send_block, opened, request, context, started)
+        while True:
+            try:
+                frame = ctx.run(next, frames)
+            except StopIteration:
+                return
+            yield frame
 
     def _send_block(self, opened: Opened, request: Any, context: grpc.ServicerContext,
                     started: float) -> Iterator[Any]:

@@ -55,13 +55,19 @@ def _pid_block(block: np.ndarray) -> np.ndarray:
     return np.full(block.shape, os.getpid(), dtype="int64")
 
 
+def _caller_block(block: np.ndarray) -> np.ndarray:
+    identity = dagen.caller()
+    return np.full(block.shape, identity.name if identity else "", dtype="<U16")
+
+
 @dagen.dataset
 def pids(blocks: int = 2) -> xr.Dataset:
-    """Each block holds the id of the process that computed it."""
+    """Each block holds the id of the process that computed it, and who read it."""
     import dask.array as da
 
-    data = da.zeros(blocks * 4, chunks=4, dtype="int64").map_blocks(_pid_block, dtype="int64")
-    return xr.Dataset({"pid": ("i", data)})
+    zeros = da.zeros(blocks * 4, chunks=4, dtype="int64")
+    return xr.Dataset({"pid": ("i", zeros.map_blocks(_pid_block, dtype="int64")),
+                       "caller": ("i", zeros.map_blocks(_caller_block, dtype="<U16"))})
 
 
 def total(da: xr.DataArray) -> float:
