@@ -17,7 +17,7 @@ def test_top_level_exports():
          "call_options", "close", "submit", "acall", "caller", "Identity",
          "BuildError", "ContractError", "CertificateError", "PolicyError", "InsecureRefused",
          "CodecUnavailable", "RelayError", "ClusterError", "ClusterUnavailable", "DagenWarning",
-         "CertificateExpiryWarning"]
+         "CertificateExpiryWarning", "DatasetExpired", "dataset"]
     )
     for name in dagen.__all__:
         assert hasattr(dagen, name)
@@ -32,7 +32,7 @@ def test_one_exception_hierarchy():
     errors = [dagen.RemoteError, dagen.CallError, dagen.ContractMismatch, dagen.ServerUnavailable,
               dagen.BuildError, dagen.ContractError, dagen.CertificateError, dagen.PolicyError,
               dagen.InsecureRefused, dagen.CodecUnavailable, dagen.RelayError, dagen.ClusterError,
-              dagen.ClusterUnavailable]
+              dagen.ClusterUnavailable, dagen.DatasetExpired]
     assert all(issubclass(e, dagen.DagenError) for e in errors)
     assert issubclass(dagen.CodecUnavailable, ImportError)  # `except ImportError` still works
     assert issubclass(dagen.ServerUnavailable, ConnectionError)
@@ -50,7 +50,8 @@ def test_one_exception_hierarchy():
 def test_runtime_modules_used_by_generated_code():
     assert sorted(dagen.client.__all__) == sorted(
         ["DEFAULT_TIMEOUT", "ServiceClient", "ClientSpec", "Connection", "call", "call_method",
-         "close", "default_client", "RemoteObject", "bound_class", "ContractInfo", "Limits"]
+         "close", "default_client", "RemoteObject", "bound_class", "ContractInfo", "Limits",
+         "dataset"]
     )
     assert sorted(dagen.server.__all__) == sorted(
         ["ContractInfo", "Servicer", "ServerOptions", "create_server", "import_served_module",

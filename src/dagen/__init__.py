@@ -5,8 +5,8 @@ The public API is small: generated client packages subclass
 the errors below; ``submit`` and ``acall`` make several calls at once. A served
 function may declare a ``Progress`` parameter to report progress and check
 ``cancelled()`` and ``time_remaining()``; callers receive ``ProgressReport``s and set
-per-call options with
-``call_options``. Inside a served function, ``caller()`` is the :class:`Identity` of
+per-call options with ``call_options``. ``@dataset`` marks a function that returns a
+lazily opened ``xarray.Dataset``: callers get it at once, its blocks read when computed. Inside a served function, ``caller()`` is the :class:`Identity` of
 the client certificate that called it.
 """
 
@@ -22,10 +22,12 @@ from ._exceptions import (
     ContractError,
     DagenError,
     DagenWarning,
+    DatasetExpired,
     InsecureRefused,
     PolicyError,
     RelayError,
 )
+from ._model import dataset
 from ._progress import (
     NO_PROGRESS,
     Progress,
@@ -53,6 +55,7 @@ __all__ = [
     "RelayError",
     "ClusterError",
     "ClusterUnavailable",
+    "DatasetExpired",
     "DagenWarning",
     "CertificateExpiryWarning",
     "Progress",
@@ -67,6 +70,7 @@ __all__ = [
     "acall",
     "caller",
     "Identity",
+    "dataset",
 ]
 
 

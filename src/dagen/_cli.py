@@ -209,6 +209,16 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "under gRPC's default 4 MiB limit).",
         ),
         click.option(
+            "--dataset-idle-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=600.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="A dataset a @dagen.dataset function opened for a caller is released "
+            "(closed on the server) after this many seconds without a block read; the "
+            "caller then opens it again.",
+        ),
+        click.option(
             "--debug", is_flag=True, help="Send tracebacks of failed calls to the callers."
         ),
         click.option(
@@ -259,6 +269,7 @@ def _run(
     scheduler_file: str | None = None,
     wait_for_workers: float | None = None,
     spool: str | None = None,
+    dataset_idle_timeout: float = 600.0,
     **access: Any,  # --policy, --socket and the limits: dagen._security._settings
 ) -> None:
     from ._exceptions import CertificateError, InsecureRefused, RelayError
@@ -282,6 +293,7 @@ def _run(
     options = ServerOptions(debug=debug, chunk_bytes=chunk_size, executor=executor,
                             workers=workers, limits=settings.limits, policy=settings.policy,
                             call_limits=settings.call_limits,
+                            dataset_idle_timeout=dataset_idle_timeout,
                             executor_config=_dask_target(executor, cluster, scheduler,
                                                          scheduler_file, wait_for_workers,
                                                          spool))

@@ -50,6 +50,7 @@ from ._handshake import CONTRACT_METADATA_KEY, ContractInfo
 from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
 from ._protocol import INLINE_HEADER, Method, reads_inline, receive, receive_each, send
+from ._references import sending_to
 from ._security import physical_memory
 from ._transport import GrpcTransport, Transport
 from ._wire import (
@@ -387,7 +388,8 @@ class Connection:
         # ValueError or CodecUnavailable before anything is sent:
         codecs = require(normalize_compression(settings.compression)) if method.streaming else ()
         ctx = EncodeContext(self.chunk_bytes, codecs, self.server_reads_inline)
-        request = method.encode_request(arguments, ctx)  # TypeError before anything is sent
+        with sending_to(self):  # selections of datasets this server opened: references
+            request = method.encode_request(arguments, ctx)  # TypeError before anything is sent
         metadata = self._metadata(method, codecs)
         if method.fn.generator:
             return self._iterate(method, request, ctx, metadata, settings.timeout)
@@ -425,7 +427,12 @@ class Connection:
                 progress.close()
             if not self.server_reads_inline:
                 self._learn_inline(frames)
-            return method.decode_response(message, dctx)
+            result = method.decode_response(message, dctx)
+            if method.fn.dataset:  # a handle: the lazy dataset it stands for
+                from ._lazy import open_lazy
+
+                return open_lazy(self, name, result)
+            return result
         except grpc.RpcError as e:
             raise self._rpc_error(e, name, settings.timeout) from None
         except WireError as e:

@@ -52,6 +52,12 @@ class ClusterUnavailable(ClusterError):
     the call fails with UNAVAILABLE rather than waiting for ever."""
 
 
+class DatasetExpired(DagenError):
+    """A remote dataset's handle is gone from its server: it expired (unused for the
+    server's ``--dataset-idle-timeout``), was closed, or the server restarted. Open the
+    dataset again by calling its dataset function."""
+
+
 class DagenWarning(UserWarning):
     """Base of the warnings dagen gives."""
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from ._exceptions import BuildError
 from ._model import (
+    DATASET_MARK,
     INSTANCE_FIELD,
     Function,
     Parameter,
@@ -35,8 +36,10 @@ from ._model import (
 from ._progress import is_progress_annotation
 from ._types import (
     EnumNode,
+    LazyDatasetNode,
     ModelNode,
     OptionalNode,
+    TypeNode,
     UnsupportedType,
     own_doc,
     show_annotation,
@@ -311,13 +314,19 @@ def introspect_function(
             f"{_where(fn, line)}: in {qualname}: missing return annotation "
             "(use '-> None' if it returns nothing)"
         )
-    try:
-        item = typing.get_args(return_annotation)[0] if generator else return_annotation
-        returns = type_node(item, is_return=not generator)
-    except (UnsupportedType, IndexError) as e:
-        raise BuildError(
-            f"{_where(fn, line)}: in {qualname}, return annotation {show_annotation(return_annotation)}: {e}"
-        ) from None
+    dataset = bool(getattr(fn, DATASET_MARK, False))
+    if dataset:
+        returns = _dataset_returns(fn, line, qualname, cls, generator, parameters,
+                                   return_annotation)
+    else:
+        try:
+            item = typing.get_args(return_annotation)[0] if generator else return_annotation
+            returns = type_node(item, is_return=not generator)
+        except (UnsupportedType, IndexError) as e:
+            raise BuildError(
+                f"{_where(fn, line)}: in {qualname}, return annotation "
+                f"{show_annotation(return_annotation)}: {e}"
+            ) from None
     return Function(
         name=fn.__name__,
         parameters=tuple(parameters),
@@ -329,7 +338,30 @@ def introspect_function(
         owner=cls,
         kind=kind,
         progress=progress,
+        dataset=dataset,
     )
+
+
+def _dataset_returns(fn: Callable[..., Any], line: int, qualname: str, cls: str | None,
+                     generator: bool, parameters: list[Parameter],
+                     return_annotation: Any) -> TypeNode:
+    """The node of a @dagen.dataset function's result (a DatasetHandle), once its
+    signature fits: a module-level function of plain arguments returning xr.Dataset."""
+    where = f"{_where(fn, line)}: {qualname}: @dagen.dataset"
+    if cls is not None or generator:
+        raise BuildError(f"{where} marks a module-level function that returns one "
+                         "xarray.Dataset, not a method or a generator")
+    import xarray as xr
+
+    if return_annotation is not xr.Dataset:
+        raise BuildError(f"{where} needs the return annotation xarray.Dataset, not "
+                         f"{show_annotation(return_annotation)}")
+    arrays = [p.name for p in parameters if p.type.has_arrays]
+    if arrays:
+        raise BuildError(f"{where}: the parameter {arrays[0]!r} carries arrays; a dataset "
+                         "function takes plain arguments (names, numbers, dates) that say "
+                         "which dataset to open")
+    return LazyDatasetNode()
 
 
 def introspect_class(cls: type, owner: str) -> RemoteClass:

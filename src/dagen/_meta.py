@@ -101,6 +101,8 @@ def _public_path(match: re.Match[str]) -> str:
 
 
 def _kind(fn: Function) -> str:
+    if fn.dataset:
+        return "dataset"
     if fn.streaming:
         return "array stream"
     return "server stream" if fn.generator else "unary"
@@ -221,12 +223,12 @@ class Health:
         self.servicer.enter_graceful_shutdown()
 
 
-def enable_reflection(server: grpc.Server, service: str) -> None:
-    """Server reflection (v1alpha) of the served service, Meta and health."""
+def enable_reflection(server: grpc.Server, service: str, *others: str) -> None:
+    """Server reflection (v1alpha) of the served service, Meta, health and ``others``."""
     from grpc_reflection.v1alpha import reflection
 
     reflection.enable_server_reflection(
-        (service, META_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+        (service, META_SERVICE, HEALTH_SERVICE, *others, reflection.SERVICE_NAME), server)
 
 
 # -- the visitor's side ---------------------------------------------------------------------------

@@ -20,6 +20,18 @@ def camel(name: str) -> str:
 
 INSTANCE_FIELD = "instance"  # the request field that carries a method's constructor arguments
 
+DATASET_MARK = "__dagen_dataset__"  # set by @dagen.dataset
+
+
+def dataset(fn: Any, /) -> Any:
+    """Mark a served function that returns a lazily opened ``xarray.Dataset``
+    (``xr.open_zarr(...)``, ``xr.open_mfdataset(..., chunks=...)``): a caller gets the
+    dataset at once, its data variables as dask arrays whose blocks are read from the
+    server only when computed (see protos/dagen/v1/dataset.proto). Generated clients
+    mark the function the same way."""
+    setattr(fn, DATASET_MARK, True)
+    return fn
+
 
 @dataclass(frozen=True)
 class Parameter:
@@ -50,6 +62,7 @@ class Function:
     kind: str = "function"  # "function", "method", "staticmethod" or "classmethod"
     progress: str | None = None  # the dagen.Progress parameter the server fills in (not remote)
     instance_arrays: bool = False  # a method whose object's constructor takes arrays
+    dataset: bool = False  # @dagen.dataset: returns a handle of a lazily opened dataset
 
     @property
     def key(self) -> str:

@@ -360,7 +360,8 @@ class _ClientWriter:
         client = SELF if method else "_dagen_client.default_client(_dagen_Client)"
         body = f"return _dagen_client.call({client}, {py_literal(fn.key)}, {self.arguments(fn)})"
         doc = without_parameters(fn.doc, {fn.progress} if fn.progress else set())
-        return PyFunction("", self.signature(fn, SELF if method else None), doc, body)
+        decorator = "@_dagen_client.dataset" if fn.dataset else ""  # returns a lazy dataset
+        return PyFunction(decorator, self.signature(fn, SELF if method else None), doc, body)
 
     def remote_class(self, cls: RemoteClass) -> PyClass:
         init = cls.init

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
+from ._datasets import DATASETS_SERVICE, DatasetsService
 from ._exceptions import InsecureRefused
 from ._executors import server_stopping
 from ._meta import Health, enable_reflection, meta_handler
@@ -136,11 +137,15 @@ def _create_server(
     )
     # Not guarded: any certificate of the CA may ask (policies and limits are for calls)
     server.add_generic_rpc_handlers((meta_handler(servicer),))
+    # The blocks of datasets its @dagen.dataset functions opened: each read is guarded
+    # as a call of the dataset function (dagen._datasets)
+    servicer.datasets_service = DatasetsService(servicer, guard)
+    server.add_generic_rpc_handlers((servicer.datasets_service.handler(),))
     health = Health(server, servicer.service.full_name, servicer.executor)
     health.start()
     servicer.on_close.append(health.shutdown)  # its watcher thread ends with the servicer
     if reflection:
-        enable_reflection(server, servicer.service.full_name)
+        enable_reflection(server, servicer.service.full_name, DATASETS_SERVICE)
     # last: logs a method nobody serves, then UNIMPLEMENTED
     server.add_generic_rpc_handlers((UnknownMethods(servicer.service.full_name),))
     if socket is not None:

@@ -18,9 +18,11 @@ from typing import Any, ClassVar, NoReturn
 
 import grpc
 
+from . import _references as references
 from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
 from ._budget import budget_check, frame_parser
 from ._codecs import accepted_codecs
+from ._datasets import DEFAULT_IDLE_TIMEOUT, DatasetsService, Registry
 from ._errors import ERROR_METADATA_KEY, remote_error_details
 from ._exceptions import ClusterUnavailable
 from ._executors import (
@@ -72,6 +74,7 @@ class ServerOptions:
     policy: Policy | None = None  # who may call what; None: every certificate of the CA
     call_limits: CallLimits = CallLimits()  # calls in progress, per identity, memory
     executor_config: Any = None  # what the executor needs: dask's cluster (dagen._cluster)
+    dataset_idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds a dataset handle lives unused
 
 
 class Servicer:
@@ -131,6 +134,11 @@ class Servicer:
         # what the servers serving it started for it (health watchers): stopped by close()
         self.on_close: list[Callable[[], None]] = []
         self.uploads = UploadWatch(self.options.call_limits.upload_idle_timeout)
+        # the datasets its @dagen.dataset functions opened, and the service that reads
+        # them (made with the server's guard: dagen._serve)
+        self.datasets = Registry(self.options.dataset_idle_timeout)
+        self.on_close.append(self.datasets.close)
+        self.datasets_service: DatasetsService | None = None
 
     @property
     def executor(self) -> Executor:
@@ -244,10 +252,17 @@ class Servicer:
         except WireError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method.name}(): {e}")
         bytes_in = sum(a.nbytes for a in dctx.arrays.values())
-        args, kwargs = self._decode(method, request, dctx, context)
+        service = self.datasets_service  # selections of its datasets passed back: resolved
+        token = references.resolver.set(service.resolver(context) if service else None)
+        try:
+            args, kwargs = self._decode(method, request, dctx, context)
+        finally:
+            references.resolver.reset(token)
         del dctx, request  # the function's arguments hold what is still needed
         result = yield from self._execute(method, call, args, kwargs, context, started)
         del args, kwargs
+        if method.fn.dataset:  # a @dagen.dataset function: what it opened, under a handle
+            result = self._open_dataset(method, result, context)
         bytes_out = 0
         metadata = context.invocation_metadata()
         codecs = accepted_codecs(metadata)  # compression the caller asked for
@@ -511,6 +526,15 @@ class Servicer:
     ) -> Any:
         try:
             return method.encode_response(result, ctx)
+        except TypeError as e:
+            self._refuse_result(method, e, context)
+
+    def _open_dataset(self, method: Method, result: Any, context: grpc.ServicerContext) -> Any:
+        from ._security import identity_from_auth
+
+        owner = identity_from_auth(context.auth_context() or {}, context.peer()).name
+        try:
+            return self.datasets.open(method.fn.key, result, owner)
         except TypeError as e:
             self._refuse_result(method, e, context)
 

@@ -10,6 +10,7 @@ import xarray as xr
 from xarray.indexes import PandasIndex
 
 from ._arrays import DecodeContext, EncodeContext, attach_array, is_dask, read_array
+from ._references import Reference, reference_of, resolve
 from ._wire import WireError, wire_dtype
 
 # Attribute arrays travel inside their message; anything bigger belongs in a variable.
@@ -98,6 +99,10 @@ def read_xarray(m: Any, ctx: DecodeContext) -> xr.DataArray | xr.Dataset:
 
 
 def fill_dataarray(da: xr.DataArray, m: Any, ctx: EncodeContext) -> None:
+    reference = reference_of(da) if is_dask(da.data) else None
+    if reference is not None:  # a selection of a dataset the server opened: not its bytes
+        fill_reference(reference, m.reference)
+        return
     if da.name is not None:
         m.name = _name(da.name, "the DataArray's name")
     fill_variable(da.variable, m.variable, ctx, "the DataArray")
@@ -105,6 +110,8 @@ def fill_dataarray(da: xr.DataArray, m: Any, ctx: EncodeContext) -> None:
 
 
 def read_dataarray(m: Any, ctx: DecodeContext) -> xr.DataArray:
+    if m.HasField("reference"):
+        return resolve(m.reference, True)  # type: ignore[no-any-return]
     var = read_variable(m.variable, ctx)
     try:
         coords, indexed = _coordinates(m, ctx)
@@ -121,6 +128,10 @@ def read_dataarray(m: Any, ctx: DecodeContext) -> xr.DataArray:
 
 
 def fill_dataset(ds: xr.Dataset, m: Any, ctx: EncodeContext) -> None:
+    reference = reference_of(ds) if any(is_dask(v.data) for v in ds.data_vars.values()) else None
+    if reference is not None:  # a selection of a dataset the server opened: not its bytes
+        fill_reference(reference, m.reference)
+        return
     for name, var in ds.data_vars.items():
         d = m.data_vars.add()
         d.name = _name(name, "data variable names")
@@ -136,6 +147,8 @@ def fill_dataset(ds: xr.Dataset, m: Any, ctx: EncodeContext) -> None:
 
 
 def read_dataset(m: Any, ctx: DecodeContext) -> xr.Dataset:
+    if m.HasField("reference"):
+        return resolve(m.reference, False)  # type: ignore[no-any-return]
     data_vars = {d.name: read_variable(d.variable, ctx) for d in m.data_vars}
     attrs = {a.name: read_value(a.value) for a in m.attrs}
     try:
@@ -143,6 +156,44 @@ def read_dataset(m: Any, ctx: DecodeContext) -> xr.Dataset:
         return _with_indexes(xr.Dataset(data_vars, coords=coords, attrs=attrs), indexed)
     except (ValueError, TypeError) as e:
         raise WireError(f"inconsistent Dataset: {e}") from None
+
+
+def fill_reference(reference: Reference, m: Any) -> None:
+    """Fill a dagen.v1.DatasetReference."""
+    m.handle = reference.handle
+    m.variables.extend(reference.variables)
+    for dim, indexer in reference.indexers.items():
+        i = m.indexers.add()
+        i.dim = dim
+        if isinstance(indexer, slice):
+            s = i.slice
+            s.SetInParent()
+            for name in ("start", "stop", "step"):
+                if getattr(indexer, name) is not None:
+                    setattr(s, name, int(getattr(indexer, name)))
+        elif isinstance(indexer, int):
+            i.index = indexer
+        else:
+            i.positions.SetInParent()
+            i.positions.values.extend(int(p) for p in indexer)
+
+
+def read_indexers(m: Any) -> dict[str, slice | int | np.ndarray]:
+    """The isel indexers of a dagen.v1.DatasetReference."""
+    indexers: dict[str, slice | int | np.ndarray] = {}
+    for i in m.indexers:
+        kind = i.WhichOneof("kind")
+        if kind == "slice":
+            s = i.slice
+            indexers[i.dim] = slice(*(getattr(s, n) if s.HasField(n) else None
+                                      for n in ("start", "stop", "step")))
+        elif kind == "index":
+            indexers[i.dim] = i.index
+        elif kind == "positions":
+            indexers[i.dim] = np.asarray(i.positions.values, dtype=np.int64)
+        else:
+            raise WireError(f"the indexer of dimension {i.dim!r} is empty")
+    return indexers
 
 
 # -- attribute values --------------------------------------------------------------------------

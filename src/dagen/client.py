@@ -17,6 +17,7 @@ from ._client import (
     default_client,
 )
 from ._handshake import ContractInfo
+from ._model import dataset
 from ._wire import Limits
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "bound_class",
     "ContractInfo",
     "Limits",
+    "dataset",
 ]

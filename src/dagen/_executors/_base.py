@@ -177,6 +177,25 @@ def server_stopping(grace: float) -> None:
     _server_stop.update(ends=time.monotonic() + grace, grace=grace)
 
 
+# -- dataset blocks ---------------------------------------------------------------------------------
+
+# The name under which a block's computation travels to where functions run (no
+# function of a served module can have it: it is no identifier).
+COMPUTE_BLOCK = "<dagen: compute a dataset block>"
+
+
+def compute_block_here(block: Any) -> np.ndarray:
+    """A block of a dataset, computed in this thread (dask's synchronous scheduler)."""
+    return np.asarray(block.compute(scheduler="sync"))
+
+
+def served_function(module: types.ModuleType, name: str) -> Callable[..., Any]:
+    """What a call names: a function of the served module, or dagen's block computation."""
+    if name == COMPUTE_BLOCK:
+        return compute_block_here
+    return getattr(module, name)  # type: ignore[no-any-return]
+
+
 # -- executors --------------------------------------------------------------------------------------
 
 
@@ -230,6 +249,14 @@ class Executor:
     ) -> Future[Any]:
         """Start the call; ``inline`` allows running it in the calling thread."""
         raise NotImplementedError
+
+    def compute_block(self, call: CallState, block: Any) -> Future[Any]:
+        """Compute one block of a lazily opened dataset (a dask array: its graph reads
+        the block from its files or store) into a numpy array, where this executor runs
+        functions: the block is read there (a worker process, a dask worker), not
+        necessarily in the server's process."""
+        return self.submit(call, COMPUTE_BLOCK, compute_block_here, None, (block,), {},
+                           inline=True)
 
     def after_cancel(self, call: CallState | None) -> str:
         """What became of a cancelled call's function, for the server's log."""

@@ -51,7 +51,7 @@ from .._progress import (
     deadline_clock,
 )
 from .._security import caller, reset_caller, set_caller
-from ._base import CallState, Cancelled, Executor
+from ._base import CallState, Cancelled, Executor, served_function
 from ._shm import Arena, load_spooled, npy_header
 from ._worker import import_served
 
@@ -373,7 +373,7 @@ def run_call(
     token = set_caller(identity)
     try:
         with cancellation_scope(check, deadline_clock(deadline)):
-            result = getattr(module, fn_name)(*args, **kwargs)
+            result = served_function(module, fn_name)(*args, **kwargs)
     finally:
         reset_caller(token)
     return result, sent[0]

@@ -29,6 +29,7 @@ from .._errors import instantiate, remote_error_details
 from .._progress import Progress, deadline_clock, set_time_remaining
 from .._security import set_caller
 from ..v1 import errors_pb2
+from ._base import served_function
 from ._shm import Arena
 
 # -- errors across the pipe ---------------------------------------------------------------------------
@@ -161,7 +162,7 @@ def worker_main(
             args, kwargs = arena.loads(payload)
             if progress_param is not None:
                 kwargs[progress_param] = Progress(lambda state: send(("progress", state)))
-            result = getattr(module, fn_name)(*args, **kwargs)
+            result = served_function(module, fn_name)(*args, **kwargs)
             del args, kwargs
             data = arena.dumps(result)
             del result

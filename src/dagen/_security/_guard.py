@@ -185,6 +185,19 @@ class Guard:
 
         return handle
 
+    def check(self, function: str, context: grpc.ServicerContext) -> None:
+        """Abort the rpc if the deny-list or the policy refuses its caller ``function``
+        (a dataset passed back as an argument is checked for its dataset function)."""
+        deny_list = self.deny_list
+        if (deny_list is not None and not deny_list.empty()) or self.policy is not None:
+            self._refuse_unless_allowed(function, LazyIdentity(context), context)
+
+    def enter(self, function: str, context: grpc.ServicerContext) -> contextvars.Context:
+        """Admit a call of ``function`` (aborting the rpc when refused) until the rpc
+        ends; the context to run its handler in, where dagen.caller() is set (the reads
+        of a dataset's blocks are calls of its dataset function)."""
+        return self._enter(function, context)
+
     def _enter(self, function: str, context: grpc.ServicerContext) -> contextvars.Context:
         """Admit the call until the rpc ends; the context its handler runs in, where
         dagen.caller() is set."""

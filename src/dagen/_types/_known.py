@@ -116,6 +116,25 @@ class DatasetNode(_XarrayNode):
     expected: ClassVar[str] = "xarray.Dataset"  # type: ignore[misc]
 
 
+@dataclass(frozen=True)
+class LazyDatasetNode(_ChunkedMessage):
+    """The result of a ``@dagen.dataset`` function: a ``dagen.v1.DatasetHandle`` (the
+    schema, the coordinates' data in chunks, a handle to read blocks with). The server
+    encodes the handle it opened (dagen._datasets), the client reads it into a lazy
+    ``xarray.Dataset`` (dagen._lazy); never chosen from an annotation alone."""
+
+    annotation: Any = xr.Dataset
+    message: ClassVar[str] = "dagen.v1.DatasetHandle"
+    proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/dataset.proto",)
+    python: ClassVar[Any] = object  # an opened handle (dagen._datasets.Opened)
+    expected: ClassVar[str] = "xarray.Dataset"  # type: ignore[misc]
+    codec: ClassVar[tuple[str, str, str]] = ("._datasets", "fill_handle", "")
+
+    def read(self, m: Any, ctx: DecodeContext) -> Any:
+        # the client's side (dagen._lazy) makes the lazy dataset of it
+        return importlib.import_module("._lazy", "dagen").read_handle(m, ctx)
+
+
 class _TableNode(_ChunkedMessage):
     """A pandas object: columns and index in its message, their values streamed in chunks
     (_pandas.py)."""

@@ -26,7 +26,7 @@ from dagen.v1 import array_pb2 as dagen_dot_v1_dot_array__pb2
 from dagen.v1 import value_pb2 as dagen_dot_v1_dot_value__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64\x61gen/v1/xarray.proto\x12\x08\x64\x61gen.v1\x1a\x14\x64\x61gen/v1/array.proto\x1a\x14\x64\x61gen/v1/value.proto\"9\n\tAttribute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.dagen.v1.Value\"]\n\x08Variable\x12\x0c\n\x04\x64ims\x18\x01 \x03(\t\x12\x1f\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x11.dagen.v1.NDArray\x12\"\n\x05\x61ttrs\x18\x03 \x03(\x0b\x32\x13.dagen.v1.Attribute\"b\n\nCoordinate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\x12\x14\n\x07indexed\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_indexed\"B\n\x0c\x44\x61taVariable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\"~\n\x07\x44\x61taset\x12)\n\tdata_vars\x18\x01 \x03(\x0b\x32\x16.dagen.v1.DataVariable\x12$\n\x06\x63oords\x18\x02 \x03(\x0b\x32\x14.dagen.v1.Coordinate\x12\"\n\x05\x61ttrs\x18\x03 \x03(\x0b\x32\x13.dagen.v1.Attribute\"s\n\tDataArray\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\x12$\n\x06\x63oords\x18\x03 \x03(\x0b\x32\x14.dagen.v1.CoordinateB\x07\n\x05_nameb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64\x61gen/v1/xarray.proto\x12\x08\x64\x61gen.v1\x1a\x14\x64\x61gen/v1/array.proto\x1a\x14\x64\x61gen/v1/value.proto\"9\n\tAttribute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.dagen.v1.Value\"]\n\x08Variable\x12\x0c\n\x04\x64ims\x18\x01 \x03(\t\x12\x1f\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x11.dagen.v1.NDArray\x12\"\n\x05\x61ttrs\x18\x03 \x03(\x0b\x32\x13.dagen.v1.Attribute\"b\n\nCoordinate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\x12\x14\n\x07indexed\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_indexed\"B\n\x0c\x44\x61taVariable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\"\xad\x01\n\x07\x44\x61taset\x12)\n\tdata_vars\x18\x01 \x03(\x0b\x32\x16.dagen.v1.DataVariable\x12$\n\x06\x63oords\x18\x02 \x03(\x0b\x32\x14.dagen.v1.Coordinate\x12\"\n\x05\x61ttrs\x18\x03 \x03(\x0b\x32\x13.dagen.v1.Attribute\x12-\n\treference\x18\x04 \x01(\x0b\x32\x1a.dagen.v1.DatasetReference\"\xa2\x01\n\tDataArray\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12$\n\x08variable\x18\x02 \x01(\x0b\x32\x12.dagen.v1.Variable\x12$\n\x06\x63oords\x18\x03 \x03(\x0b\x32\x14.dagen.v1.Coordinate\x12-\n\treference\x18\x04 \x01(\x0b\x32\x1a.dagen.v1.DatasetReferenceB\x07\n\x05_name\"a\n\x10\x44\x61tasetReference\x12\x0e\n\x06handle\x18\x01 \x01(\t\x12\x11\n\tvariables\x18\x02 \x03(\t\x12*\n\x08indexers\x18\x03 \x03(\x0b\x32\x18.dagen.v1.DatasetIndexer\"\x8c\x01\n\x0e\x44\x61tasetIndexer\x12\x0b\n\x03\x64im\x18\x01 \x01(\t\x12%\n\x05slice\x18\x02 \x01(\x0b\x32\x14.dagen.v1.IndexSliceH\x00\x12\x0f\n\x05index\x18\x03 \x01(\x03H\x00\x12-\n\tpositions\x18\x04 \x01(\x0b\x32\x18.dagen.v1.IndexPositionsH\x00\x42\x06\n\x04kind\"b\n\nIndexSlice\x12\x12\n\x05start\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\x04stop\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x11\n\x04step\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x08\n\x06_startB\x07\n\x05_stopB\x07\n\x05_step\" \n\x0eIndexPositions\x12\x0e\n\x06values\x18\x01 \x03(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,8 +41,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COORDINATE']._serialized_end=331
   _globals['_DATAVARIABLE']._serialized_start=333
   _globals['_DATAVARIABLE']._serialized_end=399
-  _globals['_DATASET']._serialized_start=401
-  _globals['_DATASET']._serialized_end=527
-  _globals['_DATAARRAY']._serialized_start=529
-  _globals['_DATAARRAY']._serialized_end=644
+  _globals['_DATASET']._serialized_start=402
+  _globals['_DATASET']._serialized_end=575
+  _globals['_DATAARRAY']._serialized_start=578
+  _globals['_DATAARRAY']._serialized_end=740
+  _globals['_DATASETREFERENCE']._serialized_start=742
+  _globals['_DATASETREFERENCE']._serialized_end=839
+  _globals['_DATASETINDEXER']._serialized_start=842
+  _globals['_DATASETINDEXER']._serialized_end=982
+  _globals['_INDEXSLICE']._serialized_start=984
+  _globals['_INDEXSLICE']._serialized_end=1082
+  _globals['_INDEXPOSITIONS']._serialized_start=1084
+  _globals['_INDEXPOSITIONS']._serialized_end=1116
 # @@protoc_insertion_point(module_scope)

@@ -45,21 +45,63 @@ class DataVariable(_message.Message):
     def __init__(self, name: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("data_vars", "coords", "attrs")
+    __slots__ = ("data_vars", "coords", "attrs", "reference")
     DATA_VARS_FIELD_NUMBER: _ClassVar[int]
     COORDS_FIELD_NUMBER: _ClassVar[int]
     ATTRS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     data_vars: _containers.RepeatedCompositeFieldContainer[DataVariable]
     coords: _containers.RepeatedCompositeFieldContainer[Coordinate]
     attrs: _containers.RepeatedCompositeFieldContainer[Attribute]
-    def __init__(self, data_vars: _Optional[_Iterable[_Union[DataVariable, _Mapping]]] = ..., coords: _Optional[_Iterable[_Union[Coordinate, _Mapping]]] = ..., attrs: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ...) -> None: ...
+    reference: DatasetReference
+    def __init__(self, data_vars: _Optional[_Iterable[_Union[DataVariable, _Mapping]]] = ..., coords: _Optional[_Iterable[_Union[Coordinate, _Mapping]]] = ..., attrs: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., reference: _Optional[_Union[DatasetReference, _Mapping]] = ...) -> None: ...
 
 class DataArray(_message.Message):
-    __slots__ = ("name", "variable", "coords")
+    __slots__ = ("name", "variable", "coords", "reference")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIABLE_FIELD_NUMBER: _ClassVar[int]
     COORDS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     variable: Variable
     coords: _containers.RepeatedCompositeFieldContainer[Coordinate]
-    def __init__(self, name: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ..., coords: _Optional[_Iterable[_Union[Coordinate, _Mapping]]] = ...) -> None: ...
+    reference: DatasetReference
+    def __init__(self, name: _Optional[str] = ..., variable: _Optional[_Union[Variable, _Mapping]] = ..., coords: _Optional[_Iterable[_Union[Coordinate, _Mapping]]] = ..., reference: _Optional[_Union[DatasetReference, _Mapping]] = ...) -> None: ...
+
+class DatasetReference(_message.Message):
+    __slots__ = ("handle", "variables", "indexers")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    INDEXERS_FIELD_NUMBER: _ClassVar[int]
+    handle: str
+    variables: _containers.RepeatedScalarFieldContainer[str]
+    indexers: _containers.RepeatedCompositeFieldContainer[DatasetIndexer]
+    def __init__(self, handle: _Optional[str] = ..., variables: _Optional[_Iterable[str]] = ..., indexers: _Optional[_Iterable[_Union[DatasetIndexer, _Mapping]]] = ...) -> None: ...
+
+class DatasetIndexer(_message.Message):
+    __slots__ = ("dim", "slice", "index", "positions")
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    dim: str
+    slice: IndexSlice
+    index: int
+    positions: IndexPositions
+    def __init__(self, dim: _Optional[str] = ..., slice: _Optional[_Union[IndexSlice, _Mapping]] = ..., index: _Optional[int] = ..., positions: _Optional[_Union[IndexPositions, _Mapping]] = ...) -> None: ...
+
+class IndexSlice(_message.Message):
+    __slots__ = ("start", "stop", "step")
+    START_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    stop: int
+    step: int
+    def __init__(self, start: _Optional[int] = ..., stop: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
+
+class IndexPositions(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -1,0 +1,505 @@
+"""Remote datasets opened lazily (@dagen.dataset), through real `dagen serve` subprocesses
+over mutual TLS: what arrives equals the same selection of the local dataset, only the
+blocks a computation touches travel, handles belong to the identity that opened them
+and expire, and selections passed back to the server travel as references."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import SERVICES, SHARED_DATA, Certs, Server, import_client, start_server
+from xarray.testing import assert_identical
+
+import dagen
+from dagen._build import build
+from dagen._exceptions import BuildError
+from dagen._introspect import introspect_function
+from dagen._security._denylist import LOOK_EVERY
+
+SERVICE = SERVICES / "lazy_service.py"
+ERA = SHARED_DATA / "eraint_uvz.nc"
+pytestmark = pytest.mark.skipif(not ERA.is_file(), reason=f"{ERA} is not there")
+
+# The synthetic store: 2 GiB of float32, blocks of 8 MiB, value = time + x // 256
+STORE_SHAPE = (128, 2048, 2048)
+STORE_CHUNKS = (8, 512, 512)
+BLOCK_BYTES = int(np.prod(STORE_CHUNKS)) * 4
+
+
+def local_era() -> xr.Dataset:
+    return xr.open_dataset(ERA, chunks={"month": 1, "level": 1})
+
+
+@pytest.fixture(scope="module")
+def service_module():
+    sys.path.insert(0, str(SERVICES))
+    try:
+        return importlib.import_module("lazy_service")
+    finally:
+        sys.path.remove(str(SERVICES))
+
+
+@pytest.fixture(scope="module")
+def lazy_client_module(tmp_path_factory):
+    result = build(str(SERVICE), tmp_path_factory.mktemp("lazy-build"))
+    return import_client(result.client, "lazy_service_client")
+
+
+class Logged:
+    """A server whose log (one JSON object a line) the test reads."""
+
+    def __init__(self, server: Server, log: Path) -> None:
+        self.server = server
+        self.log = log
+        self.target = server.target
+
+    def records(self, event: str | None = None) -> list[dict]:
+        lines = [json.loads(line) for line in self.log.read_text().splitlines()
+                 if line.startswith("{")]
+        return [r for r in lines if event is None or r.get("event") == event]
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def serve(tmp: Path, certs: Path, *args: str) -> Logged:
+    log = tmp / "server.log"
+    server = start_server(SERVICE, "--certs", str(certs), "--log-format", "json", *args,
+                          log=log)
+    return Logged(server, log)
+
+
+@pytest.fixture(scope="module")
+def server(certs: Certs, tmp_path_factory) -> Iterator[Logged]:
+    served = serve(tmp_path_factory.mktemp("lazy-server"), certs.folder)
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def remote(lazy_client_module, server, certs):
+    client = lazy_client_module.Client(server.target, certs=certs.folder, identity="alice",
+                                       timeout=120)
+    yield client
+    dagen.close(client)
+
+
+@pytest.fixture(scope="session")
+def zarr_store(tmp_path_factory) -> Path:
+    """2 GiB of float32 in a Zarr store, written once per session."""
+    import dask.array as da
+
+    path = tmp_path_factory.mktemp("store") / "synthetic.zarr"
+    t, y, x = STORE_SHAPE
+    ct, cy, cx = STORE_CHUNKS
+    time_ = da.arange(t, chunks=ct, dtype="float32")[:, None, None]
+    column = (da.arange(x, chunks=cx) // 256).astype("float32")[None, None, :]
+    rows = da.zeros((1, y, 1), chunks=(1, cy, 1), dtype="float32")
+    values = (time_ + column + rows).rechunk(STORE_CHUNKS)
+    ds = xr.Dataset({"v": (("time", "y", "x"), values, {"units": "K"})},
+                    coords={"time": np.arange(t), "y": np.arange(y), "x": np.arange(x)},
+                    attrs={"title": "synthetic"})
+    ds.to_zarr(path, mode="w")
+    return path
+
+
+def expected_store(time: slice, y: slice, x: slice) -> np.ndarray:
+    t = np.arange(STORE_SHAPE[0])[time].astype("float32")
+    cols = (np.arange(STORE_SHAPE[2])[x] // 256).astype("float32")
+    rows = np.zeros(len(range(STORE_SHAPE[1])[y]), dtype="float32")
+    return t[:, None, None] + rows[None, :, None] + cols[None, None, :]
+
+
+def block_bytes(served: Logged, since: int) -> list[int]:
+    """The bytes of each block read since the ``since``-th record."""
+    return [r["bytes_out"] for r in served.records()[since:] if r.get("event") == "block"]
+
+
+# -- fidelity -------------------------------------------------------------------------------------
+
+
+def test_a_remote_dataset_equals_the_local_one_and_computes_lazily(remote, server):
+    local = local_era()
+    ds = remote.era()
+    # what arrives at once: dims, coordinates, attrs, encodings, the owner's chunking
+    assert dict(ds.sizes) == dict(local.sizes)
+    assert ds.attrs == local.attrs
+    for name in local.data_vars:
+        assert ds[name].chunks == local[name].chunks, name
+        assert ds[name].encoding["scale_factor"] == local[name].encoding["scale_factor"]
+        assert ds[name].encoding["dtype"] == np.dtype("int16")
+    for name in local.coords:
+        assert_identical(ds[name], local[name].compute())
+    before = len(server.records())
+    selection = ds.u.sel(level=500).isel(latitude=slice(10, 50))
+    assert not block_bytes(server, before), "selecting read no block"
+    assert_identical(selection.compute(), local.u.sel(level=500).isel(
+        latitude=slice(10, 50)).compute())
+    # one block per month of level 500: 241 x 480 float64 each
+    assert block_bytes(server, before) == [241 * 480 * 8] * 2
+    assert_identical(ds.load(), local.load())
+    ds.close()
+
+
+def test_to_netcdf_of_a_remote_dataset(remote, tmp_path):
+    ds = remote.era()
+    path = tmp_path / "copy.nc"
+    ds.isel(month=0).to_netcdf(path, engine="scipy")  # (netCDF3: no netCDF4 library here)
+    with xr.open_dataset(path) as written, xr.open_dataset(ERA) as local:
+        assert_identical(written.load(), local.isel(month=0).load())
+    ds.close()
+
+
+def test_cftime_and_non_dimension_coordinates_in_memory(remote, service_module):
+    local = service_module.in_memory(40)
+    ds = remote.in_memory(40)
+    assert "label" in ds.coords and ds.time.dt.calendar == "noleap"
+    assert ds.temp.chunks is not None  # blocks the server made of an array in memory
+    assert_identical(ds.isel(time=slice(5, 9)).compute(), local.isel(time=slice(5, 9)))
+    assert_identical(ds.compute(), local)
+    ds.close()
+
+
+# -- efficiency: a multi-GiB store ---------------------------------------------------------------
+
+
+def test_a_small_selection_of_a_large_store_reads_only_its_blocks(remote, server, zarr_store):
+    ds = remote.store(str(zarr_store))
+    assert ds.v.nbytes == 2 << 30 and ds.v.chunks == tuple(
+        (c,) * (n // c) for n, c in zip(STORE_SHAPE, STORE_CHUNKS, strict=True))
+    with xr.open_zarr(zarr_store) as local:
+        assert_identical(ds.isel(time=0, y=0, x=slice(0, 10)).compute(),
+                         local.isel(time=0, y=0, x=slice(0, 10)).compute())
+    before = len(server.records())
+    where = (slice(8, 16), slice(0, 512), slice(100, 300))  # inside one block
+    got = ds.v.isel(time=where[0], y=where[1], x=where[2]).values
+    np.testing.assert_array_equal(got, expected_store(*where))
+    assert block_bytes(server, before) == [BLOCK_BYTES]
+    before = len(server.records())
+    # a mean over 2 x 2 x 2 blocks: eight blocks travel, several at a time
+    mean = float(ds.v.isel(time=slice(0, 16), y=slice(256, 768), x=slice(0, 1024)).mean())
+    assert mean == pytest.approx(float(expected_store(
+        slice(0, 16), slice(256, 768), slice(0, 1024)).mean()))
+    assert block_bytes(server, before) == [BLOCK_BYTES] * 8
+    ds.close()
+
+
+def test_blocks_travel_compressed_when_asked(lazy_client_module, server, certs, zarr_store):
+    with lazy_client_module.Client(server.target, certs=certs.folder, identity="alice",
+                                   compression="zstd", timeout=120) as client:
+        ds = client.store(str(zarr_store))
+        where = (slice(120, 128), slice(1024, 1100), slice(1800, 2048))
+        np.testing.assert_array_equal(ds.v[where].values, expected_store(*where))
+        ds.close()
+
+
+# -- handles --------------------------------------------------------------------------------------
+
+
+def test_closing_releases_the_handle_on_the_server(remote, server):
+    ds = remote.era()
+    before = len(server.records())
+    ds.close()
+    released = [r for r in server.records()[before:] if r.get("event") == "dataset_release"]
+    assert len(released) == 1 and released[0]["reason"] == "released"
+    with pytest.raises(dagen.DatasetExpired, match=r"era\(\).*open it again with era"):
+        ds.u.isel(month=0, level=0).compute()
+
+
+def test_a_handle_read_by_another_identity_is_refused(lazy_client_module, remote, server, certs):
+    from dagen._lazy import BlockReader
+
+    ds = remote.era()
+    with lazy_client_module.Client(server.target, certs=certs.folder, identity="bob",
+                                   timeout=60) as bob:
+        alices = [root.handle for root in _roots() if root.dataset() is ds][0]
+        thief = BlockReader(bob.__dagen__, "era", alices, 600.0)
+        with pytest.raises(PermissionError, match=r"era\(\) was opened by another identity; "
+                                                  r"bob may not read it"):
+            thief.read("u", (0, 0, 0, 0), (1, 1, 241, 480), np.dtype("float64"))
+        # nor pass it back as an argument
+        with pytest.raises(PermissionError, match="opened by another identity"):
+            _call_with(bob, ds.u.isel(month=0))
+    # alice still reads it
+    assert_identical(ds.u.isel(month=0, level=0).compute(),
+                     local_era().u.isel(month=0, level=0).compute())
+    ds.close()
+
+
+def _roots():
+    from dagen import _references
+
+    return list(_references._roots.values())
+
+
+def _call_with(client, selection):
+    """``client.total(selection)`` where the selection is registered for ``client``: as a
+    thief would send another's handle."""
+    from dagen import _references
+
+    with _references._lock:
+        saved = dict(_references._roots)
+        for name, root in saved.items():
+            _references._roots[name] = _references.Root(client.__dagen__, root.handle,
+                                                         root.variable, root.dataset)
+    try:
+        return client.total(selection)
+    finally:
+        with _references._lock:
+            _references._roots.clear()
+            _references._roots.update(saved)
+
+
+def test_an_expired_handle_says_to_open_the_dataset_again(lazy_client_module, certs,
+                                                         tmp_path):
+    served = serve(tmp_path, certs.folder, "--dataset-idle-timeout", "0.5")
+    try:
+        with lazy_client_module.Client(served.target, certs=certs.folder, identity="alice",
+                                       timeout=60) as client:
+            ds = client.era()
+            ds.u.isel(month=0, level=0).compute()  # used: still there
+            time.sleep(1.5)
+            with pytest.raises(dagen.DatasetExpired, match=(
+                    r"era\(\): the dataset's handle is gone.*idle timeout of 0.5 s.*open it "
+                    r"again with era")):
+                ds.u.isel(month=1, level=0).compute()
+        expired = [r for r in served.records("dataset_release") if "expired" in r["reason"]]
+        assert len(expired) == 1
+    finally:
+        served.stop()
+
+
+def test_a_deny_listed_identity_is_stopped_at_its_next_read(lazy_client_module, certs,
+                                                            tmp_path):
+    folder = tmp_path / "certs"
+    shutil.copytree(certs.folder, folder)
+    served = serve(tmp_path, folder)
+    try:
+        with lazy_client_module.Client(served.target, certs=folder, identity="alice",
+                                       timeout=60) as client:
+            ds = client.era()
+            ds.u.isel(month=0, level=0).compute()
+            (folder / "revoked.txt").write_text("alice\n")
+            time.sleep(LOOK_EVERY * 3)
+            with pytest.raises(PermissionError, match="alice"):
+                ds.u.isel(month=1, level=0).compute()
+    finally:
+        served.stop()
+
+
+def test_the_policy_names_dataset_functions(lazy_client_module, certs, tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[allow]\nera = ["alice"]\ntotal = ["alice", "bob"]\n')
+    served = serve(tmp_path, certs.folder, "--policy", str(policy))
+    try:
+        with lazy_client_module.Client(served.target, certs=certs.folder, identity="bob",
+                                       timeout=60) as bob:
+            with pytest.raises(PermissionError, match=r"bob may not call era\(\)"):
+                bob.era()
+        with lazy_client_module.Client(served.target, certs=certs.folder, identity="alice",
+                                       timeout=60) as alice:
+            ds = alice.era()
+            assert alice.total(ds.z.isel(month=0, level=0)) == pytest.approx(
+                float(local_era().z.isel(month=0, level=0).sum()))
+            ds.close()
+    finally:
+        served.stop()
+
+
+# -- passing a selection back ------------------------------------------------------------------
+
+
+def test_a_selection_passed_back_travels_as_a_reference(remote, server):
+    local = local_era()
+    ds = remote.era()
+    before = len(server.records())
+    cases = [
+        (ds.z.sel(level=850), local.z.sel(level=850)),
+        (ds.u.isel(month=1, latitude=slice(0, 100, 3)), local.u.isel(month=1,
+                                                                     latitude=slice(0, 100, 3))),
+        (ds.v.sel(level=[850, 200]).isel(longitude=slice(5, 20)),
+         local.v.sel(level=[850, 200]).isel(longitude=slice(5, 20))),
+        (ds.v, local.v),
+    ]
+    for selection, expected in cases:
+        assert remote.total(selection) == pytest.approx(float(expected.sum()))
+    calls = server.records()[before:]
+    assert [r["event"] for r in calls] == ["call"] * len(cases), "no block was read"
+    assert [(r["function"], r["bytes_in"], r["bytes_out"]) for r in calls] == [
+        ("total", 0, 0)] * len(cases)
+    # a Dataset too
+    before = len(server.records())
+    assert remote.describe(ds[["u", "v"]].isel(month=0)) == [
+        "u:{'level': 3, 'latitude': 241, 'longitude': 480}",
+        "v:{'level': 3, 'latitude': 241, 'longitude': 480}"]
+    assert [r["bytes_in"] for r in server.records("call")[-1:]] == [0]
+    assert len(server.records()) == before + 1
+    # the server's result of a reference equals the local selection
+    assert_identical(remote.echo(ds.u.isel(month=0, level=2)),
+                     local.u.isel(month=0, level=2).compute())
+    ds.close()
+
+
+def test_anything_but_a_selection_travels_as_bytes(remote, server):
+    local = local_era()
+    ds = remote.era()
+    twice = ds.z.isel(month=0) * 2
+    before = len(server.records())
+    assert remote.total(twice) == pytest.approx(float((local.z.isel(month=0) * 2).sum()))
+    call = server.records("call")[-1]
+    assert call["bytes_in"] == sent_bytes(twice)
+    assert len(block_bytes(server, before)) == 3  # computed here: its blocks came first
+    renamed = ds.z.isel(month=0).rename("other")
+    assert remote.total(renamed) == pytest.approx(float(local.z.isel(month=0).sum()))
+    assert server.records("call")[-1]["bytes_in"] == sent_bytes(renamed)
+    ds.close()
+
+
+def sent_bytes(da: xr.DataArray) -> int:
+    """The bytes a DataArray's arrays take on the wire: its data and coordinates'."""
+    return da.nbytes + sum(da[name].nbytes for name in da.coords)
+
+
+# -- executors ------------------------------------------------------------------------------------
+
+
+def test_the_process_executor_reads_blocks_in_its_workers(lazy_client_module, certs, tmp_path,
+                                                          zarr_store):
+    served = serve(tmp_path, certs.folder, "--executor", "process", "--workers", "2")
+    try:
+        with lazy_client_module.Client(served.target, certs=certs.folder, identity="alice",
+                                       timeout=120) as client:
+            blocks = client.pids(3)
+            pids = set(blocks.pid.values.tolist())
+            assert served.server.process.pid not in pids and len(pids) <= 2  # in the workers
+            assert set(blocks.caller.values.tolist()) == {"alice"}  # dagen.caller() there
+            local = local_era()
+            ds = client.era()
+            assert_identical(ds.u.isel(level=1).compute(), local.u.isel(level=1).compute())
+            assert client.total(ds.z.sel(level=850)) == pytest.approx(
+                float(local.z.sel(level=850).sum()))
+            ds.close()
+            big = client.store(str(zarr_store))
+            where = (slice(0, 8), slice(600, 700), slice(0, 512))
+            np.testing.assert_array_equal(big.v[where].values, expected_store(*where))
+            big.close()
+    finally:
+        served.stop()
+
+
+def test_the_thread_executor_reads_blocks_in_the_server(remote, server):
+    blocks = remote.pids(3)
+    assert set(blocks.pid.values.tolist()) == {server.server.process.pid}
+    assert set(blocks.caller.values.tolist()) == {"alice"}  # dagen.caller() where it runs
+
+
+def test_the_dask_executor_reads_blocks_on_its_workers(lazy_client_module, certs, tmp_path):
+    pytest.importorskip("distributed", reason="--executor dask needs dagen[cluster]")
+    pytest.importorskip("dask_jobqueue", reason="--executor dask needs dagen[cluster]")
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("kind: local\nscale: {jobs: 1}\nwait_for_workers: 60\n")
+    served = serve(tmp_path, certs.folder, "--executor", "dask", "--cluster", str(cluster))
+    try:
+        with lazy_client_module.Client(served.target, certs=certs.folder, identity="alice",
+                                       timeout=180) as client:
+            blocks = client.pids(3)
+            pids = set(blocks.pid.values.tolist())
+            assert len(pids) == 1 and served.server.process.pid not in pids  # the worker's
+            assert set(blocks.caller.values.tolist()) == {"alice"}
+            local = local_era()
+            ds = client.era()
+            assert_identical(ds.z.isel(month=1).compute(), local.z.isel(month=1).compute())
+            assert client.total(ds.z.sel(level=850)) == pytest.approx(
+                float(local.z.sel(level=850).sum()))
+            ds.close()
+    finally:
+        served.stop()
+
+
+# -- deployment paths -------------------------------------------------------------------------------
+
+
+def test_a_remote_dataset_through_the_relay(lazy_client_module, certs, tmp_path):
+    pytest.importorskip("asyncssh")
+    from conftest import stop_process
+    from relaying import make_setup, start_relay, start_relayed_server
+
+    name = "lazy.relay.test"
+    setup = make_setup(tmp_path, certs.folder, name, "other.relay.test", SERVICE)
+    relay = start_relay(setup)
+    try:
+        process, _ = start_relayed_server(setup, relay)
+        try:
+            with lazy_client_module.Client(relay.target, server_name=name, certs=setup.certs,
+                                           identity="alice", timeout=120) as client:
+                local = local_era()
+                ds = client.era()
+                selection = ds.v.isel(level=0, latitude=slice(100, 140))
+                assert_identical(selection.compute(), local.v.isel(
+                    level=0, latitude=slice(100, 140)).compute())
+                assert client.total(ds.z.sel(level=850)) == pytest.approx(
+                    float(local.z.sel(level=850).sum()))
+                ds.close()
+        finally:
+            stop_process(process)
+    finally:
+        stop_process(relay.process)
+
+
+def test_coordinates_above_the_limit_are_lazy_too(monkeypatch, service_module):
+    from dagen import _datasets
+
+    ds = service_module.in_memory(40)
+    variables, inline = _datasets._variables(ds)
+    assert sorted(inline) == ["label", "time", "x"] and set(variables) == {"temp", "flag", "name"}
+    monkeypatch.setattr(_datasets, "INLINE_COORDS_BYTES", ds.label.nbytes - 1)
+    variables, inline = _datasets._variables(ds)
+    assert sorted(inline) == ["time", "x"]  # indexes always travel
+    assert variables["label"].coordinate and variables["label"].dims == ("x",)
+
+
+def test_a_large_coordinate_arrives_lazy(remote, server, service_module):
+    local = service_module.wide()
+    before = len(server.records())
+    ds = remote.wide()
+    opened = server.records("call")[-1]
+    assert opened["function"] == "wide" and opened["bytes_out"] == local.x.nbytes  # the index
+    assert ds.lon.chunks is not None and ds.x.chunks is None
+    assert_identical(ds.isel(x=slice(8_999_990, None)).compute(),
+                     local.isel(x=slice(8_999_990, None)))
+    assert len(block_bytes(server, before)) == 2  # the last block of depth, and of lon
+    ds.close()
+
+
+def test_describe_names_dataset_functions(remote):
+    from dagen._meta import describe_remote
+
+    kinds = {f.name: f.kind for f in describe_remote(remote.__dagen__.channel, 30).functions}
+    assert kinds["era"] == kinds["store"] == "dataset" and kinds["total"] == "array stream"
+
+
+# -- building ---------------------------------------------------------------------------------------
+
+
+def test_a_dataset_function_must_return_a_dataset_of_plain_arguments():
+    @dagen.dataset
+    def wrong(run: str) -> xr.DataArray:
+        raise NotImplementedError
+
+    @dagen.dataset
+    def arrays(mask: np.ndarray) -> xr.Dataset:
+        raise NotImplementedError
+
+    with pytest.raises(BuildError, match=r"needs the return annotation xarray.Dataset"):
+        introspect_function(wrong, "m")
+    with pytest.raises(BuildError, match=r"parameter 'mask' carries arrays"):
+        introspect_function(arrays, "m")
