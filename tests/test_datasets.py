@@ -441,18 +441,55 @@ def test_a_remote_dataset_through_the_relay(lazy_client_module, certs, tmp_path)
         try:
             with lazy_client_module.Client(relay.target, server_name=name, certs=setup.certs,
                                            identity="alice", timeout=120) as client:
-                local = local_era()
-                ds = client.era()
-                selection = ds.v.isel(level=0, latitude=slice(100, 140))
-                assert_identical(selection.compute(), local.v.isel(
-                    level=0, latitude=slice(100, 140)).compute())
-                assert client.total(ds.z.sel(level=850)) == pytest.approx(
-                    float(local.z.sel(level=850).sum()))
-                ds.close()
+                open_select_compute(client)
         finally:
             stop_process(process)
     finally:
         stop_process(relay.process)
+
+
+def test_a_remote_dataset_through_an_ssh_tunnel_to_a_login_node(lazy_client_module,
+                                                                tmp_path):
+    """`dagen serve --socket` on a login node known only by its name, reached with
+    `ssh -L PORT:/path/to/dagen.sock login1` (a byte-for-byte forwarder here): the handle,
+    the block reads and the selection passed back all go through the tunnel."""
+    import tempfile
+
+    from forwarding import Forwarder
+    from guarded import serve as serve_guarded
+
+    from dagen._security import init_ca, issue_client, issue_server
+
+    folder = tmp_path / "login-node-certs"
+    init_ca(folder)
+    issue_server(folder, hosts=["login1.hpc.example.org"], ips=[])
+    issue_client(folder, "alice")
+    with tempfile.TemporaryDirectory(prefix="dagen-") as short:  # socket paths are short
+        path = Path(short) / "lazy.sock"
+        served = serve_guarded("--socket", str(path), "--certs", str(folder), tmp=tmp_path,
+                               module=SERVICE)
+        tunnel = Forwarder(str(path))
+        try:
+            with lazy_client_module.Client(f"localhost:{tunnel.port}", certs=folder,
+                                           identity="alice", timeout=120,
+                                           server_name="login1.hpc.example.org") as client:
+                open_select_compute(client)
+            assert tunnel.connections >= 1
+        finally:
+            tunnel.close()
+            served.stop()
+
+
+def open_select_compute(client) -> None:
+    """Open the ERA dataset, compute a selection, pass another one back: as local."""
+    local = local_era()
+    ds = client.era()
+    selection = ds.v.isel(level=0, latitude=slice(100, 140))
+    assert_identical(selection.compute(), local.v.isel(
+        level=0, latitude=slice(100, 140)).compute())
+    assert client.total(ds.z.sel(level=850)) == pytest.approx(
+        float(local.z.sel(level=850).sum()))
+    ds.close()
 
 
 def test_coordinates_above_the_limit_are_lazy_too(monkeypatch, service_module):
