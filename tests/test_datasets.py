@@ -194,11 +194,23 @@ def test_a_small_selection_of_a_large_store_reads_only_its_blocks(remote, server
 
 
 def test_blocks_travel_compressed_when_asked(lazy_client_module, server, certs, zarr_store):
+    """The store's blocks (runs of 256 equal values) shrink on the wire: each block read
+    sends far fewer bytes than the block holds, and what arrives equals the local store."""
     with lazy_client_module.Client(server.target, certs=certs.folder, identity="alice",
                                    compression="zstd", timeout=120) as client:
         ds = client.store(str(zarr_store))
-        where = (slice(120, 128), slice(1024, 1100), slice(1800, 2048))
+        where = (slice(120, 128), slice(1024, 1100), slice(1800, 2048))  # in one block
+        before = len(server.records())
         np.testing.assert_array_equal(ds.v[where].values, expected_store(*where))
+        [sent] = block_bytes(server, before)
+        assert 0 < sent < BLOCK_BYTES // 20
+        # two blocks along x, each compressed, equal to the same selection of the store
+        selection = dict(time=slice(0, 8), y=slice(0, 512), x=slice(256, 768))
+        before = len(server.records())
+        with xr.open_zarr(zarr_store) as local:
+            assert_identical(ds.isel(selection).compute(), local.isel(selection).compute())
+        sent_blocks = block_bytes(server, before)
+        assert len(sent_blocks) == 2 and all(0 < b < BLOCK_BYTES // 20 for b in sent_blocks)
         ds.close()
 
 
