@@ -552,3 +552,22 @@ def test_a_dataset_function_must_return_a_dataset_of_plain_arguments():
         introspect_function(wrong, "m")
     with pytest.raises(BuildError, match=r"parameter 'mask' carries arrays"):
         introspect_function(arrays, "m")
+
+
+def test_large_blocks_are_received_into_memory_of_their_own():
+    """A large block gets its own anonymous mapping, unmapped when dask frees the block
+    (malloc's per-thread arenas kept the blocks a whole read had received: ~1.45x the
+    data in RSS instead of ~1.25x); a small one comes from malloc."""
+    import mmap
+
+    from dagen._lazy import _MAPPED_BYTES, _block_buffer
+
+    def mapped(a: np.ndarray) -> bool:
+        return isinstance(getattr(a.base, "obj", a.base), mmap.mmap)  # through a memoryview
+
+    large = _block_buffer(_MAPPED_BYTES + 4096)
+    assert mapped(large) and large.nbytes == _MAPPED_BYTES + 4096
+    large[:] = 7  # writable, like any received array
+    assert int(large[-1]) == 7
+    assert not mapped(_block_buffer(_MAPPED_BYTES - 1))
+    assert _block_buffer(0).nbytes == 0
