@@ -4,14 +4,12 @@ given to the client, and keepalive settings that both ends agree on."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import DAGEN
+from forwarding import Forwarder
 from guarded import GUARDED, serve
 
 import dagen
@@ -34,52 +33,6 @@ from dagen._security._tls import (
 )
 from dagen._serve import create_server
 from dagen._server import Servicer
-
-# -- a stand-in for `ssh -L`: bytes in, bytes out ---------------------------------------------
-
-
-class Forwarder:
-    """Listens on 127.0.0.1:PORT and copies every connection's bytes to ``target`` (a
-    (host, port) or a Unix socket path) and back, as ``ssh -L PORT:target`` does."""
-
-    def __init__(self, target: tuple[str, int] | str) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.connections = 0
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            family = socket.AF_UNIX if isinstance(self.target, str) else socket.AF_INET
-            upstream = socket.socket(family, socket.SOCK_STREAM)
-            upstream.connect(self.target)
-            self.connections += 1
-            self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(1 << 16):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                b.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.listener.close()
-        for s in self._sockets:
-            with contextlib.suppress(OSError):
-                s.close()
 
 
 @pytest.fixture(scope="module")

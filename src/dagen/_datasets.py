@@ -397,17 +397,20 @@ class DatasetsService:
             context.abort(grpc.StatusCode.INTERNAL, f"{what}: {e}")
         del computed
         yield out
-        yield from ectx.chunks()
+        sent = 0  # the block's bytes as they went: compressed when the caller asked
+        for chunk in ectx.chunks():
+            sent += memoryview(chunk.data).nbytes
+            yield chunk
         opened.last_used = time.monotonic()
         alloc.completed()
         if log.isEnabledFor(logging.INFO):
             identity = opened.owner
             seconds = round(time.perf_counter() - started, 6)
             log.info("%s %s() block %s of %s: out %d B, %.3f s", identity, opened.function,
-                     list(request.block), request.variable, ectx.nbytes, seconds, extra={
+                     list(request.block), request.variable, sent, seconds, extra={
                          "event": "block", "call_id": call_id(context), "identity": identity,
                          "function": opened.function, "status": "OK", "bytes_in": 0,
-                         "bytes_out": ectx.nbytes, "seconds": seconds})
+                         "bytes_out": sent, "seconds": seconds})
 
     def release(self, request: Any, context: grpc.ServicerContext) -> Any:
         released = self.registry.release(request.handle, _identity(context).name)

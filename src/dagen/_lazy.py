@@ -16,6 +16,7 @@ default, or sync), not with a distributed cluster, whose workers could not use i
 from __future__ import annotations
 
 import itertools
+import mmap
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,19 @@ from .v1 import dataset_pb2
 
 _READ_BLOCK = "/dagen.v1.Datasets/ReadBlock"
 _RELEASE = "/dagen.v1.Datasets/Release"
+# Blocks of at least this many bytes get memory of their own (see _block_buffer).
+_MAPPED_BYTES = 1 << 20
+
+
+def _block_buffer(nbytes: int) -> np.ndarray:
+    """The memory a block is received into: for a large block, an anonymous mapping of
+    its own, given back to the system as soon as the block is freed. From malloc, the
+    blocks dask's threads received would stay in their threads' arenas after dask
+    concatenated them (the client's RSS of a whole read was ~1.45x the data, not the
+    ~1.25x it holds at most)."""
+    if nbytes < _MAPPED_BYTES:
+        return np.empty(nbytes, np.uint8)
+    return np.frombuffer(mmap.mmap(-1, nbytes), np.uint8)
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,7 @@ class BlockReader:
                                                block=index)
         call = self._read(request, timeout=connection.timeout, metadata=metadata)
         try:
-            message, dctx = receive(call, "block", connection.limits)
+            message, dctx = receive(call, "block", connection.limits, alloc=_block_buffer)
             block = read_array(message.data, dctx)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
