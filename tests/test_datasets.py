@@ -273,19 +273,44 @@ def _call_with(client, selection):
 
 def test_an_expired_handle_says_to_open_the_dataset_again(lazy_client_module, certs,
                                                          tmp_path):
-    served = serve(tmp_path, certs.folder, "--dataset-idle-timeout", "0.5")
+    # long enough that a loaded machine reads a block in time, short for a test
+    served = serve(tmp_path, certs.folder, "--dataset-idle-timeout", "2")
     try:
         with lazy_client_module.Client(served.target, certs=certs.folder, identity="alice",
                                        timeout=60) as client:
             ds = client.era()
             ds.u.isel(month=0, level=0).compute()  # used: still there
-            time.sleep(1.5)
+            time.sleep(4.5)
             with pytest.raises(dagen.DatasetExpired, match=(
-                    r"era\(\): the dataset's handle is gone.*idle timeout of 0.5 s.*open it "
+                    r"era\(\): the dataset's handle is gone.*idle timeout of 2 s.*open it "
                     r"again with era")):
                 ds.u.isel(month=1, level=0).compute()
         expired = [r for r in served.records("dataset_release") if "expired" in r["reason"]]
         assert len(expired) == 1
+    finally:
+        served.stop()
+
+
+def test_one_identity_holds_at_most_its_limit_of_open_datasets(lazy_client_module, certs,
+                                                               tmp_path):
+    served = serve(tmp_path, certs.folder, "--max-datasets-per-identity", "2")
+    try:
+        with lazy_client_module.Client(served.target, certs=certs.folder, identity="alice",
+                                       timeout=60) as alice, \
+                lazy_client_module.Client(served.target, certs=certs.folder, identity="bob",
+                                          timeout=60) as bob:
+            first, second = alice.era(), alice.era()
+            with pytest.raises(dagen.DagenError, match=(
+                    r"era\(\): alice already holds 2 open datasets on this server.*"
+                    r"--max-datasets-per-identity.*ds\.close\(\)")):
+                alice.era()
+            bob.era().u.isel(month=0, level=0).compute()  # another identity: its own count
+            second.close()
+            third = alice.era()  # room again
+            xr.testing.assert_identical(third.u.isel(month=0, level=0).compute(),
+                                        local_era().u.isel(month=0, level=0))
+            first.u.isel(month=1, level=0).compute()  # the refusal released nothing of alice's
+        assert len(served.records("dataset_open")) == 4  # the refused one never got a handle
     finally:
         served.stop()
 

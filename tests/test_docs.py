@@ -207,12 +207,16 @@ def dagen_cli() -> click.Command:
 def check_dagen(words: list[str]) -> None:
     """Parse a dagen command line with the real command, without running it."""
     command, path, args = dagen_cli(), ["dagen"], list(words[1:])
+    # each context with its parent, as click makes them: a command caches its help option
+    # from the first context it sees, and one without the group's "-h" would lose it
+    parent: click.Context | None = None
     while isinstance(command, click.Group):
-        ctx = click.Context(command, info_name=path[-1])
-        sub = command.get_command(ctx, args[0]) if args else None
+        parent = click.Context(command, info_name=path[-1], parent=parent,
+                               **command.context_settings)
+        sub = command.get_command(parent, args[0]) if args else None
         assert sub is not None, f"{' '.join(path)} has no command {args[:1]}"
         command, path = sub, [*path, args.pop(0)]
-    ctx = click.Context(command, info_name=" ".join(path), **command.context_settings)
+    ctx = click.Context(command, info_name=path[-1], parent=parent, **command.context_settings)
     try:
         values, rest, _ = command.make_parser(ctx).parse_args(args)
     except click.UsageError as error:

@@ -219,6 +219,15 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "caller then opens it again.",
         ),
         click.option(
+            "--max-datasets-per-identity",
+            type=click.IntRange(min=1),
+            default=32,
+            show_default=True,
+            metavar="N",
+            help="Datasets one identity may hold open at once (each may hold files open "
+            "on the server); one more is refused until the caller closes one.",
+        ),
+        click.option(
             "--debug", is_flag=True, help="Send tracebacks of failed calls to the callers."
         ),
         click.option(
@@ -270,6 +279,7 @@ def _run(
     wait_for_workers: float | None = None,
     spool: str | None = None,
     dataset_idle_timeout: float = 600.0,
+    max_datasets_per_identity: int = 32,
     **access: Any,  # --policy, --socket and the limits: dagen._security._settings
 ) -> None:
     from ._exceptions import CertificateError, InsecureRefused, RelayError
@@ -294,6 +304,7 @@ def _run(
                             workers=workers, limits=settings.limits, policy=settings.policy,
                             call_limits=settings.call_limits,
                             dataset_idle_timeout=dataset_idle_timeout,
+                            max_datasets_per_identity=max_datasets_per_identity,
                             executor_config=_dask_target(executor, cluster, scheduler,
                                                          scheduler_file, wait_for_workers,
                                                          spool))

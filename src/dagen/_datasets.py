@@ -49,6 +49,7 @@ log = logging.getLogger("dagen.server")
 
 DATASETS_SERVICE = "dagen.v1.Datasets"
 DEFAULT_IDLE_TIMEOUT = 600.0  # seconds: dagen serve --dataset-idle-timeout
+DEFAULT_MAX_PER_IDENTITY = 32  # handles one identity holds at once: --max-datasets-per-identity
 # Non-index coordinates travel with the handle while all of them together hold at most
 # this many bytes; above it they are lazy too (index coordinates always travel).
 INLINE_COORDS_BYTES = 64 << 20
@@ -190,10 +191,14 @@ def fill_handle(opened: Opened, m: Any, ctx: EncodeContext) -> None:
 class Registry:
     """The datasets opened on this server, by handle."""
 
-    def __init__(self, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+    def __init__(self, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 max_per_identity: int = DEFAULT_MAX_PER_IDENTITY) -> None:
         if not idle_timeout > 0:
             raise ValueError("the dataset idle timeout must be more than 0 seconds")
+        if max_per_identity < 1:
+            raise ValueError("the datasets one identity may hold open must be at least 1")
         self.idle_timeout = idle_timeout
+        self.max_per_identity = max_per_identity
         self._opened: dict[str, Opened] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -209,7 +214,17 @@ class Registry:
         opened = Opened(secrets.token_urlsafe(24), function, owner, dataset, self.idle_timeout,
                         variables, inline)
         with self._lock:
-            self._opened[opened.handle] = opened
+            held = sum(1 for o in self._opened.values() if o.owner == owner)
+            if held < self.max_per_identity:
+                self._opened[opened.handle] = opened
+        if held >= self.max_per_identity:  # each handle may hold files open on the server
+            _close(dataset, function)
+            raise HandleRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"{owner or 'an anonymous caller'} already holds {held} open datasets on "
+                f"this server, its limit (dagen serve --max-datasets-per-identity); close "
+                f"the ones no longer needed with ds.close(), or they are released after "
+                f"{self.idle_timeout:g} s unused"))
+        with self._lock:
             if self._reaper is None:
                 self._reaper = threading.Thread(target=self._reap, name="dagen-datasets",
                                                 daemon=True)
@@ -249,10 +264,7 @@ class Registry:
         log.info("dataset handle %s... of %s() %s", handle[:8], opened.function, why,
                  extra={"event": "dataset_release", "identity": opened.owner,
                         "function": opened.function, "reason": why})
-        try:
-            opened.dataset.close()
-        except Exception:  # noqa: BLE001 - a dataset that cannot close is let go anyway
-            log.exception("closing the dataset of %s() failed", opened.function)
+        _close(opened.dataset, opened.function)
         return True
 
     @property
@@ -275,6 +287,13 @@ class Registry:
             self.release(handle, why="released: the server stops")
 
 
+def _close(dataset: Any, function: str) -> None:
+    try:
+        dataset.close()
+    except Exception:  # noqa: BLE001 - a dataset that cannot close is let go anyway
+        log.exception("closing the dataset of %s() failed", function)
+
+
 # -- the service ----------------------------------------------------------------------------------
 
 
@@ -284,7 +303,7 @@ def _identity(context: grpc.ServicerContext) -> Identity:
     return identity_from_auth(context.auth_context() or {}, context.peer())
 
 
-def _refuse(context: grpc.ServicerContext, e: HandleRefused, what: str) -> None:
+def refuse_handle(context: grpc.ServicerContext, e: HandleRefused, what: str) -> None:
     log.warning("%s refused: %s", what, e, extra={
         "event": "refused", "call_id": call_id(context), "status": e.code.name,
         "reason": str(e)})
@@ -326,7 +345,7 @@ class DatasetsService:
                 ctx = self.guard.enter(function, context)  # aborts when refused
             opened = self.registry.get(handle, identity.name)
         except HandleRefused as e:
-            _refuse(context, e, f"reading a block of {function}()" if ctx else
+            refuse_handle(context, e, f"reading a block of {function}()" if ctx else
                     "reading a dataset block")
         assert opened is not None and ctx is not None
         return opened, ctx
@@ -428,7 +447,7 @@ class DatasetsService:
             try:
                 opened = self.registry.get(m.handle, identity.name)
             except HandleRefused as e:
-                _refuse(context, e, "a dataset passed as an argument")
+                refuse_handle(context, e, "a dataset passed as an argument")
                 raise
             # the policy and the deny-list, as for a block read of the dataset function
             self.guard.check(opened.function, context)

@@ -22,7 +22,14 @@ from . import _references as references
 from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
 from ._budget import budget_check, frame_parser
 from ._codecs import accepted_codecs
-from ._datasets import DEFAULT_IDLE_TIMEOUT, DatasetsService, Registry
+from ._datasets import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PER_IDENTITY,
+    DatasetsService,
+    HandleRefused,
+    Registry,
+    refuse_handle,
+)
 from ._errors import ERROR_METADATA_KEY, remote_error_details
 from ._exceptions import ClusterUnavailable
 from ._executors import (
@@ -75,6 +82,7 @@ class ServerOptions:
     call_limits: CallLimits = CallLimits()  # calls in progress, per identity, memory
     executor_config: Any = None  # what the executor needs: dask's cluster (dagen._cluster)
     dataset_idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds a dataset handle lives unused
+    max_datasets_per_identity: int = DEFAULT_MAX_PER_IDENTITY  # handles one identity holds
 
 
 class Servicer:
@@ -136,7 +144,8 @@ class Servicer:
         self.uploads = UploadWatch(self.options.call_limits.upload_idle_timeout)
         # the datasets its @dagen.dataset functions opened, and the service that reads
         # them (made with the server's guard: dagen._serve)
-        self.datasets = Registry(self.options.dataset_idle_timeout)
+        self.datasets = Registry(self.options.dataset_idle_timeout,
+                                 self.options.max_datasets_per_identity)
         self.on_close.append(self.datasets.close)
         self.datasets_service: DatasetsService | None = None
 
@@ -537,6 +546,9 @@ class Servicer:
             return self.datasets.open(method.fn.key, result, owner)
         except TypeError as e:
             self._refuse_result(method, e, context)
+        except HandleRefused as e:  # the caller holds too many
+            refuse_handle(context, e, f"{method.name}()")
+            raise AssertionError("unreachable: abort raises") from None
 
     def _refuse_result(self, method: Method, e: TypeError, context: grpc.ServicerContext) -> NoReturn:
         log.warning("%s", e)
