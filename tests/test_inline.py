@@ -19,7 +19,7 @@ from xarray.testing import assert_identical
 import dagen._transport
 from dagen._arrays import INLINE_BYTES, DecodeContext, EncodeContext, attach_array, read_array
 from dagen._budget import frame_parser
-from dagen._protocol import INLINE_HEADER
+from dagen._protocol import INLINE_HEADER, ONE_FRAME_HEADER
 from dagen._sink import ArraySink
 from dagen._wire import ChunkIn, ChunkOut, LimitExceeded, Limits, WireError, frame_serializer
 from dagen.v1 import array_pb2
@@ -360,3 +360,35 @@ def test_inline_bytes_count_against_the_array_limits_not_the_value_budget(echo_c
     big = scalars.request_cls(raw=bytes(array.nbytes)).SerializeToString()
     with pytest.raises(LimitExceeded, match="max_value_bytes"):
         budget_check(scalars.request_cls.DESCRIPTOR, limits, "the request")(big)
+
+
+def test_a_request_of_one_frame_said_so_is_served_and_checked(echo_server, echo_client_module,
+                                                              certs):
+    """A caller that says its request is one frame (dagen-frames: 1, as dagen's clients do
+    for inline requests) is served from that frame; a bad frame, or a header whose
+    chunks never come, is refused as in a stream of frames."""
+    spec = echo_client_module.Client.__dagen_spec__
+    pb2 = spec.pb2
+    folder = Path(certs.folder)
+    creds = grpc.ssl_channel_credentials(
+        (folder / "ca.crt").read_bytes(), (folder / "alice.key").read_bytes(),
+        (folder / "alice.crt").read_bytes())
+    array = np.arange(100.0)
+    inline = array_pb2.NDArray(id=1, dtype="<f8", shape=[100], nbytes=800, data=array.tobytes())
+    chunked = array_pb2.NDArray(id=1, dtype="<f8", shape=[100], nbytes=800)
+    metadata = (INLINE_HEADER, ONE_FRAME_HEADER)
+    with grpc.secure_channel(echo_server.target, creds) as channel:
+        call = channel.unary_stream(spec.methods["echo_array"].path,
+                                    request_serializer=bytes,
+                                    response_deserializer=pb2.EchoArrayOutput.FromString)
+        good = pb2.EchoArrayInput(request=pb2.EchoArrayRequest(a=inline)).SerializeToString()
+        frames = list(call(good, timeout=30, metadata=metadata))
+        assert [f.WhichOneof("frame") for f in frames] == ["response"]
+        assert frames[0].response.result.data == array.tobytes()
+        missing = pb2.EchoArrayInput(request=pb2.EchoArrayRequest(a=chunked)).SerializeToString()
+        for request, words in [(b"\xff\xff\xff", "malformed frame"),
+                               (missing, "elements missing")]:
+            with pytest.raises(grpc.RpcError) as e:
+                list(call(request, timeout=30, metadata=metadata))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+            assert words in e.value.details()
