@@ -212,14 +212,19 @@ def test_a_small_array_call_is_one_message_each_way_once_the_server_said_so(
         assert sent.count("chunk") == 2 and received.count("chunk") == 2
 
 
+def alice_credentials(certs) -> grpc.ChannelCredentials:
+    """A plain grpc client's credentials: alice's certificate."""
+    folder = Path(certs.folder)
+    return grpc.ssl_channel_credentials(
+        (folder / "ca.crt").read_bytes(), (folder / "alice.key").read_bytes(),
+        (folder / "alice.crt").read_bytes())
+
+
 def test_a_caller_that_does_not_ask_gets_chunks(echo_server, echo_client_module, certs):
     """Another language's client (protoc's classes, no dagen metadata) gets chunk frames."""
     spec = echo_client_module.Client.__dagen_spec__
     pb2 = spec.pb2
-    folder = Path(certs.folder)
-    creds = grpc.ssl_channel_credentials(
-        (folder / "ca.crt").read_bytes(), (folder / "alice.key").read_bytes(),
-        (folder / "alice.crt").read_bytes())
+    creds = alice_credentials(certs)
     array = np.arange(100.0)
     header = array_pb2.NDArray(id=1, dtype="<f8", shape=[100], nbytes=800)
     request = pb2.EchoArrayInput(request=pb2.EchoArrayRequest(a=header))
@@ -369,10 +374,7 @@ def test_a_request_of_one_frame_said_so_is_served_and_checked(echo_server, echo_
     chunks never come, is refused as in a stream of frames."""
     spec = echo_client_module.Client.__dagen_spec__
     pb2 = spec.pb2
-    folder = Path(certs.folder)
-    creds = grpc.ssl_channel_credentials(
-        (folder / "ca.crt").read_bytes(), (folder / "alice.key").read_bytes(),
-        (folder / "alice.crt").read_bytes())
+    creds = alice_credentials(certs)
     array = np.arange(100.0)
     inline = array_pb2.NDArray(id=1, dtype="<f8", shape=[100], nbytes=800, data=array.tobytes())
     chunked = array_pb2.NDArray(id=1, dtype="<f8", shape=[100], nbytes=800)
