@@ -106,13 +106,19 @@ def fill_dataarray(da: xr.DataArray, m: Any, ctx: EncodeContext) -> None:
 
 def read_dataarray(m: Any, ctx: DecodeContext) -> xr.DataArray:
     var = read_variable(m.variable, ctx)
+    name = m.name if m.HasField("name") else None
+    if not m.coords:
+        # Nothing to check between a variable and coordinates: the DataArray made from
+        # its variable as it is (xarray's fastpath), not rebuilt and checked again
+        # (a small array's decode is mostly DataArray.__init__).
+        return xr.DataArray(var, coords={}, name=name, indexes={}, fastpath=True)
     try:
         coords, indexed = _coordinates(m, ctx)
         da = xr.DataArray(
             var.data,
             dims=var.dims,
             coords=coords,
-            name=m.name if m.HasField("name") else None,
+            name=name,
             attrs=var.attrs,
         )
         return _with_indexes(da, indexed)
