@@ -46,8 +46,11 @@ def read_variable(m: Any, ctx: DecodeContext) -> xr.Variable:
 
 
 def _fill_coords(obj: xr.DataArray | xr.Dataset, m: Any, ctx: EncodeContext) -> None:
+    coords = obj.coords
+    if not coords:  # (a small array's encode would spend a good part of its time on indexes)
+        return
     indexes = obj.xindexes
-    for name, coord in obj.coords.items():
+    for name, coord in coords.items():
         if isinstance(obj.indexes.get(name), pd.MultiIndex):
             raise TypeError(f"coordinate {name!r} is a MultiIndex, which cannot be sent yet")
         index = indexes.get(name)
