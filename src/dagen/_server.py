@@ -18,6 +18,7 @@ from typing import Any, ClassVar, NoReturn
 
 import grpc
 
+from . import _last
 from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
 from ._budget import budget_check, frame_parser
 from ._codecs import accepted_codecs
@@ -174,7 +175,7 @@ class Servicer:
         half-close); the bytes on the wire are those of the stream-stream rpc."""
         return {
             method.rpc: grpc.unary_stream_rpc_method_handler(
-                self._one_frame_handler(method), response_serializer=frame_serializer)
+                self._one_frame_handler(method), response_serializer=_last.serializer)
             for method in self.methods.values() if method.streaming
         }
 
@@ -255,14 +256,25 @@ class Servicer:
             frame = parse(data)  # a BadFrame (malformed, over budget): receive() refuses it
             self._check_contract(method, context)
             call = self._executor.open(context)
+            final = None
             with self._abandoned(method, context, call, started):
-                yield from self._stream(method, context, call, (frame,), started)
+                frames = self._stream(method, context, call, (frame,), started, last=True)
+                for item in frames:
+                    if type(item) is _last.LastFrame:
+                        final = item.frame
+                        for _ in frames:  # the call's own end (its log line) comes first
+                            raise AssertionError("a frame after the last")
+                        break
+                    yield item
+            if final is not None:  # (outside: grpc drops this generator after SENT)
+                yield _last.SENT if _last.send_with_status(context, final) else final
 
         return handle
 
     def _stream(self, method: Method, context: grpc.ServicerContext, call: CallState,
-                frames: Iterable[Any], started: float) -> Iterator[Any]:
-        """A streaming call, once its state is open: receive, run, send."""
+                frames: Iterable[Any], started: float, last: bool = False) -> Iterator[Any]:
+        """A streaming call, once its state is open: receive, run, send. With ``last``, a
+        response of one frame is yielded as a LastFrame (see dagen._last)."""
         options = self.options
         alloc = self.admission.alloc(context, call.alloc)
         try:
@@ -286,7 +298,11 @@ class Servicer:
             ectx = EncodeContext(options.chunk_bytes, codecs, inline)
             response = self._encode(method, item, ectx, context)
             del item
-            yield from send(method.output_cls, "response", response, ectx)
+            if last and not method.fn.generator and ectx.whole:
+                frame_cls: Any = method.output_cls
+                yield _last.LastFrame(frame_cls(response=response))
+            else:
+                yield from send(method.output_cls, "response", response, ectx)
             bytes_out += ectx.nbytes
         alloc.completed()  # its buffers may serve the next call (a failed call's are freed)
         self._log(method, context, bytes_in, bytes_out, started)
