@@ -16,10 +16,11 @@ import xarray as xr
 from conftest import DAGEN, ROOT, SERVICES, start_server
 from xarray.testing import assert_identical
 
+import dagen._last
 import dagen._transport
 from dagen._arrays import INLINE_BYTES, DecodeContext, EncodeContext, attach_array, read_array
 from dagen._budget import frame_parser
-from dagen._protocol import INLINE_HEADER
+from dagen._protocol import INLINE_HEADER, ONE_FRAME_HEADER
 from dagen._sink import ArraySink
 from dagen._wire import ChunkIn, ChunkOut, LimitExceeded, Limits, WireError, frame_serializer
 from dagen.v1 import array_pb2
@@ -212,14 +213,19 @@ def test_a_small_array_call_is_one_message_each_way_once_the_server_said_so(
         assert sent.count("chunk") == 2 and received.count("chunk") == 2
 
 
+def alice_credentials(certs) -> grpc.ChannelCredentials:
+    """A plain grpc client's credentials: alice's certificate."""
+    folder = Path(certs.folder)
+    return grpc.ssl_channel_credentials(
+        (folder / "ca.crt").read_bytes(), (folder / "alice.key").read_bytes(),
+        (folder / "alice.crt").read_bytes())
+
+
 def test_a_caller_that_does_not_ask_gets_chunks(echo_server, echo_client_module, certs):
     """Another language's client (protoc's classes, no dagen metadata) gets chunk frames."""
     spec = echo_client_module.Client.__dagen_spec__
     pb2 = spec.pb2
-    folder = Path(certs.folder)
-    creds = grpc.ssl_channel_credentials(
-        (folder / "ca.crt").read_bytes(), (folder / "alice.key").read_bytes(),
-        (folder / "alice.crt").read_bytes())
+    creds = alice_credentials(certs)
     array = np.arange(100.0)
     header = array_pb2.NDArray(id=1, dtype="<f8", shape=[100], nbytes=800)
     request = pb2.EchoArrayInput(request=pb2.EchoArrayRequest(a=header))
@@ -360,3 +366,44 @@ def test_inline_bytes_count_against_the_array_limits_not_the_value_budget(echo_c
     big = scalars.request_cls(raw=bytes(array.nbytes)).SerializeToString()
     with pytest.raises(LimitExceeded, match="max_value_bytes"):
         budget_check(scalars.request_cls.DESCRIPTOR, limits, "the request")(big)
+
+
+def test_a_request_of_one_frame_said_so_is_served_and_checked(echo_server, echo_client_module,
+                                                              certs):
+    """A caller that says its request is one frame (dagen-frames: 1, as dagen's clients do
+    for inline requests) is served from that frame; a bad frame, or a header whose
+    chunks never come, is refused as in a stream of frames."""
+    spec = echo_client_module.Client.__dagen_spec__
+    pb2 = spec.pb2
+    creds = alice_credentials(certs)
+    array = np.arange(100.0)
+    inline = array_pb2.NDArray(id=1, dtype="<f8", shape=[100], nbytes=800, data=array.tobytes())
+    chunked = array_pb2.NDArray(id=1, dtype="<f8", shape=[100], nbytes=800)
+    metadata = (INLINE_HEADER, ONE_FRAME_HEADER)
+    with grpc.secure_channel(echo_server.target, creds) as channel:
+        call = channel.unary_stream(spec.methods["echo_array"].path,
+                                    request_serializer=bytes,
+                                    response_deserializer=pb2.EchoArrayOutput.FromString)
+        good = pb2.EchoArrayInput(request=pb2.EchoArrayRequest(a=inline)).SerializeToString()
+        answer = call(good, timeout=30, metadata=metadata)
+        frames = list(answer)
+        assert [f.WhichOneof("frame") for f in frames] == ["response"]
+        assert frames[0].response.result.data == array.tobytes()
+        # the frame went with the status (this grpc allows it), the trailing metadata too
+        assert dagen._last._STATUS is not None
+        assert INLINE_HEADER in tuple(answer.trailing_metadata())
+        assert answer.code() == grpc.StatusCode.OK
+        missing = pb2.EchoArrayInput(request=pb2.EchoArrayRequest(a=chunked)).SerializeToString()
+        for request, words in [(b"\xff\xff\xff", "malformed frame"),
+                               (missing, "elements missing")]:
+            with pytest.raises(grpc.RpcError) as e:
+                list(call(request, timeout=30, metadata=metadata))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+            assert words in e.value.details()
+
+
+def test_a_last_frame_goes_as_any_other_where_grpc_has_no_state_to_send_it_with():
+    """Without grpc's call state (another grpc, a test's context) the one-frame handler
+    yields the frame itself: send_with_status says it did not send it."""
+    assert not dagen._last.send_with_status(object(), array_pb2.NDArray(id=1))
+    assert dagen._last.serializer(dagen._last.SENT) == b""

@@ -49,7 +49,15 @@ from ._futures import current_handle, track
 from ._handshake import CONTRACT_METADATA_KEY, ContractInfo
 from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
-from ._protocol import INLINE_HEADER, Method, reads_inline, receive, receive_each, send
+from ._protocol import (
+    INLINE_HEADER,
+    ONE_FRAME_HEADER,
+    Method,
+    reads_inline,
+    receive,
+    receive_each,
+    send,
+)
 from ._references import sending_to
 from ._security import physical_memory
 from ._transport import GrpcTransport, Transport
@@ -399,8 +407,9 @@ class Connection:
             if single is not None:  # one frame: no thread to feed it to grpc
                 frame_cls = method.input_cls
                 assert frame_cls is not None  # a streaming method has frames
+                # (the server then reads it with the call: see dagen._protocol)
                 frames = single(frame_cls(request=request), timeout=settings.timeout,
-                                metadata=metadata)
+                                metadata=(*(metadata or ()), ONE_FRAME_HEADER))
                 upload = None
             else:
                 upload = UploadCounter(send(method.input_cls, "request", request, ctx))

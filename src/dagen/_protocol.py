@@ -19,6 +19,16 @@ from ._wire import BadFrame, ChunkIn, Limits, WireError
 # trailing metadata of such a call, and the client inlines its uploads from then on.
 INLINE_METADATA_KEY = "dagen-inline"
 INLINE_HEADER = (INLINE_METADATA_KEY, "1")
+# A client whose request is one frame (every array inline, or none) says so: the server
+# then takes it as the one message of a unary-stream rpc (grpc reads it with the call,
+# with no wait for the end of the client's stream). The bytes on the wire are the same.
+FRAMES_METADATA_KEY = "dagen-frames"
+ONE_FRAME_HEADER = (FRAMES_METADATA_KEY, "1")
+
+
+def one_frame(metadata: Iterable[tuple[str, Any]] | None) -> bool:
+    """Whether the caller's metadata says its request is one frame."""
+    return any(key == FRAMES_METADATA_KEY and value == "1" for key, value in metadata or ())
 
 
 def reads_inline(metadata: Iterable[tuple[str, Any]] | None) -> bool:

@@ -36,7 +36,7 @@ from ._security import (
     server_credentials,
     unix_target,
 )
-from ._server import Servicer, UnknownMethods
+from ._server import Servicer, StreamingMethods, UnknownMethods
 from ._threads import LastIdlePool
 
 if TYPE_CHECKING:
@@ -132,9 +132,16 @@ def _create_server(
     # Registered methods: grpc matches the rpc's path in C, and every handler is
     # guarded (once, here); paths nobody serves get UNIMPLEMENTED.
     guard = Guard.for_servicer(servicer, None if insecure else certs)
+    handlers = guard.wrap(servicer.method_handlers())
+    streaming = {rpc: h for rpc, h in handlers.items() if h.request_streaming}
     server.add_registered_method_handlers(
-        servicer.service.full_name, guard.wrap(servicer.method_handlers())
+        servicer.service.full_name,
+        {rpc: h for rpc, h in handlers.items() if rpc not in streaming},
     )
+    # Streaming rpcs: grpc asks the handler of a call with its metadata, which says
+    # whether the request is one frame (then read with the call: see StreamingMethods).
+    server.add_generic_rpc_handlers((StreamingMethods(
+        servicer.service.full_name, streaming, guard.wrap(servicer.one_frame_handlers())),))
     # Not guarded: any certificate of the CA may ask (policies and limits are for calls)
     server.add_generic_rpc_handlers((meta_handler(servicer),))
     # The blocks of datasets its @dagen.dataset functions opened: each read is guarded

@@ -12,12 +12,13 @@ import functools
 import logging
 import time
 import types
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 
 import grpc
 
+from . import _last
 from . import _references as references
 from ._arrays import NO_ARRAYS, DecodeContext, EncodeContext
 from ._budget import budget_check, frame_parser
@@ -54,7 +55,7 @@ from ._progress import (
     set_time_remaining,
     state_to_proto,
 )
-from ._protocol import INLINE_HEADER, Method, reads_inline, receive, send
+from ._protocol import INLINE_HEADER, Method, one_frame, reads_inline, receive, send
 from ._security import Admission, CallLimits, Policy, UploadWatch, cancel_rpc
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
@@ -184,6 +185,17 @@ class Servicer:
                 )
         return handlers
 
+    def one_frame_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """For each streaming rpc, by rpc name: the handler of a call whose client says
+        its request is one frame (``dagen-frames: 1``), a unary-stream handler. grpc reads
+        that frame with the call (no request iterator, no wait for the client's
+        half-close); the bytes on the wire are those of the stream-stream rpc."""
+        return {
+            method.rpc: grpc.unary_stream_rpc_method_handler(
+                self._one_frame_handler(method), response_serializer=_last.serializer)
+            for method in self.methods.values() if method.streaming
+        }
+
     # -- handlers -------------------------------------------------------------------------------
 
     def _unary_handler(self, method: Method) -> Callable[[bytes, grpc.ServicerContext], Any]:
@@ -249,9 +261,37 @@ class Servicer:
 
         return handle
 
+    def _one_frame_handler(
+        self, method: Method
+    ) -> Callable[[bytes, grpc.ServicerContext], Iterator[Any]]:
+        frame_cls = method.input_cls
+        assert frame_cls is not None  # a streaming method has frames
+        parse = frame_parser(frame_cls, self.options.limits, "the request")
+
+        def handle(data: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            frame = parse(data)  # a BadFrame (malformed, over budget): receive() refuses it
+            self._check_contract(method, context)
+            call = self._executor.open(context)
+            final = None
+            with self._abandoned(method, context, call, started):
+                frames = self._stream(method, context, call, (frame,), started, last=True)
+                for item in frames:
+                    if type(item) is _last.LastFrame:
+                        final = item.frame
+                        for _ in frames:  # the call's own end (its log line) comes first
+                            raise AssertionError("a frame after the last")
+                        break
+                    yield item
+            if final is not None:  # (outside: grpc drops this generator after SENT)
+                yield _last.SENT if _last.send_with_status(context, final) else final
+
+        return handle
+
     def _stream(self, method: Method, context: grpc.ServicerContext, call: CallState,
-                frames: Iterator[Any], started: float) -> Iterator[Any]:
-        """A streaming call, once its state is open: receive, run, send."""
+                frames: Iterable[Any], started: float, last: bool = False) -> Iterator[Any]:
+        """A streaming call, once its state is open: receive, run, send. With ``last``, a
+        response of one frame is yielded as a LastFrame (see dagen._last)."""
         options = self.options
         alloc = self.admission.alloc(context, call.alloc)
         try:
@@ -282,7 +322,11 @@ class Servicer:
             ectx = EncodeContext(options.chunk_bytes, codecs, inline)
             response = self._encode(method, item, ectx, context)
             del item
-            yield from send(method.output_cls, "response", response, ectx)
+            if last and not method.fn.generator and ectx.whole:
+                frame_cls: Any = method.output_cls
+                yield _last.LastFrame(frame_cls(response=response))
+            else:
+                yield from send(method.output_cls, "response", response, ectx)
             bytes_out += ectx.nbytes
         alloc.completed()  # its buffers may serve the next call (a failed call's are freed)
         self._log(method, context, bytes_in, bytes_out, started)
@@ -590,6 +634,23 @@ class Servicer:
                 fields["seconds"],
                 extra=fields,
             )
+
+
+class StreamingMethods(grpc.GenericRpcHandler):
+    """The streaming rpcs of a service: the handler for a request of one frame when the
+    caller says so in its metadata (see Servicer.one_frame_handlers), else the
+    stream-stream handler (old clients, other languages, requests with chunks)."""
+
+    def __init__(self, service: str, streamed: dict[str, grpc.RpcMethodHandler],
+                 one_frame: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.paths = {f"/{service}/{rpc}": (handler, one_frame[rpc])
+                      for rpc, handler in streamed.items()}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handlers = self.paths.get(details.method)  # type: ignore[attr-defined]
+        if handlers is None:
+            return None
+        return handlers[1] if one_frame(details.invocation_metadata) else handlers[0]  # type: ignore[attr-defined]
 
 
 class UnknownMethods(grpc.GenericRpcHandler):

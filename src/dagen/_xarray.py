@@ -47,8 +47,11 @@ def read_variable(m: Any, ctx: DecodeContext) -> xr.Variable:
 
 
 def _fill_coords(obj: xr.DataArray | xr.Dataset, m: Any, ctx: EncodeContext) -> None:
+    coords = obj.coords
+    if not coords:  # (a small array's encode would spend a good part of its time on indexes)
+        return
     indexes = obj.xindexes
-    for name, coord in obj.coords.items():
+    for name, coord in coords.items():
         if isinstance(obj.indexes.get(name), pd.MultiIndex):
             raise TypeError(f"coordinate {name!r} is a MultiIndex, which cannot be sent yet")
         index = indexes.get(name)
@@ -113,13 +116,19 @@ def read_dataarray(m: Any, ctx: DecodeContext) -> xr.DataArray:
     if m.HasField("reference"):
         return resolve(m.reference, True)  # type: ignore[no-any-return]
     var = read_variable(m.variable, ctx)
+    name = m.name if m.HasField("name") else None
+    if not m.coords:
+        # Nothing to check between a variable and coordinates: the DataArray made from
+        # its variable as it is (xarray's fastpath), not rebuilt and checked again
+        # (a small array's decode is mostly DataArray.__init__).
+        return xr.DataArray(var, coords={}, name=name, indexes={}, fastpath=True)
     try:
         coords, indexed = _coordinates(m, ctx)
         da = xr.DataArray(
             var.data,
             dims=var.dims,
             coords=coords,
-            name=m.name if m.HasField("name") else None,
+            name=name,
             attrs=var.attrs,
         )
         return _with_indexes(da, indexed)

@@ -4,6 +4,7 @@ protobuf well-known type: arrays, xarray objects, dates and times."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,11 +83,17 @@ class _ChunkedMessage(_KnownMessage):
 
     def write(self, value: Any, m: Any, ctx: EncodeContext) -> None:
         module, fill, _ = self.codec
-        getattr(importlib.import_module(module, "dagen"), fill)(value, m, ctx)
+        _codec_function(module, fill)(value, m, ctx)
 
     def read(self, m: Any, ctx: DecodeContext) -> Any:
         module, _, read = self.codec
-        return getattr(importlib.import_module(module, "dagen"), read)(m, ctx)
+        return _codec_function(module, read)(m, ctx)
+
+
+@functools.cache
+def _codec_function(module: str, name: str) -> Any:
+    """A function of a codec module of dagen, imported once (not on every call)."""
+    return getattr(importlib.import_module(module, "dagen"), name)
 
 
 class _XarrayNode(_ChunkedMessage):
