@@ -14,7 +14,6 @@ cut-off of dagen's client and server.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -25,26 +24,21 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Processes, make_certs, parse_size  # noqa: E402
-from run import payload  # noqa: E402
-from systems import SYSTEMS  # noqa: E402
-from tiny_ab import block, pin  # noqa: E402
+from common import cpu_seconds as process_cpu_seconds  # noqa: E402
+from run import payload, running  # noqa: E402
+from tiny_ab import block, pin_apart  # noqa: E402
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes' threads (those alive now)."""
-    total = 0
+    """User + system CPU time of these processes (every thread they ran, ended ones too:
+    a sum over the threads alive now went backwards when a server's threads ended)."""
+    total = 0.0
     for pid in pids:
         try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
+            total += process_cpu_seconds(pid)
+        except OSError:  # a worker process that ended
             continue
-        for task in tasks:
-            try:
-                fields = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def server_pids(system: Any) -> list[int]:
@@ -97,15 +91,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dagen-echo-ab-"))
     procs = Processes(work)
     certs = make_certs(work / "certs")
-    systems = [SYSTEMS[n](certs, work, procs) for n in args.systems.split(",")]
-    try:
-        for s in systems:
-            s.start()
+    with running(args.systems.split(","), certs, work, procs) as systems:
         if args.pin:
-            pin(os.getpid(), {0})
-            for s in systems:
-                for pid in s.server_pids:
-                    pin(pid, {1})
+            pin_apart(systems)
         for size in (parse_size(x) for x in args.sizes.split(",")):
             da = payload(size)
             n = max(20, min(args.calls, args.calls * 8192 // size * 8))
@@ -123,9 +111,6 @@ def main() -> None:
                     block(s, 50)
                     results[s.name].append(measure(s, lambda s=s: s.add(1, 2), args.calls))
             report("tiny", results)
-    finally:
-        for s in systems:
-            s.close()
 
 
 if __name__ == "__main__":

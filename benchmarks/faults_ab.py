@@ -23,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Processes, make_certs, parse_size  # noqa: E402
 from echo_cpu_ab import measure, server_pids  # noqa: E402
-from run import payload  # noqa: E402
-from systems import SYSTEMS  # noqa: E402
+from run import payload, running  # noqa: E402
 
 
 def minor_faults(pids: list[int]) -> int:
@@ -48,36 +47,37 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dagen-faults-ab-"))
     procs = Processes(work)
     certs = make_certs(work / "certs")
-    systems = [SYSTEMS[n](certs, work, procs) for n in args.systems.split(",")]
     try:
-        for s in systems:
-            s.start()
-        for size in (parse_size(x) for x in args.sizes.split(",")):
-            da = payload(size)
-            rows: dict[str, list[tuple[float, ...]]] = {s.name: [] for s in systems}
-            for _ in range(args.rounds):
-                for s in systems:
-                    for _ in range(10):
-                        s.echo(da)
-                    pids = server_pids(s)
-                    c0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                    s0 = minor_faults(pids)
-                    med, cpu_c, cpu_s = measure(s, lambda s=s, da=da: s.echo(da), args.calls)
-                    c1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                    rows[s.name].append((med, cpu_c, cpu_s, (c1 - c0) / args.calls,
-                                         (minor_faults(pids) - s0) / args.calls))
-            for name, r in rows.items():
-                med, cc, cs, fc, fs = (statistics.median(x[i] for x in r) for i in range(5))
-                print(f"{size >> 10:6d} KiB {name:8s} median {med:7.0f} µs, CPU client {cc:5.0f} + "
-                      f"server {cs:5.0f} µs, faults per call client {fc:6.0f} + server {fs:6.0f}",
-                      flush=True)
+        with running(args.systems.split(","), certs, work, procs) as systems:
+            _compare(systems, args)
     finally:
-        for s in systems:
-            s.close()
         if os.environ.get("KEEP_WORK") is None:
             import shutil
 
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _compare(systems: list, args: argparse.Namespace) -> None:
+    """Median time, CPU and minor page faults per echo, each size, the systems taking turns."""
+    for size in (parse_size(x) for x in args.sizes.split(",")):
+        da = payload(size)
+        rows: dict[str, list[tuple[float, ...]]] = {s.name: [] for s in systems}
+        for _ in range(args.rounds):
+            for s in systems:
+                for _ in range(10):
+                    s.echo(da)
+                pids = server_pids(s)
+                c0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                s0 = minor_faults(pids)
+                med, cpu_c, cpu_s = measure(s, lambda s=s, da=da: s.echo(da), args.calls)
+                c1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                rows[s.name].append((med, cpu_c, cpu_s, (c1 - c0) / args.calls,
+                                     (minor_faults(pids) - s0) / args.calls))
+        for name, r in rows.items():
+            med, cc, cs, fc, fs = (statistics.median(x[i] for x in r) for i in range(5))
+            print(f"{size >> 10:6d} KiB {name:8s} median {med:7.0f} µs, CPU client {cc:5.0f} + "
+                  f"server {cs:5.0f} µs, faults per call client {fc:6.0f} + server {fs:6.0f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

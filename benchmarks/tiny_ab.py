@@ -144,6 +144,14 @@ def pin(pid: int, cpus: set[int]) -> None:
             pass
 
 
+def pin_apart(systems) -> None:
+    """This process onto CPU 0, every server process onto CPU 1."""
+    pin(os.getpid(), {0})
+    for s in systems:
+        for pid in s.server_pids:
+            pin(pid, {1})
+
+
 def block(system, calls: int) -> float:
     for i in range(50):
         system.add(i, 1)
@@ -178,10 +186,7 @@ def main() -> None:
         for s in systems:
             s.start()
         if args.pin:
-            pin(os.getpid(), {0})
-            for s in systems:
-                for pid in s.server_pids:
-                    pin(pid, {1})
+            pin_apart(systems)
         if args.echo_first:
             from common import parse_size
             from run import payload
