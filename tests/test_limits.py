@@ -157,6 +157,23 @@ def test_admission_gives_everything_back():
     assert admission.memory == 0
 
 
+def test_bookkeeping_is_charged_beside_the_reserve_not_from_it():
+    """The map of a first array's received elements is charged on its own: the reserve
+    stays whole for the arrays still to be allocated, which are then not charged again."""
+
+    class Context:
+        def add_callback(self, fn):
+            return True
+
+    admission = Admission(CallLimits(max_memory=10**9))
+    alloc = admission.alloc(Context())
+    alloc.reserve(2000)  # two arrays of 1000 bytes announced by their headers
+    alloc(1000)
+    alloc.bookkeeping(100)
+    alloc(1000)
+    assert admission.memory == 2100
+
+
 @pytest.mark.parametrize("args, message", [
     (["--max-memory", "12XB"], "is not a size like"),
     (["--max-calls", "0"], "0 is not in the range"),

@@ -222,14 +222,16 @@ class Admission:
             if large:
                 give_back_memory()
 
-        def charge(nbytes: int, ahead: bool, what: str = "an array of") -> int:
-            """Charge bytes to the budget (or take them from the reserve): what it charged."""
+        def charge(nbytes: int, ahead: bool, what: str = "an array of",
+                   from_reserve: bool = True) -> int:
+            """Charge bytes to the budget (an array's allocation takes them from the reserve
+            when it can): what it charged."""
             nonlocal charged, reserved
             limit = self.limits.max_memory
             with lock:
                 if ended:
                     raise LimitExceeded("the call has ended")
-                if not ahead and reserved >= nbytes:
+                if not ahead and from_reserve and reserved >= nbytes:
                     reserved -= nbytes
                     return 0
                 if self.memory + nbytes > limit:
@@ -248,8 +250,9 @@ class Admission:
             charge(nbytes, ahead=True, what="arrays of")
 
         def bookkeeping(nbytes: int) -> None:
-            charge(nbytes, ahead=False, what="a map of the elements received, of")
-            # (never taken back by an allocation: ahead=False charges it as allocated)
+            # not from the reserve, which the headers' arrays are still to be allocated from
+            charge(nbytes, ahead=False, what="a map of the elements received, of",
+                   from_reserve=False)
 
         def allocate_bytes(nbytes: int) -> np.ndarray:
             nonlocal charged
