@@ -152,6 +152,19 @@ def test_tables_that_cannot_be_sent_are_refused_with_what_to_do(tables, table, w
         assert word in str(refused.value)
 
 
+def test_a_class_taking_a_table_makes_the_client_depend_on_pandas(tmp_path):
+    source = tmp_path / "fitting.py"
+    source.write_text(
+        "import pandas as pd\n\n\n"
+        "class Model:\n"
+        "    def __init__(self, table: pd.DataFrame) -> None:\n"
+        "        self.table = table\n\n"
+        "    def rows(self) -> int:\n"
+        "        return len(self.table)\n")
+    built = build(str(source), tmp_path / "build")
+    assert '"pandas>=2"' in (built.client / "pyproject.toml").read_text()
+
+
 def test_the_client_annotates_and_depends_on_pandas(table_build):
     import inspect
 

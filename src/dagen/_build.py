@@ -192,8 +192,7 @@ def _uses_pandas(service: Service) -> bool:
     by name, not only through xarray)."""
     return any(
         isinstance(node, DataFrameNode | SeriesNode)
-        for fn in service.rpcs
-        for root in fn.type_roots()
+        for root in service.type_roots()
         for node in walk(root)
     )
 

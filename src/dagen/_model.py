@@ -175,8 +175,13 @@ class Service:
                 return fn
         raise KeyError(key)
 
-    def definitions(self) -> list[Definition]:
-        """The generated messages and enums the service's types need, dependencies first."""
+    def type_roots(self) -> list[TypeNode]:
+        """The types of every parameter and result of the service's calls, and of its
+        classes' constructors."""
         roots = [node for fn in self.rpcs for node in fn.type_roots()]
         roots += [p.type for c in self.classes for p in c.init.parameters]
-        return definitions(roots)
+        return roots
+
+    def definitions(self) -> list[Definition]:
+        """The generated messages and enums the service's types need, dependencies first."""
+        return definitions(self.type_roots())
