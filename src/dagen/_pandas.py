@@ -220,7 +220,7 @@ def read_dataframe(m: Any, ctx: DecodeContext) -> pd.DataFrame:
     for c, values in zip(m.columns, columns, strict=True):
         if len(values) != len(index):
             raise WireError(f"column {c.name!r} has {len(values)} rows, the index {len(index)}")
-    df = pd.DataFrame(dict(enumerate(columns)), index=index)
+    df = pd.DataFrame(dict(enumerate(columns)), index=index, copy=False)  # received: its own
     if columns:
         name = m.columns_name if m.HasField("columns_name") else None
         df.columns = pd.Index([c.name for c in m.columns], name=name)
