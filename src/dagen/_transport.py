@@ -68,13 +68,7 @@ class GrpcTransport:
 
     def stub(self, method: Method, limits: Limits) -> Callable[..., Any]:
         if method.streaming:
-            frame_cls = method.output_cls
-            assert frame_cls is not None  # a streaming method has frames
-            return self.channel.stream_stream(
-                method.path,
-                request_serializer=frame_serializer,
-                response_deserializer=frame_parser(frame_cls, limits, "the response"),
-            )
+            return self._framed(self.channel.stream_stream, method, limits)
         multicallable = self.channel.unary_stream if method.fn.generator else self.channel.unary_unary
         return multicallable(
             method.path,
@@ -87,9 +81,14 @@ class GrpcTransport:
         as a unary-stream call, the same on the wire (one message, then the end of the
         client's half), which grpc sends from the calling thread; a stream-stream call
         starts a thread per call to take the frames from their iterator."""
+        return self._framed(self.channel.unary_stream, method, limits)
+
+    @staticmethod
+    def _framed(multicallable: Callable[..., Any], method: Method, limits: Limits) -> Any:
+        """``method`` called through ``multicallable`` with its frames as messages."""
         frame_cls = method.output_cls
         assert frame_cls is not None  # a streaming method has frames
-        return self.channel.unary_stream(
+        return multicallable(
             method.path,
             request_serializer=frame_serializer,
             response_deserializer=frame_parser(frame_cls, limits, "the response"),
