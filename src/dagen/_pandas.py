@@ -186,21 +186,6 @@ def read_index(m: Any, ctx: DecodeContext) -> pd.Index:
         raise WireError(f"inconsistent index: {e}") from None
 
 
-def fill_table(obj: pd.DataFrame | pd.Series, m: Any, ctx: EncodeContext) -> None:
-    """Fill a dagen.v1.DataFrame or dagen.v1.Series message."""
-    if isinstance(obj, pd.DataFrame):
-        fill_dataframe(obj, m, ctx)
-    else:
-        fill_series(obj, m, ctx)
-
-
-def read_table(m: Any, ctx: DecodeContext) -> pd.DataFrame | pd.Series:
-    """Read a dagen.v1.DataFrame or dagen.v1.Series message."""
-    if m.DESCRIPTOR.name == "DataFrame":
-        return read_dataframe(m, ctx)
-    return read_series(m, ctx)
-
-
 def fill_dataframe(df: pd.DataFrame, m: Any, ctx: EncodeContext) -> None:
     if isinstance(df.columns, pd.MultiIndex):
         raise TypeError("the DataFrame's columns are a MultiIndex, which cannot be sent yet: "

@@ -86,21 +86,6 @@ def _with_indexes(obj: Any, names: list[str]) -> Any:
     return obj
 
 
-def fill_xarray(obj: xr.DataArray | xr.Dataset, m: Any, ctx: EncodeContext) -> None:
-    """Fill a dagen.v1.DataArray or dagen.v1.Dataset message."""
-    if isinstance(obj, xr.DataArray):
-        fill_dataarray(obj, m, ctx)
-    else:
-        fill_dataset(obj, m, ctx)
-
-
-def read_xarray(m: Any, ctx: DecodeContext) -> xr.DataArray | xr.Dataset:
-    """Read a dagen.v1.DataArray or dagen.v1.Dataset message."""
-    if m.DESCRIPTOR.name == "DataArray":
-        return read_dataarray(m, ctx)
-    return read_dataset(m, ctx)
-
-
 def fill_dataarray(da: xr.DataArray, m: Any, ctx: EncodeContext) -> None:
     reference = reference_of(da) if is_dask(da.data) else None
     if reference is not None:  # a selection of a dataset the server opened: not its bytes

@@ -100,7 +100,6 @@ class _XarrayNode(_ChunkedMessage):
     """An xarray object: metadata in its message, data streamed in chunks (_xarray.py)."""
 
     proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/xarray.proto",)
-    codec: ClassVar[tuple[str, str, str]] = ("._xarray", "fill_xarray", "read_xarray")
 
 
 @dataclass(frozen=True)
@@ -111,6 +110,7 @@ class DataArrayNode(_XarrayNode):
     message: ClassVar[str] = "dagen.v1.DataArray"
     python: ClassVar[Any] = xr.DataArray
     expected: ClassVar[str] = "xarray.DataArray"  # type: ignore[misc]
+    codec: ClassVar[tuple[str, str, str]] = ("._xarray", "fill_dataarray", "read_dataarray")
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,7 @@ class DatasetNode(_XarrayNode):
     message: ClassVar[str] = "dagen.v1.Dataset"
     python: ClassVar[Any] = xr.Dataset
     expected: ClassVar[str] = "xarray.Dataset"  # type: ignore[misc]
+    codec: ClassVar[tuple[str, str, str]] = ("._xarray", "fill_dataset", "read_dataset")
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,6 @@ class _TableNode(_ChunkedMessage):
     (_pandas.py)."""
 
     proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/table.proto",)
-    codec: ClassVar[tuple[str, str, str]] = ("._pandas", "fill_table", "read_table")
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,7 @@ class DataFrameNode(_TableNode):
     message: ClassVar[str] = "dagen.v1.DataFrame"
     python: ClassVar[Any] = pd.DataFrame
     expected: ClassVar[str] = "pandas.DataFrame"  # type: ignore[misc]
+    codec: ClassVar[tuple[str, str, str]] = ("._pandas", "fill_dataframe", "read_dataframe")
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class SeriesNode(_TableNode):
     message: ClassVar[str] = "dagen.v1.Series"
     python: ClassVar[Any] = pd.Series
     expected: ClassVar[str] = "pandas.Series"  # type: ignore[misc]
+    codec: ClassVar[tuple[str, str, str]] = ("._pandas", "fill_series", "read_series")
 
 
 _EPOCH = dt.datetime(1970, 1, 1)
