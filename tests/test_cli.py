@@ -123,6 +123,14 @@ def test_missing_argument_is_a_usage_error() -> None:
     assert "IDENTITY" in result.output
 
 
+def test_the_dataset_defaults_of_dagen_serve_are_the_servers():
+    from dagen._cli import DEFAULT_DATASET_IDLE_TIMEOUT, DEFAULT_MAX_DATASETS_PER_IDENTITY
+    from dagen._datasets import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PER_IDENTITY
+
+    assert DEFAULT_DATASET_IDLE_TIMEOUT == DEFAULT_IDLE_TIMEOUT
+    assert DEFAULT_MAX_DATASETS_PER_IDENTITY == DEFAULT_MAX_PER_IDENTITY
+
+
 def test_the_servers_default_chunk_size_is_the_wire_default():
     from dagen._cli import DEFAULT_CHUNK_SIZE
     from dagen._security import parse_size

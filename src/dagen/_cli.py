@@ -16,6 +16,9 @@ from ._executors import EXECUTORS
 from ._version import __version__
 
 DEFAULT_CHUNK_SIZE = "4032KiB"  # dagen._wire.DEFAULT_CHUNK_BYTES (not imported: numpy)
+# dagen._datasets' DEFAULT_IDLE_TIMEOUT and DEFAULT_MAX_PER_IDENTITY (not imported: grpc)
+DEFAULT_DATASET_IDLE_TIMEOUT = 600.0
+DEFAULT_MAX_DATASETS_PER_IDENTITY = 32
 
 
 def _chunk_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -211,7 +214,7 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--dataset-idle-timeout",
             type=click.FloatRange(min=0, min_open=True),
-            default=600.0,
+            default=DEFAULT_DATASET_IDLE_TIMEOUT,
             show_default=True,
             metavar="SECONDS",
             help="A dataset a @dagen.dataset function opened for a caller is released "
@@ -221,7 +224,7 @@ def _serve_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--max-datasets-per-identity",
             type=click.IntRange(min=1),
-            default=32,
+            default=DEFAULT_MAX_DATASETS_PER_IDENTITY,
             show_default=True,
             metavar="N",
             help="Datasets one identity may hold open at once (each may hold files open "
@@ -278,8 +281,8 @@ def _run(
     scheduler_file: str | None = None,
     wait_for_workers: float | None = None,
     spool: str | None = None,
-    dataset_idle_timeout: float = 600.0,
-    max_datasets_per_identity: int = 32,
+    dataset_idle_timeout: float = DEFAULT_DATASET_IDLE_TIMEOUT,
+    max_datasets_per_identity: int = DEFAULT_MAX_DATASETS_PER_IDENTITY,
     **access: Any,  # --policy, --socket and the limits: dagen._security._settings
 ) -> None:
     from ._exceptions import CertificateError, InsecureRefused, RelayError
