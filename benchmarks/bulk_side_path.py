@@ -49,6 +49,7 @@ import xarray as xr  # noqa: E402
 from common import (  # noqa: E402
     HOST,
     Processes,
+    available_memory,
     cpu_seconds,
     drop_free_memory,
     fmt_size,
@@ -140,18 +141,13 @@ def log(msg: str) -> None:
 
 
 def measure(args: argparse.Namespace, work: Path, procs: Processes) -> dict[str, Any]:
-    from run import available_memory, check_echo, payload
+    from run import check_echo, payload, running
 
     certs = make_certs(work / "certs")
     names = args.systems.split(",")
-    systems: list[System] = []
     record: dict[str, Any] = {}
-    try:
-        for name in names:
-            system = CLASSES[name](certs, work, procs)
-            systems.append(system)
-            log(f"{name}: starting its server")
-            system.start()
+    log(f"starting the servers of {', '.join(names)}")
+    with running(names, certs, work, procs, classes=CLASSES) as systems:
         for size in sorted(parse_size(s) for s in args.sizes.split(",")):
             key = fmt_size(size)
             avail = available_memory()
@@ -190,12 +186,6 @@ def measure(args: argparse.Namespace, work: Path, procs: Processes) -> dict[str,
                 for n, row in rows.items()}}
             del da
             drop_free_memory()
-    finally:
-        for system in systems:
-            try:
-                system.close()
-            except Exception as e:  # noqa: BLE001
-                log(f"{system.name}: closing failed: {e}")
     return record
 
 

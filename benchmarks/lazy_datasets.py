@@ -66,6 +66,7 @@ from common import (  # noqa: E402
     PORT_LINE,
     PeakRSS,
     Processes,
+    available_memory,
     drop_free_memory,
     fmt_size,
     make_certs,
@@ -392,14 +393,6 @@ def warm_up(reader: Reader, start: int, stop: int) -> float:
     return seconds
 
 
-def available_memory() -> int | None:
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return psutil.virtual_memory().available
-
-
 def run(store: Path, certs: Path, work: Path, procs: Processes, systems: list[str],
         fractions: list[float], repeat: int) -> dict[str, Any]:
     """Every row, the systems taking turns (the order reversed every row)."""
@@ -561,14 +554,6 @@ def stage(args: argparse.Namespace, certs: Path, work: Path, procs: Processes,
         record["error"] = f"{type(e).__name__}: {e}"
         record["traceback"] = traceback.format_exc()
         say(f"lazy datasets FAILED {record['error']}")
-
-
-def append_report(results: dict[str, Any], md_path: Path) -> None:
-    """The section at the end of benchmarks/run.py's markdown report."""
-    section = markdown(results.get("lazy_datasets"))
-    if section:
-        with open(md_path, "a") as f:
-            f.write("\n" + "\n".join(section) + "\n")
 
 
 def failures(results: dict[str, Any]) -> list[str]:

@@ -399,6 +399,10 @@ def markdown(results: dict[str, Any]) -> str:
         "same size cannot hide what the call needs.",
         "",
     ]
+    if results.get("lazy_datasets"):  # the lazy-dataset section renders itself
+        from lazy_datasets import markdown as lazy_markdown
+
+        lines += [*lazy_markdown(results["lazy_datasets"]), ""]
     return "\n".join(lines)
 
 

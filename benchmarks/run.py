@@ -71,6 +71,7 @@ from common import (  # noqa: E402
     CHUNK_BYTES,
     PeakRSS,
     Processes,
+    available_memory,
     cpu_seconds,
     drop_free_memory,
     fmt_size,
@@ -147,14 +148,6 @@ def versions() -> dict[str, str]:
 
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def available_memory() -> int | None:
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return psutil.virtual_memory().available
 
 
 # -- measurements --------------------------------------------------------------------------------
@@ -243,9 +236,12 @@ def warm_up(system: System, calls: int) -> None:
 
 @contextlib.contextmanager
 def running(names: list[str], certs: Path, work: Path, procs: Processes,
-            server_args: dict[str, tuple[str, ...]] | None = None) -> Iterator[list[System]]:
-    """The systems' servers started, in order; closed (each by its pid) on the way out."""
-    classes = {**SYSTEMS, **{c.name: c for c in REUSING.values()}, **RELAYED, **DIRECT}
+            server_args: dict[str, tuple[str, ...]] | None = None,
+            classes: dict[str, type[System]] | None = None) -> Iterator[list[System]]:
+    """The systems' servers started, in order; closed (each by its pid) on the way out.
+    ``classes``: the systems by name (default: every system of benchmarks/systems.py)."""
+    classes = classes or {**SYSTEMS, **{c.name: c for c in REUSING.values()}, **RELAYED,
+                          **DIRECT}
     systems: list[System] = []
     try:
         for name in names:
@@ -836,7 +832,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = write_reports(results, out / stamp)
-    lazy_datasets.append_report(results, paths[1])
     for path in paths:
         log(f"wrote {path}")
     print()
