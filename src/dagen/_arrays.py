@@ -91,6 +91,11 @@ class EncodeContext:
         return sum(a.nbytes for a in self.arrays)
 
     @property
+    def inline_nbytes(self) -> int:
+        """Bytes of the arrays that went inside their headers (sent with the message)."""
+        return sum(a.nbytes for a, done in zip(self.arrays, self.inlined, strict=True) if done)
+
+    @property
     def whole(self) -> bool:
         """Whether the message is all there is (every array inline, or of no bytes)."""
         return all(done or a.nbytes == 0 for a, done in zip(self.arrays, self.inlined, strict=True))

@@ -414,7 +414,7 @@ class Connection:
                                 metadata=(*(metadata or ()), ONE_FRAME_HEADER))
                 upload = None
             else:
-                upload = UploadCounter(send_frame(frame, ctx))
+                upload = UploadCounter(send_frame(frame, ctx), ctx.inline_nbytes)
                 frames = self.stubs[name](iter(upload), timeout=settings.timeout,
                                           metadata=metadata)
             track(frames)

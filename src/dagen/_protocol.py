@@ -324,15 +324,13 @@ def receive(
     sink = ArraySink(limits, alloc)
     allocate_arrays(message, sink)
     total = sink.total
-    done = 0
     if on_bytes is not None:
-        on_bytes(done, total)
+        on_bytes(sink.done, total)  # arrays inside their headers are in already
     for frame in it:
         if type(frame) is ChunkIn:
-            written = sink.write(frame)  # bytes of the block, compressed or not
+            sink.write(frame)
             if on_bytes is not None:
-                done += written
-                on_bytes(done, total)
+                on_bytes(sink.done, total)
         elif isinstance(frame, BadFrame):
             raise frame.exception()
         else:
