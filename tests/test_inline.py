@@ -394,7 +394,9 @@ def test_a_request_of_one_frame_said_so_is_served_and_checked(echo_server, echo_
                                                               certs):
     """A caller that says its request is one frame (dagen-frames: 1, as dagen's clients do
     for inline requests) is served from that frame; a bad frame, or a header whose
-    chunks never come, is refused as in a stream of frames."""
+    chunks never come, is refused as in a stream of frames. (The same bytes would pass
+    through the stream-stream handler: that the one-frame path serves them, on both ends,
+    is test_transport's test_a_request_of_one_frame_takes_the_unary_stream_path_both_ends.)"""
     spec = echo_client_module.Client.__dagen_spec__
     pb2 = spec.pb2
     creds = alice_credentials(certs)
