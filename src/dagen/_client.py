@@ -51,12 +51,13 @@ from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
 from ._protocol import (
     INLINE_HEADER,
+    INLINE_METADATA_KEY,
     ONE_FRAME_HEADER,
     Method,
     new_frame,
-    reads_inline,
     receive,
     receive_each,
+    says,
     send_frame,
 )
 from ._references import sending_to
@@ -400,7 +401,8 @@ class Connection:
         # a streaming request is encoded into its frame: no copy of its inline arrays
         frame, into = new_frame(method.input_cls, "request") if method.streaming else (None, None)
         with sending_to(self):  # selections of datasets this server opened: references
-            request = method.encode_request(arguments, ctx, into)  # TypeError before anything is sent
+            # a TypeError before anything is sent
+            request = method.encode_request(arguments, ctx, into)
         metadata = self._metadata(method, codecs)
         if method.fn.generator:
             return self._iterate(method, request if frame is None else frame, ctx, metadata,
@@ -466,7 +468,8 @@ class Connection:
     def _learn_inline(self, call: Any) -> None:
         """Remember whether the server of a completed call reads inline arrays."""
         trailing = getattr(call, "trailing_metadata", None)  # (a test's transport may lack it)
-        self.server_reads_inline = trailing is not None and reads_inline(trailing())
+        self.server_reads_inline = (trailing is not None
+                                     and says(trailing(), INLINE_METADATA_KEY))
 
     def _metadata(self, method: Method, codecs: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...] | None:
         metadata: tuple[tuple[str, str], ...] = (accept_header(codecs),) if codecs else ()

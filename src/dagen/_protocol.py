@@ -26,14 +26,10 @@ FRAMES_METADATA_KEY = "dagen-frames"
 ONE_FRAME_HEADER = (FRAMES_METADATA_KEY, "1")
 
 
-def one_frame(metadata: Iterable[tuple[str, Any]] | None) -> bool:
-    """Whether the caller's metadata says its request is one frame."""
-    return any(key == FRAMES_METADATA_KEY and value == "1" for key, value in metadata or ())
-
-
-def reads_inline(metadata: Iterable[tuple[str, Any]] | None) -> bool:
-    """Whether the peer's metadata says it reads inline arrays."""
-    return any(key == INLINE_METADATA_KEY and value == "1" for key, value in metadata or ())
+def says(metadata: Iterable[tuple[str, Any]] | None, key: str) -> bool:
+    """Whether the peer's metadata says ``key: 1``: FRAMES_METADATA_KEY, its request is
+    one frame; INLINE_METADATA_KEY, it reads inline arrays."""
+    return any(k == key and value == "1" for k, value in metadata or ())
 
 
 class Method:

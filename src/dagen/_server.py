@@ -56,12 +56,13 @@ from ._progress import (
     state_to_proto,
 )
 from ._protocol import (
+    FRAMES_METADATA_KEY,
     INLINE_HEADER,
+    INLINE_METADATA_KEY,
     Method,
     new_frame,
-    one_frame,
-    reads_inline,
     receive,
+    says,
     send_frame,
 )
 from ._security import Admission, CallLimits, Policy, UploadWatch, cancel_rpc
@@ -323,7 +324,8 @@ class Servicer:
         bytes_out = 0
         metadata = context.invocation_metadata()
         codecs = accepted_codecs(metadata)  # compression the caller asked for
-        inline = reads_inline(metadata)  # and whether it reads arrays inside their headers
+        # and whether it reads arrays inside their headers
+        inline = says(metadata, INLINE_METADATA_KEY)
         if inline:  # it will inline its uploads to this server from now on
             context.set_trailing_metadata((INLINE_HEADER,))
         for item in self._items(method, result, context):
@@ -661,7 +663,8 @@ class StreamingMethods(grpc.GenericRpcHandler):
         handlers = self.paths.get(details.method)  # type: ignore[attr-defined]
         if handlers is None:
             return None
-        return handlers[1] if one_frame(details.invocation_metadata) else handlers[0]  # type: ignore[attr-defined]
+        one = says(details.invocation_metadata, FRAMES_METADATA_KEY)  # type: ignore[attr-defined]
+        return handlers[1] if one else handlers[0]
 
 
 class UnknownMethods(grpc.GenericRpcHandler):
