@@ -209,7 +209,16 @@ def test_declared_arrays_held_open_take_no_memory_and_stall_into_a_timeout(
     assert server.records() == before
     assert wait_until(lambda: server.rss() < baseline + 16 * MiB, 10)
     # its reservation was given back: a call of 60 GiB of declared arrays is admitted
-    # (and refused for its chunks' absence, not for memory)
+    # (and refused for its chunks' absence, not for memory: with the 10 GiB still
+    # held, 70 GiB would exceed --max-memory 64GiB)
+    big = [array_pb2.NDArray(id=i + 1, dtype="|u1", shape=[1 << 30], nbytes=1 << 30)
+           for i in range(60)]
+    declared = pb2.CountInput(request=pb2.CountRequest(arrays=big)).SerializeToString()
+    admitted = _drain(channel.stream_stream(SERVICE + "Count")(iter([declared]), timeout=60))
+    assert isinstance(admitted, grpc.RpcError), admitted
+    assert admitted.code() == grpc.StatusCode.INVALID_ARGUMENT, admitted.details()
+    assert "elements missing" in admitted.details()
+    assert server.records() == before
     ping(channel)
 
 

@@ -368,11 +368,35 @@ def test_inline_bytes_count_against_the_array_limits_not_the_value_budget(echo_c
         budget_check(scalars.request_cls.DESCRIPTOR, limits, "the request")(big)
 
 
+def test_a_message_is_encoded_into_its_frame_as_the_frame_of_a_copy_would_be(echo_client_module):
+    """Streaming requests and responses are encoded in place into their frames (a
+    frame_cls(request=...) copies the message and its inline arrays): the same bytes."""
+    from dagen._protocol import new_frame, send
+
+    method = echo_client_module.Client.__dagen_spec__.methods["echo_array"]
+    array = np.arange(1 << 14, dtype="f8")
+    for field, cls, encode in [("request", method.input_cls,
+                                lambda ctx, into=None: method.encode_request({"a": array}, ctx, into)),
+                               ("response", method.output_cls,
+                                lambda ctx, into=None: method.encode_response(array, ctx, into))]:
+        for inline in (True, False):
+            frame, into = new_frame(cls, field)
+            assert encode(EncodeContext(inline=inline), into) is into
+            copied = [f.SerializeToString() for f in send(cls, field, encode(EncodeContext(inline=inline)),
+                                                         EncodeContext())]
+            assert frame.WhichOneof("frame") == field
+            assert frame.SerializeToString() == copied[0]
+            assert bool(getattr(frame, field).a.data if field == "request"
+                        else frame.response.result.data) is inline
+
+
 def test_a_request_of_one_frame_said_so_is_served_and_checked(echo_server, echo_client_module,
                                                               certs):
     """A caller that says its request is one frame (dagen-frames: 1, as dagen's clients do
     for inline requests) is served from that frame; a bad frame, or a header whose
-    chunks never come, is refused as in a stream of frames."""
+    chunks never come, is refused as in a stream of frames. (The same bytes would pass
+    through the stream-stream handler: that the one-frame path serves them, on both ends,
+    is test_transport's test_a_request_of_one_frame_takes_the_unary_stream_path_both_ends.)"""
     spec = echo_client_module.Client.__dagen_spec__
     pb2 = spec.pb2
     creds = alice_credentials(certs)

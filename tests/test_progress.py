@@ -207,6 +207,26 @@ def test_transfers_above_the_threshold_are_reported(client):
     assert reports == []
 
 
+def test_a_transfer_of_inline_and_chunked_arrays_reports_its_end(client):
+    """A message whose coordinates go inside their headers and whose data goes as
+    chunks: the inline bytes count as done with the message, so the last report of
+    each way says done == total (a report at the end is sent only then)."""
+    n = 1024
+    da = xr.DataArray(np.ones((n, n)), dims=("y", "x"),  # 8 MiB as chunks
+                      coords={"y": np.arange(n), "x": np.arange(n) * 2})  # 8 KiB each, inline
+    arrays = da.nbytes + 2 * n * 8
+    client.double(da, da)  # the first call learns that the server reads inline arrays
+    assert client.__dagen__.server_reads_inline
+    reports = []
+    with client.__dagen__.options(on_progress=reports.append, transfer_threshold=1 << 20):
+        result = client.double(da, da)
+    xr.testing.assert_identical(result[1], da)
+    for phase in ("upload", "download"):
+        seen = [(r.bytes_done, r.bytes_total) for r in reports if r.phase == phase]
+        assert seen and seen[-1] == (2 * arrays, 2 * arrays), (phase, seen)
+        assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
 def test_nothing_is_shown_when_stderr_is_not_a_terminal(progress_client_module, capsys):
     client = progress_client_module.Client(transport=MockTransport(counting))
     assert client.count(10) == 10

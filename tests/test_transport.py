@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from conftest import DAGEN
@@ -21,10 +22,13 @@ from forwarding import Forwarder
 from guarded import GUARDED, serve
 
 import dagen
+import dagen._last
 import dagen._security._tls
 import dagen._serve
+from dagen._arrays import EncodeContext
 from dagen._introspect import load_module
-from dagen._security import init_ca, issue_client, issue_server
+from dagen._protocol import INLINE_HEADER, ONE_FRAME_HEADER
+from dagen._security import Policy, init_ca, issue_client, issue_server
 from dagen._security._tls import (
     CHANNEL_OPTIONS,
     KEEPALIVE_TIME_MS,
@@ -32,7 +36,7 @@ from dagen._security._tls import (
     SERVER_OPTIONS,
 )
 from dagen._serve import create_server
-from dagen._server import Servicer
+from dagen._server import ServerOptions, Servicer
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +233,76 @@ def test_keepalive_scaled_down_never_draws_too_many_pings(
         assert dropped is not agree
     finally:
         server.stop(None)
+
+
+# -- a request of one frame ------------------------------------------------------------------------
+
+
+def test_a_request_of_one_frame_takes_the_unary_stream_path_both_ends(
+    guarded_servicer, guarded_client_module, certs, monkeypatch, tmp_path
+):
+    """A dagen client whose request is one frame (its arrays inline) sends it with the
+    single-frame stub and the dagen-frames header; the server serves it with the
+    one-frame handler and sends the response with the call's status. A caller the policy
+    refuses is refused there too, before the function runs."""
+    record = tmp_path / "record"
+    monkeypatch.setenv("DAGEN_TEST_RECORD", str(record))  # the function runs in this process
+    sent_with_status: list[bool] = []
+    original = dagen._last.send_with_status
+
+    def spy_status(context, frame):
+        sent = original(context, frame)
+        sent_with_status.append(sent)
+        return sent
+
+    monkeypatch.setattr(dagen._last, "send_with_status", spy_status)
+    policy = Policy.from_toml({"allow": {"total": ["alice"], "add": ["*"]}}, "test")
+    servicer = guarded_servicer(ServerOptions(policy=policy))
+    served_last: list[bool] = []  # per call that reached the servicer: its one-frame path?
+    stream = servicer._stream
+
+    def spy_stream(method, context, call, frames, started, last=False):
+        served_last.append(last)
+        return stream(method, context, call, frames, started, last)
+
+    servicer._stream = spy_stream
+    server, port = create_server(servicer, host="127.0.0.1", port=0, certs=str(certs.folder))
+    server.start()
+    try:
+        with guarded_client_module.Client(f"localhost:{port}", certs=certs.folder,
+                                          identity="alice", timeout=30) as client:
+            conn = client.__dagen__
+            used: list[str] = []
+            for name, stubs in (("single", conn._single), ("stream", conn.stubs)):
+                def spy(*args, _stub=stubs["total"], _name=name, **kwargs):
+                    used.append(_name)
+                    return _stub(*args, **kwargs)
+                stubs["total"] = spy
+            a = np.arange(100.0)
+            assert client.total(a, label="first") == a.sum()  # chunks: the server's word unknown
+            assert conn.server_reads_inline
+            assert client.total(a, label="second") == a.sum()  # inline: one frame
+        assert used == ["stream", "single"]
+        assert served_last == [False, True]
+        assert sent_with_status == [True]  # the response went with the status
+        assert record.read_text().splitlines() == ["total first", "total second"]
+        # bob, refused by the policy, through the one-frame handler
+        folder = Path(certs.folder)
+        bob = grpc.ssl_channel_credentials((folder / "ca.crt").read_bytes(),
+                                           (folder / "bob.key").read_bytes(),
+                                           (folder / "bob.crt").read_bytes())
+        method = servicer.methods["total"]
+        request = method.input_cls()
+        method.encode_request({"a": a, "label": "bob"}, EncodeContext(inline=True), request.request)
+        with grpc.secure_channel(f"localhost:{port}", bob) as channel:
+            call = channel.unary_stream(method.path, request_serializer=bytes,
+                                        response_deserializer=bytes)
+            with pytest.raises(grpc.RpcError) as refused:
+                list(call(request.SerializeToString(), timeout=30,
+                          metadata=(INLINE_HEADER, ONE_FRAME_HEADER)))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value.details()
+        assert served_last == [False, True]  # the servicer never saw it
+        assert record.read_text().splitlines() == ["total first", "total second"]  # never ran
+    finally:
+        server.stop(None)
+        servicer.close()

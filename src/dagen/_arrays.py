@@ -12,6 +12,7 @@ from ._cftime import Calendar, cftime_array, cftime_offsets, is_cftime
 from ._sink import ArraySink
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
+    NDARRAY_MESSAGE,
     WIRE_KINDS,
     ChunkOut,
     WireError,
@@ -19,7 +20,6 @@ from ._wire import (
     iter_dask_chunks,
 )
 
-NDARRAY_MESSAGE = "dagen.v1.NDArray"
 # The array bytes one message may carry inline, at most: one chunk, so that the message
 # stays under gRPC's default 4 MiB limit (a 1 MiB echo is one message each way);
 # $DAGEN_INLINE_BYTES sets it for a process (0: nothing inline), to measure the cut-off.
@@ -89,6 +89,11 @@ class EncodeContext:
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays)
+
+    @property
+    def inline_nbytes(self) -> int:
+        """Bytes of the arrays that went inside their headers (sent with the message)."""
+        return sum(a.nbytes for a, done in zip(self.arrays, self.inlined, strict=True) if done)
 
     @property
     def whole(self) -> bool:

@@ -34,9 +34,16 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._wire import BadFrame, LimitExceeded, Limits, WireError, frame_deserializer, read_varint
+from ._wire import (
+    NDARRAY_MESSAGE,
+    BadFrame,
+    LimitExceeded,
+    Limits,
+    WireError,
+    frame_deserializer,
+    read_varint,
+)
 
-NDARRAY_MESSAGE = "dagen.v1.NDArray"
 MAX_DEPTH = 100  # protobuf's own recursion limit
 # While a scan runs, a thread waiting for the GIL gets it after this long, not after
 # Python's 5 ms: a caller's tiny calls are not held up by another's large message.

@@ -51,12 +51,14 @@ from ._introspect import introspect_class, introspect_function, make_service
 from ._model import INSTANCE_FIELD, Service
 from ._protocol import (
     INLINE_HEADER,
+    INLINE_METADATA_KEY,
     ONE_FRAME_HEADER,
     Method,
-    reads_inline,
+    new_frame,
     receive,
     receive_each,
-    send,
+    says,
+    send_frame,
 )
 from ._references import sending_to
 from ._security import physical_memory
@@ -396,23 +398,25 @@ class Connection:
         # ValueError or CodecUnavailable before anything is sent:
         codecs = require(normalize_compression(settings.compression)) if method.streaming else ()
         ctx = EncodeContext(self.chunk_bytes, codecs, self.server_reads_inline)
+        # a streaming request is encoded into its frame: no copy of its inline arrays
+        frame, into = new_frame(method.input_cls, "request") if method.streaming else (None, None)
         with sending_to(self):  # selections of datasets this server opened: references
-            request = method.encode_request(arguments, ctx)  # TypeError before anything is sent
+            # a TypeError before anything is sent
+            request = method.encode_request(arguments, ctx, into)
         metadata = self._metadata(method, codecs)
         if method.fn.generator:
-            return self._iterate(method, request, ctx, metadata, settings.timeout)
+            return self._iterate(method, request if frame is None else frame, ctx, metadata,
+                                 settings.timeout)
         try:
             progress = CallProgress(name, settings)
             single = self._single.get(name) if ctx.whole else None
             if single is not None:  # one frame: no thread to feed it to grpc
-                frame_cls = method.input_cls
-                assert frame_cls is not None  # a streaming method has frames
                 # (the server then reads it with the call: see dagen._protocol)
-                frames = single(frame_cls(request=request), timeout=settings.timeout,
+                frames = single(frame, timeout=settings.timeout,
                                 metadata=(*(metadata or ()), ONE_FRAME_HEADER))
                 upload = None
             else:
-                upload = UploadCounter(send(method.input_cls, "request", request, ctx))
+                upload = UploadCounter(send_frame(frame, ctx), ctx.inline_nbytes)
                 frames = self.stubs[name](iter(upload), timeout=settings.timeout,
                                           metadata=metadata)
             track(frames)
@@ -464,7 +468,8 @@ class Connection:
     def _learn_inline(self, call: Any) -> None:
         """Remember whether the server of a completed call reads inline arrays."""
         trailing = getattr(call, "trailing_metadata", None)  # (a test's transport may lack it)
-        self.server_reads_inline = trailing is not None and reads_inline(trailing())
+        self.server_reads_inline = (trailing is not None
+                                     and says(trailing(), INLINE_METADATA_KEY))
 
     def _metadata(self, method: Method, codecs: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...] | None:
         metadata: tuple[tuple[str, str], ...] = (accept_header(codecs),) if codecs else ()
@@ -477,12 +482,13 @@ class Connection:
     def _iterate(self, method: Method, request: Any, ctx: EncodeContext, metadata: Any,
                  timeout: float | None) -> Iterator[Any]:
         """The items of a generator's results as they arrive; closing the iterator
-        early cancels the remote call (and closes the remote generator)."""
+        early cancels the remote call (and closes the remote generator). ``request`` is
+        the request's frame when the method streams."""
         stub = self.stubs[method.name]
         call = None
         try:
             if method.streaming:
-                call = stub(send(method.input_cls, "request", request, ctx), timeout=timeout,
+                call = stub(send_frame(request, ctx), timeout=timeout,
                             metadata=metadata)
                 track(call)
                 for message, dctx in receive_each(call, "response", self.limits):

@@ -247,11 +247,13 @@ def _stderr_is_terminal() -> bool:
 
 
 class UploadCounter:
-    """Counts the bytes of chunk frames as grpc takes them from the request iterator
-    (on its own thread); the calling thread reads the count to report it."""
+    """Counts the array bytes of frames as grpc takes them from the request iterator
+    (on its own thread); the calling thread reads the count to report it. The message's
+    frame carries ``message_bytes`` of arrays inside their headers; chunks the rest."""
 
-    def __init__(self, frames: Iterable[Any]) -> None:
+    def __init__(self, frames: Iterable[Any], message_bytes: int = 0) -> None:
         self._frames = frames
+        self._message_bytes = message_bytes
         self.done = 0
         self.finished = threading.Event()
 
@@ -260,6 +262,8 @@ class UploadCounter:
             for frame in self._frames:
                 if type(frame) is ChunkOut:
                     self.done += frame.block_nbytes  # before compression
+                else:  # the message
+                    self.done += self._message_bytes
                 yield frame
         finally:
             self.finished.set()

@@ -26,14 +26,10 @@ FRAMES_METADATA_KEY = "dagen-frames"
 ONE_FRAME_HEADER = (FRAMES_METADATA_KEY, "1")
 
 
-def one_frame(metadata: Iterable[tuple[str, Any]] | None) -> bool:
-    """Whether the caller's metadata says its request is one frame."""
-    return any(key == FRAMES_METADATA_KEY and value == "1" for key, value in metadata or ())
-
-
-def reads_inline(metadata: Iterable[tuple[str, Any]] | None) -> bool:
-    """Whether the peer's metadata says it reads inline arrays."""
-    return any(key == INLINE_METADATA_KEY and value == "1" for key, value in metadata or ())
+def says(metadata: Iterable[tuple[str, Any]] | None, key: str) -> bool:
+    """Whether the peer's metadata says ``key: 1``: FRAMES_METADATA_KEY, its request is
+    one frame; INLINE_METADATA_KEY, it reads inline arrays."""
+    return any(k == key and value == "1" for k, value in metadata or ())
 
 
 class Method:
@@ -74,10 +70,16 @@ class Method:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def encode_request(self, arguments: dict[str, Any], ctx: EncodeContext | None = None) -> Any:
+    def encode_request(self, arguments: dict[str, Any], ctx: EncodeContext | None = None,
+                       into: Any = None) -> Any:
         """The request message; a TypeError names the argument that does not fit.
-        ``ctx`` collects its arrays (it may be left out by a method without arrays)."""
-        msg = self.request_cls()
+        ``ctx`` collects its arrays (it may be left out by a method without arrays).
+        ``into``: the message to fill (a frame's request: see new_frame), else a new one."""
+        if into is None:
+            msg = self.request_cls()
+        else:
+            msg = into
+            msg.SetInParent()  # an empty request is still its frame's request
         if ctx is None:
             if self.streaming:
                 raise ValueError(f"{self.name}() sends arrays: encode it with an EncodeContext")
@@ -109,10 +111,17 @@ class Method:
 
     # -- responses --------------------------------------------------------------------------------
 
-    def encode_response(self, value: Any, ctx: EncodeContext | None = None) -> Any:
+    def encode_response(self, value: Any, ctx: EncodeContext | None = None,
+                        into: Any = None) -> Any:
         """The response message; ``ctx`` collects its arrays (it may be left out by a
-        method without arrays)."""
+        method without arrays). ``into``: the message to fill (a frame's response: see
+        new_frame), else a new one."""
         try:
+            if into is not None:
+                into.SetInParent()  # an empty response is still its frame's response
+                if self._check_result is not None:
+                    into.result = self._check_result(value)
+                    return into
             if self._check_result is not None:  # a plain scalar: the message in one call
                 if type(value) is self._result_exact:
                     try:
@@ -125,7 +134,7 @@ class Method:
                     raise ValueError(
                         f"{self.name}() returns arrays: encode it with an EncodeContext")
                 ctx = EncodeContext()
-            msg = self.response_cls()
+            msg = self.response_cls() if into is None else into
             self.fn.returns.encode(value, msg, "result", ctx)
         except EncodeError as e:
             raise TypeError(
@@ -248,9 +257,24 @@ def constraint_validator(annotation: Any) -> Callable[[Any], Any] | None:
         return None
 
 
+def new_frame(frame_cls: Any, field: str) -> tuple[Any, Any]:
+    """A frame and its (empty) message field, for encode_request/encode_response to fill
+    in place: ``frame_cls(request=message)`` would copy the message (its inline arrays)."""
+    frame = frame_cls()
+    return frame, getattr(frame, field)
+
+
 def send(frame_cls: Any, field: str, message: Any, ctx: EncodeContext) -> Iterator[Any]:
     """The frames of one direction of a streaming call: the message, then its chunks."""
-    yield frame_cls(**{field: message})
+    frame, into = new_frame(frame_cls, field)
+    into.CopyFrom(message)  # (a message encoded into a frame is sent with send_frame)
+    return send_frame(frame, ctx)
+
+
+def send_frame(frame: Any, ctx: EncodeContext) -> Iterator[Any]:
+    """The frames of one direction of a streaming call: the frame of its message (filled
+    in place), then its arrays' chunks."""
+    yield frame
     yield from ctx.chunks()
 
 
@@ -296,15 +320,13 @@ def receive(
     sink = ArraySink(limits, alloc)
     allocate_arrays(message, sink)
     total = sink.total
-    done = 0
     if on_bytes is not None:
-        on_bytes(done, total)
+        on_bytes(sink.done, total)  # arrays inside their headers are in already
     for frame in it:
         if type(frame) is ChunkIn:
-            written = sink.write(frame)  # bytes of the block, compressed or not
+            sink.write(frame)
             if on_bytes is not None:
-                done += written
-                on_bytes(done, total)
+                on_bytes(sink.done, total)
         elif isinstance(frame, BadFrame):
             raise frame.exception()
         else:

@@ -55,7 +55,16 @@ from ._progress import (
     set_time_remaining,
     state_to_proto,
 )
-from ._protocol import INLINE_HEADER, Method, one_frame, reads_inline, receive, send
+from ._protocol import (
+    FRAMES_METADATA_KEY,
+    INLINE_HEADER,
+    INLINE_METADATA_KEY,
+    Method,
+    new_frame,
+    receive,
+    says,
+    send_frame,
+)
 from ._security import Admission, CallLimits, Policy, UploadWatch, cancel_rpc
 from ._wire import (
     DEFAULT_CHUNK_BYTES,
@@ -315,18 +324,21 @@ class Servicer:
         bytes_out = 0
         metadata = context.invocation_metadata()
         codecs = accepted_codecs(metadata)  # compression the caller asked for
-        inline = reads_inline(metadata)  # and whether it reads arrays inside their headers
+        # and whether it reads arrays inside their headers
+        inline = says(metadata, INLINE_METADATA_KEY)
         if inline:  # it will inline its uploads to this server from now on
             context.set_trailing_metadata((INLINE_HEADER,))
         for item in self._items(method, result, context):
             ectx = EncodeContext(options.chunk_bytes, codecs, inline)
-            response = self._encode(method, item, ectx, context)
+            # encoded into its frame: no copy of its inline arrays
+            frame, into = new_frame(method.output_cls, "response")
+            self._encode(method, item, ectx, context, into)
             del item
             if last and not method.fn.generator and ectx.whole:
-                frame_cls: Any = method.output_cls
-                yield _last.LastFrame(frame_cls(response=response))
+                yield _last.LastFrame(frame)
             else:
-                yield from send(method.output_cls, "response", response, ectx)
+                yield from send_frame(frame, ectx)
+            del frame
             bytes_out += ectx.nbytes
         alloc.completed()  # its buffers may serve the next call (a failed call's are freed)
         self._log(method, context, bytes_in, bytes_out, started)
@@ -575,10 +587,11 @@ class Servicer:
                  method.name, fields["seconds"], e.reason, what, extra=fields)
 
     def _encode(
-        self, method: Method, result: Any, ctx: EncodeContext, context: grpc.ServicerContext
+        self, method: Method, result: Any, ctx: EncodeContext, context: grpc.ServicerContext,
+        into: Any = None,
     ) -> Any:
         try:
-            return method.encode_response(result, ctx)
+            return method.encode_response(result, ctx, into)
         except TypeError as e:
             self._refuse_result(method, e, context)
 
@@ -650,7 +663,8 @@ class StreamingMethods(grpc.GenericRpcHandler):
         handlers = self.paths.get(details.method)  # type: ignore[attr-defined]
         if handlers is None:
             return None
-        return handlers[1] if one_frame(details.invocation_metadata) else handlers[0]  # type: ignore[attr-defined]
+        one = says(details.invocation_metadata, FRAMES_METADATA_KEY)  # type: ignore[attr-defined]
+        return handlers[1] if one else handlers[0]
 
 
 class UnknownMethods(grpc.GenericRpcHandler):

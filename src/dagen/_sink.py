@@ -56,6 +56,7 @@ class ArraySink:
         self._bookkeeping: Callable[[int], None] | None = getattr(alloc, "bookkeeping", None)
         self._targets: dict[int, _Target] = {}
         self.total = 0  # bytes of the arrays declared
+        self.done = 0  # of those, bytes in place: inline arrays once declared, chunks as written
         self._incomplete = 0  # arrays declared whose chunks have not all arrived
 
     @property
@@ -101,6 +102,7 @@ class ArraySink:
                 self._array(target)
             elif target.inline:
                 self._fill(target)
+                self.done += target.nbytes
             elif target.remaining:
                 self._incomplete += 1
         self._targets.update(targets)
@@ -233,6 +235,7 @@ class ArraySink:
         target.remaining -= count
         if not target.remaining:
             self._incomplete -= 1
+        self.done += nbytes
         return nbytes
 
     @staticmethod

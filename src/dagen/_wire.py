@@ -36,6 +36,9 @@ import numpy as np
 DEFAULT_CHUNK_BYTES = (4 << 20) - (64 << 10)
 MAX_CHUNK_BYTES = 32 << 20
 
+# The array header message's full name (dagen/v1/array.proto)
+NDARRAY_MESSAGE = "dagen.v1.NDArray"
+
 # The frame field numbers every generated frame message uses (see module docstring).
 FRAME_FIELD_MESSAGE = 1
 FRAME_FIELD_CHUNK = 2
