@@ -363,8 +363,9 @@ def test_a_selection_passed_back_travels_as_a_reference(remote, server):
         (ds.z.sel(level=850), local.z.sel(level=850)),
         (ds.u.isel(month=1, latitude=slice(0, 100, 3)), local.u.isel(month=1,
                                                                      latitude=slice(0, 100, 3))),
-        (ds.v.sel(level=[850, 200]).isel(longitude=slice(5, 20)),
-         local.v.sel(level=[850, 200]).isel(longitude=slice(5, 20))),
+        (ds.v.sel(level=[850, 200], longitude=slice(5, 20)),
+         local.v.sel(level=[850, 200], longitude=slice(5, 20))),
+        (ds.u.isel(latitude=[0, 1, 2]), local.u.isel(latitude=[0, 1, 2])),
         (ds.v, local.v),
     ]
     for selection, expected in cases:
@@ -398,6 +399,20 @@ def test_anything_but_a_selection_travels_as_bytes(remote, server):
     renamed = ds.z.isel(month=0).rename("other")
     assert remote.total(renamed) == pytest.approx(float(local.z.isel(month=0).sum()))
     assert server.records("call")[-1]["bytes_in"] == sent_bytes(renamed)
+    # new labels select other data on the server than the visitor holds; a chain of
+    # selections has a dask name no single isel rebuilds: both travel as their values
+    latitude = local.latitude.values
+    cases = [
+        (ds.u.assign_coords(latitude=latitude[::-1]),
+         local.u.assign_coords(latitude=latitude[::-1])),
+        (ds.u.isel(latitude=[0, 1]).assign_coords(latitude=latitude[[5, 6]]),
+         local.u.isel(latitude=[0, 1]).assign_coords(latitude=latitude[[5, 6]])),
+        (ds.v.sel(level=[850, 200]).isel(longitude=slice(5, 20)),
+         local.v.sel(level=[850, 200]).isel(longitude=slice(5, 20))),
+    ]
+    for selection, expected in cases:
+        assert_identical(remote.echo(selection), expected.compute())
+        assert server.records("call")[-1]["bytes_in"] == sent_bytes(selection)
     ds.close()
 
 
