@@ -544,6 +544,15 @@ def open_select_compute(client) -> None:
     ds.close()
 
 
+def test_a_dataset_opened_without_chunks_is_not_read_at_open():
+    from dagen._datasets import _variables
+
+    with xr.open_dataset(ERA) as ds:
+        variables, _ = _variables(ds)
+        assert set(variables) == {"u", "v", "z"}
+        assert not any(ds.variables[name]._in_memory for name in variables)
+
+
 def test_coordinates_above_the_limit_are_lazy_too(monkeypatch, service_module):
     from dagen import _datasets
 

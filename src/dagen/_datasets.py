@@ -125,14 +125,14 @@ def _variables(ds: xr.Dataset) -> tuple[dict[str, Variable], list[Hashable]]:
         if not isinstance(name, str):
             raise TypeError(f"variable names must be str to be sent, got {name!r}")
         data: Any
-        if is_dask(var.data):
+        if var.chunks is not None:  # a dask array (var.data of a lazily indexed one loads it)
             data = var.data
             chunks = tuple(tuple(int(n) for n in c) for c in data.chunks)
         else:  # in memory, or opened without chunks=: the server's own blocks
-            data = var
             chunks = dask.array.core.normalize_chunks(
                 "auto", var.shape, limit=AUTO_BLOCK_BYTES,
                 dtype=var.dtype if var.dtype.kind != "O" else np.dtype("i8"))
+            data = var
         variables[name] = Variable(data, chunks, dict(var.attrs), tuple(map(str, var.dims)),
                                    var.dtype, coordinate=name not in ds.data_vars)
     return variables, inline
