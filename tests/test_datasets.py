@@ -440,6 +440,9 @@ def test_the_process_executor_reads_blocks_in_its_workers(lazy_client_module, ce
             assert client.total(ds.z.sel(level=850)) == pytest.approx(
                 float(local.z.sel(level=850).sum()))
             ds.close()
+            with client.era_unchunked() as raw, xr.open_dataset(ERA) as plain:
+                assert_identical(raw.u.isel(level=[0, 2]).compute(),
+                                 plain.u.isel(level=[0, 2]).load())
             big = client.store(str(zarr_store))
             where = (slice(0, 8), slice(600, 700), slice(0, 512))
             np.testing.assert_array_equal(big.v[where].values, expected_store(*where))
@@ -545,12 +548,15 @@ def open_select_compute(client) -> None:
 
 
 def test_a_dataset_opened_without_chunks_is_not_read_at_open():
+    from dagen._arrays import is_dask
     from dagen._datasets import _variables
 
     with xr.open_dataset(ERA) as ds:
         variables, _ = _variables(ds)
         assert set(variables) == {"u", "v", "z"}
         assert not any(ds.variables[name]._in_memory for name in variables)
+        # its blocks are dask's, so the executor computes them (not the grpc thread)
+        assert all(is_dask(v.data) and v.data.chunks == v.chunks for v in variables.values())
 
 
 def test_coordinates_above_the_limit_are_lazy_too(monkeypatch, service_module):

@@ -72,10 +72,10 @@ class HandleRefused(Exception):
 
 @dataclass
 class Variable:
-    """A lazy variable of an opened dataset: its data (a dask array, or anything xarray
-    indexes lazily) and its blocks."""
+    """A lazy variable of an opened dataset: its data (a dask array, or a variable in
+    memory) and its blocks."""
 
-    data: Any  # a dask array, or the xarray.Variable itself
+    data: Any  # a dask array, or the xarray.Variable itself when it is in memory
     chunks: tuple[tuple[int, ...], ...]
     attrs: dict[str, Any]
     dims: tuple[str, ...]
@@ -132,7 +132,8 @@ def _variables(ds: xr.Dataset) -> tuple[dict[str, Variable], list[Hashable]]:
             chunks = dask.array.core.normalize_chunks(
                 "auto", var.shape, limit=AUTO_BLOCK_BYTES,
                 dtype=var.dtype if var.dtype.kind != "O" else np.dtype("i8"))
-            data = var
+            # read lazily: its blocks as dask's, computed by the executor like any other
+            data = var if var._in_memory else var.chunk(dict(zip(var.dims, chunks, strict=True))).data
         variables[name] = Variable(data, chunks, dict(var.attrs), tuple(map(str, var.dims)),
                                    var.dtype, coordinate=name not in ds.data_vars)
     return variables, inline
