@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import xarray as xr
@@ -253,7 +254,7 @@ def _roots():
     return list(_references._roots.values())
 
 
-def _call_with(client, selection):
+def _call_with(client, selection, function="total"):
     """``client.total(selection)`` where the selection is registered for ``client``: as a
     thief would send another's handle."""
     from dagen import _references
@@ -264,7 +265,7 @@ def _call_with(client, selection):
             _references._roots[name] = _references.Root(client.__dagen__, root.handle,
                                                          root.variable, root.dataset)
     try:
-        return client.total(selection)
+        return getattr(client, function)(selection)
     finally:
         with _references._lock:
             _references._roots.clear()
@@ -414,6 +415,22 @@ def test_anything_but_a_selection_travels_as_bytes(remote, server):
         assert_identical(remote.echo(selection), expected.compute())
         assert server.records("call")[-1]["bytes_in"] == sent_bytes(selection)
     ds.close()
+
+
+def test_a_server_without_dataset_functions_serves_no_datasets(remote, echo_server,
+                                                              echo_client_module, certs):
+    """No dagen.v1.Datasets, and a reference sent to it is refused with a clear error."""
+    with echo_client_module.Client(echo_server.target, certs=certs.folder, identity="alice",
+                                   timeout=60) as echo:
+        read = echo.__dagen__.channel.unary_stream("/dagen.v1.Datasets/ReadBlock")
+        with pytest.raises(grpc.RpcError) as refused:
+            list(read(b""))
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        ds = remote.era()
+        with pytest.raises(Exception, match="a dataset reference arrived where none can be "
+                                            "resolved"):
+            _call_with(echo, ds.u.isel(month=0), "echo")
+        ds.close()
 
 
 def sent_bytes(da: xr.DataArray) -> int:
