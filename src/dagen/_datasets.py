@@ -18,7 +18,6 @@ seconds (``dagen serve --dataset-idle-timeout``) is released and its dataset clo
 from __future__ import annotations
 
 import contextvars
-import itertools
 import logging
 import math
 import secrets
@@ -268,10 +267,6 @@ class Registry:
         _close(opened.dataset, opened.function)
         return True
 
-    @property
-    def handles(self) -> int:
-        return len(self._opened)
-
     def _reap(self) -> None:
         every = max(0.05, min(self.idle_timeout / 4, 5.0))
         while not self._stop.wait(every):
@@ -320,7 +315,6 @@ class DatasetsService:
         self.guard = guard
         self._check = budget_check(dataset_pb2.ReadBlockRequest.DESCRIPTOR,
                                    servicer.options.limits, "the request")
-        self._reads = itertools.count(1)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(DATASETS_SERVICE, {
@@ -448,8 +442,7 @@ class DatasetsService:
             try:
                 opened = self.registry.get(m.handle, identity.name)
             except HandleRefused as e:
-                refuse_handle(context, e, "a dataset passed as an argument")
-                raise
+                refuse_handle(context, e, "a dataset passed as an argument")  # aborts
             # the policy and the deny-list, as for a block read of the dataset function
             self.guard.check(opened.function, context)
             ds = opened.dataset
