@@ -576,6 +576,31 @@ def test_a_dataset_opened_without_chunks_is_not_read_at_open():
         assert all(is_dask(v.data) and v.data.chunks == v.chunks for v in variables.values())
 
 
+def test_a_handle_refuses_a_non_str_attribute_name_and_keeps_only_sendable_encoding():
+    from dagen._arrays import EncodeContext
+    from dagen._datasets import Registry, fill_handle
+    from dagen.v1 import dataset_pb2
+
+    registry = Registry()
+    try:
+        ds = xr.Dataset({"t": ("x", np.arange(3.0))})
+        ds.t.encoding = {"compressor": object(), "filters": [object()]}  # none can be sent
+        m = dataset_pb2.DatasetHandle()
+        fill_handle(registry.open("f", ds, "alice"), m, EncodeContext())
+        assert [e.variable for e in m.encodings] == []
+        ds.t.encoding["units"] = "days"
+        m = dataset_pb2.DatasetHandle()
+        fill_handle(registry.open("f", ds, "alice"), m, EncodeContext())
+        assert [(e.variable, [a.name for a in e.items]) for e in m.encodings] == [
+            ("t", ["units"])]
+        ds.t.attrs[1] = "one"
+        with pytest.raises(TypeError, match="attribute names of variable 't' must be str"):
+            fill_handle(registry.open("f", ds, "alice"), dataset_pb2.DatasetHandle(),
+                        EncodeContext())
+    finally:
+        registry.close()
+
+
 def test_coordinates_above_the_limit_are_lazy_too(monkeypatch, service_module):
     from dagen import _datasets
 

@@ -140,7 +140,7 @@ def _variables(ds: xr.Dataset) -> tuple[dict[str, Variable], list[Hashable]]:
 
 def fill_handle(opened: Opened, m: Any, ctx: EncodeContext) -> None:
     """Fill a dagen.v1.DatasetHandle: the LazyDatasetNode's encoding."""
-    from ._xarray import fill_dataset, write_value
+    from ._xarray import fill_attrs, fill_dataset, write_value
 
     if not isinstance(opened, Opened):
         raise TypeError("a dataset function's result is sent as the handle the server opened")
@@ -160,29 +160,24 @@ def fill_handle(opened: Opened, m: Any, ctx: EncodeContext) -> None:
         v.shape.extend(sum(c) for c in var.chunks)
         for sizes in var.chunks:
             v.chunks.add().sizes.extend(sizes)
-        for key, value in var.attrs.items():
-            attr = v.attrs.add()
-            attr.name = str(key)
-            try:
-                write_value(value, attr.value)
-            except TypeError as e:
-                raise TypeError(f"attribute {key!r} of variable {name!r}: {e}") from None
+        fill_attrs(var.attrs, v.attrs, f"variable {name!r}")
         v.coordinate = var.coordinate
     for key_name, variable in ds.variables.items():
         items = [(k, np.dtype(value).str if k == "dtype" else value)
                  for k, value in variable.encoding.items() if k not in PRIVATE_ENCODING]
         if not items:
             continue
-        encoding = m.encodings.add()
-        encoding.variable = str(key_name)
+        encoding = dataset_pb2.VariableEncoding(variable=str(key_name))
         for key, value in items:
-            attr = dataset_pb2.VariableEncoding().items.add()
+            attr = encoding.items.add()
             try:
                 write_value(value, attr.value)
             except (TypeError, ValueError):
-                continue  # codec objects (compressor, filters) stay on the server
+                del encoding.items[-1]  # codec objects (compressor, filters) stay on the server
+                continue
             attr.name = str(key)
-            encoding.items.append(attr)
+        if encoding.items:
+            m.encodings.append(encoding)
 
 
 # -- the handles ----------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from ._codecs import accept_header, normalize_compression, require
 from ._exceptions import DatasetExpired
 from ._protocol import receive
 from ._wire import WireError
-from ._xarray import read_dataset, read_value
+from ._xarray import read_attrs, read_dataset
 from .v1 import dataset_pb2
 
 _READ_BLOCK = "/dagen.v1.Datasets/ReadBlock"
@@ -170,13 +170,13 @@ def open_lazy(connection: Any, function: str, info: HandleInfo) -> xr.Dataset:
     data_vars: dict[str, xr.Variable] = {}
     lazy_coords: dict[str, xr.Variable] = {}
     for v in m.variables:
-        attrs = {a.name: read_value(a.value) for a in v.attrs}
+        attrs = read_attrs(v.attrs)
         variable = xr.Variable(tuple(v.dims), _lazy_array(reader, v), attrs=attrs)
         (lazy_coords if v.coordinate else data_vars)[v.name] = variable
     ds = info.schema.assign(data_vars).assign_coords(lazy_coords)
     for e in m.encodings:
         if e.variable in ds.variables:
-            encoding = {a.name: read_value(a.value) for a in e.items}
+            encoding = read_attrs(e.items)
             if "dtype" in encoding:
                 encoding["dtype"] = np.dtype(encoding["dtype"])
             ds.variables[e.variable].encoding = encoding
