@@ -546,6 +546,7 @@ def test_a_remote_dataset_through_an_ssh_tunnel_to_a_login_node(lazy_client_modu
                                            identity="alice", timeout=120,
                                            server_name="login1.hpc.example.org") as client:
                 open_select_compute(client)
+                moves_only_results(client, tunnel)
             assert tunnel.connections >= 1
         finally:
             tunnel.close()
@@ -561,6 +562,26 @@ def open_select_compute(client) -> None:
         level=0, latitude=slice(100, 140)).compute())
     assert client.total(ds.z.sel(level=850)) == pytest.approx(
         float(local.z.sel(level=850).sum()))
+    ds.close()
+
+
+def moves_only_results(client, tunnel) -> None:
+    """A selection passed back moves only the result, counted on the wire both ways."""
+    local = local_era()
+    ds = client.era()
+    selection = ds.z.sel(level=850)
+    sent, received = tunnel.sent, tunnel.received
+    assert client.total(selection) == pytest.approx(float(local.z.sel(level=850).sum()))
+    up, down = tunnel.sent - sent, tunnel.received - received
+    assert up < 5_000 and down < 5_000 and selection.nbytes > 1_000_000, (up, down)
+    # an echo of a selection: about the result's bytes back, still a reference up
+    selection = ds.z.sel(level=850, month=ds.month.values[0])  # one selection: a reference
+    sent, received = tunnel.sent, tunnel.received
+    echoed = client.echo(selection)
+    assert_identical(echoed, local.z.sel(level=850, month=local.month.values[0]).compute())
+    up, down = tunnel.sent - sent, tunnel.received - received
+    result = sent_bytes(echoed)
+    assert up < 5_000 and result <= down < result * 1.05 + 10_000, (up, down, result)
     ds.close()
 
 
