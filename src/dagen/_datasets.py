@@ -18,7 +18,6 @@ seconds (``dagen serve --dataset-idle-timeout``) is released and its dataset clo
 from __future__ import annotations
 
 import contextvars
-import itertools
 import logging
 import math
 import secrets
@@ -72,10 +71,10 @@ class HandleRefused(Exception):
 
 @dataclass
 class Variable:
-    """A lazy variable of an opened dataset: its data (a dask array, or anything xarray
-    indexes lazily) and its blocks."""
+    """A lazy variable of an opened dataset: its data (a dask array, or a variable in
+    memory) and its blocks."""
 
-    data: Any  # a dask array, or the xarray.Variable itself
+    data: Any  # a dask array, or the xarray.Variable itself when it is in memory
     chunks: tuple[tuple[int, ...], ...]
     attrs: dict[str, Any]
     dims: tuple[str, ...]
@@ -125,14 +124,15 @@ def _variables(ds: xr.Dataset) -> tuple[dict[str, Variable], list[Hashable]]:
         if not isinstance(name, str):
             raise TypeError(f"variable names must be str to be sent, got {name!r}")
         data: Any
-        if is_dask(var.data):
+        if var.chunks is not None:  # a dask array (var.data of a lazily indexed one loads it)
             data = var.data
             chunks = tuple(tuple(int(n) for n in c) for c in data.chunks)
         else:  # in memory, or opened without chunks=: the server's own blocks
-            data = var
             chunks = dask.array.core.normalize_chunks(
                 "auto", var.shape, limit=AUTO_BLOCK_BYTES,
                 dtype=var.dtype if var.dtype.kind != "O" else np.dtype("i8"))
+            # read lazily: its blocks as dask's, computed by the executor like any other
+            data = var if var._in_memory else var.chunk(dict(zip(var.dims, chunks, strict=True))).data
         variables[name] = Variable(data, chunks, dict(var.attrs), tuple(map(str, var.dims)),
                                    var.dtype, coordinate=name not in ds.data_vars)
     return variables, inline
@@ -140,7 +140,7 @@ def _variables(ds: xr.Dataset) -> tuple[dict[str, Variable], list[Hashable]]:
 
 def fill_handle(opened: Opened, m: Any, ctx: EncodeContext) -> None:
     """Fill a dagen.v1.DatasetHandle: the LazyDatasetNode's encoding."""
-    from ._xarray import fill_dataset, write_value
+    from ._xarray import fill_attrs, fill_dataset, write_value
 
     if not isinstance(opened, Opened):
         raise TypeError("a dataset function's result is sent as the handle the server opened")
@@ -160,29 +160,24 @@ def fill_handle(opened: Opened, m: Any, ctx: EncodeContext) -> None:
         v.shape.extend(sum(c) for c in var.chunks)
         for sizes in var.chunks:
             v.chunks.add().sizes.extend(sizes)
-        for key, value in var.attrs.items():
-            attr = v.attrs.add()
-            attr.name = str(key)
-            try:
-                write_value(value, attr.value)
-            except TypeError as e:
-                raise TypeError(f"attribute {key!r} of variable {name!r}: {e}") from None
+        fill_attrs(var.attrs, v.attrs, f"variable {name!r}")
         v.coordinate = var.coordinate
     for key_name, variable in ds.variables.items():
         items = [(k, np.dtype(value).str if k == "dtype" else value)
                  for k, value in variable.encoding.items() if k not in PRIVATE_ENCODING]
         if not items:
             continue
-        encoding = m.encodings.add()
-        encoding.variable = str(key_name)
+        encoding = dataset_pb2.VariableEncoding(variable=str(key_name))
         for key, value in items:
-            attr = dataset_pb2.VariableEncoding().items.add()
+            attr = encoding.items.add()
             try:
                 write_value(value, attr.value)
             except (TypeError, ValueError):
-                continue  # codec objects (compressor, filters) stay on the server
+                del encoding.items[-1]  # codec objects (compressor, filters) stay on the server
+                continue
             attr.name = str(key)
-            encoding.items.append(attr)
+        if encoding.items:
+            m.encodings.append(encoding)
 
 
 # -- the handles ----------------------------------------------------------------------------------
@@ -267,10 +262,6 @@ class Registry:
         _close(opened.dataset, opened.function)
         return True
 
-    @property
-    def handles(self) -> int:
-        return len(self._opened)
-
     def _reap(self) -> None:
         every = max(0.05, min(self.idle_timeout / 4, 5.0))
         while not self._stop.wait(every):
@@ -319,7 +310,6 @@ class DatasetsService:
         self.guard = guard
         self._check = budget_check(dataset_pb2.ReadBlockRequest.DESCRIPTOR,
                                    servicer.options.limits, "the request")
-        self._reads = itertools.count(1)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(DATASETS_SERVICE, {
@@ -447,8 +437,7 @@ class DatasetsService:
             try:
                 opened = self.registry.get(m.handle, identity.name)
             except HandleRefused as e:
-                refuse_handle(context, e, "a dataset passed as an argument")
-                raise
+                refuse_handle(context, e, "a dataset passed as an argument")  # aborts
             # the policy and the deny-list, as for a block read of the dataset function
             self.guard.check(opened.function, context)
             ds = opened.dataset

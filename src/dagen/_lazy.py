@@ -31,8 +31,8 @@ from ._budget import frame_parser
 from ._codecs import accept_header, normalize_compression, require
 from ._exceptions import DatasetExpired
 from ._protocol import receive
-from ._wire import LimitExceeded, WireError
-from ._xarray import read_dataset, read_value
+from ._wire import WireError
+from ._xarray import read_attrs, read_dataset
 from .v1 import dataset_pb2
 
 _READ_BLOCK = "/dagen.v1.Datasets/ReadBlock"
@@ -74,6 +74,10 @@ class BlockReader:
         self.handle = handle
         self.idle_timeout = idle_timeout
         self.released = False
+        # the connection's compression is fixed when it is made (dagen.call_options does
+        # not reach dask's threads, where blocks are read)
+        codecs = require(normalize_compression(connection.compression))
+        self._metadata = (accept_header(codecs),) if codecs else None
         channel = connection.channel
         self._read = channel.unary_stream(
             _READ_BLOCK, request_serializer=dataset_pb2.ReadBlockRequest.SerializeToString,
@@ -88,11 +92,9 @@ class BlockReader:
         """One block, checked against what the handle said it is."""
         connection = self.connection
         what = f"{self.function}(): block {list(index)} of {variable!r}"
-        codecs = require(normalize_compression(connection.compression))
-        metadata = (accept_header(codecs),) if codecs else None
         request = dataset_pb2.ReadBlockRequest(handle=self.handle, variable=variable,
                                                block=index)
-        call = self._read(request, timeout=connection.timeout, metadata=metadata)
+        call = self._read(request, timeout=connection.timeout, metadata=self._metadata)
         try:
             message, dctx = receive(call, "block", connection.limits, alloc=_block_buffer)
             block = read_array(message.data, dctx)
@@ -104,9 +106,7 @@ class BlockReader:
                     f"of {self.idle_timeout:g} s), was closed, or the server restarted; open "
                     f"it again with {self.function}(...)") from None
             raise connection._rpc_error(e, self.function, connection.timeout) from None
-        except LimitExceeded as e:
-            raise connection._refuse_response(self.function, e) from None
-        except WireError as e:
+        except WireError as e:  # LimitExceeded too
             raise connection._refuse_response(self.function, e) from None
         finally:
             call.cancel()  # a no-op once it completed
@@ -170,13 +170,13 @@ def open_lazy(connection: Any, function: str, info: HandleInfo) -> xr.Dataset:
     data_vars: dict[str, xr.Variable] = {}
     lazy_coords: dict[str, xr.Variable] = {}
     for v in m.variables:
-        attrs = {a.name: read_value(a.value) for a in v.attrs}
+        attrs = read_attrs(v.attrs)
         variable = xr.Variable(tuple(v.dims), _lazy_array(reader, v), attrs=attrs)
         (lazy_coords if v.coordinate else data_vars)[v.name] = variable
     ds = info.schema.assign(data_vars).assign_coords(lazy_coords)
     for e in m.encodings:
         if e.variable in ds.variables:
-            encoding = {a.name: read_value(a.value) for a in e.items}
+            encoding = read_attrs(e.items)
             if "dtype" in encoding:
                 encoding["dtype"] = np.dtype(encoding["dtype"])
             ds.variables[e.variable].encoding = encoding

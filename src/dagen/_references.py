@@ -7,10 +7,11 @@ exactly a selection of one (indexing, ``isel``, ``sel``) of a dataset opened thr
 the client making the call becomes a reference: :func:`reference_of` finds the remote
 variable in its dask graph, derives integer indexers per dimension from the
 coordinates, rebuilds that selection of the remote variable and sends the reference
-only if the rebuilt object equals the argument (the same dask name, or a chain of
-pure indexing whose every dimension has an index; the same coordinates, name and
-attributes). Anything else (arithmetic, a rechunk, new attributes...) travels as
-bytes, as before.
+only if the rebuilt object equals the argument: the same dask name (dask names are
+deterministic tokens of the source and the indexers, so the same name is the same
+data), and the same coordinates, name and attributes. Anything else (arithmetic, a
+rechunk, new attributes, new coordinate labels, a chain of several selections...)
+travels as bytes, as before.
 
 The server's side: the servicer sets :data:`resolver` while it decodes a request, and
 dagen._xarray asks it for the object a reference names.
@@ -124,10 +125,19 @@ def _reference(obj: Any, connection: Any, *, dataset: bool) -> Reference | None:
     indexers = _indexers(obj, whole)
     if indexers is None:
         return None
-    expected = whole.isel(indexers)
-    if not _same_selection(expected, obj, arrays, dataset):
-        return None
-    return Reference(first.handle, variables, indexers)
+    for candidate in (indexers, _as_arrays(indexers, whole)):
+        expected = whole.isel(candidate)
+        if _same_selection(expected, obj, arrays, dataset):
+            return Reference(first.handle, variables, candidate)
+    return None
+
+
+def _as_arrays(indexers: dict[str, slice | int | np.ndarray],
+               whole: Any) -> dict[str, slice | int | np.ndarray]:
+    """The same indexers with slices as arrays of positions (``isel([0, 1, 2])`` names
+    its dask array differently from ``isel(slice(0, 3))``)."""
+    return {dim: np.arange(whole.sizes[dim])[i] if isinstance(i, slice) else i
+            for dim, i in indexers.items()}
 
 
 def _indexers(obj: Any, whole: Any) -> dict[str, slice | int | np.ndarray] | None:
@@ -171,28 +181,18 @@ def _as_slice(positions: np.ndarray) -> slice | np.ndarray:
 
 def _same_selection(expected: Any, obj: Any, arrays: list[Any], dataset: bool) -> bool:
     """Whether ``obj`` is ``expected``: the same dask names (deterministic tokens of the
-    same indexing), or indexing alone of a variable whose every dimension has an index;
-    and the same coordinates, names and attributes (compared without computing)."""
+    same indexing of the same source: the same data; coordinate labels alone cannot say
+    it, as ``assign_coords`` changes them and not the data), and the same coordinates,
+    names and attributes (compared without computing)."""
     mine = list(expected.data_vars.values()) if dataset else [expected]
     for want, got in zip(mine, arrays, strict=True):
-        if want.data.name != got.data.name and not _indexing_only(got, want):
+        if want.data.name != got.data.name:
             return False
     if dataset:
         same = expected.copy(data={k: v.data for k, v in obj.data_vars.items()})
     else:
         same = expected.copy(data=obj.data)
     return bool(same.identical(obj))
-
-
-def _indexing_only(got: Any, want: Any) -> bool:
-    """The array is only getitem layers over the remote variable, whose dimensions all
-    have a unique index: then the coordinates alone say which elements it holds."""
-    if got.shape != want.shape or got.dims != want.dims:
-        return False
-    layers = list(got.data.dask.layers)
-    if not all(name in _roots or name.startswith("getitem-") for name in layers):
-        return False
-    return all(name in got.indexes and got.indexes[name].is_unique for name in got.dims)
 
 
 # -- the server's side ------------------------------------------------------------------------

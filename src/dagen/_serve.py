@@ -145,14 +145,17 @@ def _create_server(
     # Not guarded: any certificate of the CA may ask (policies and limits are for calls)
     server.add_generic_rpc_handlers((meta_handler(servicer),))
     # The blocks of datasets its @dagen.dataset functions opened: each read is guarded
-    # as a call of the dataset function (dagen._datasets)
-    servicer.datasets_service = DatasetsService(servicer, guard)
-    server.add_generic_rpc_handlers((servicer.datasets_service.handler(),))
+    # as a call of the dataset function (dagen._datasets). A module without one serves
+    # no dagen.v1.Datasets (and its calls resolve no dataset reference)
+    if any(method.fn.dataset for method in servicer.methods.values()):
+        servicer.datasets_service = DatasetsService(servicer, guard)
+        server.add_generic_rpc_handlers((servicer.datasets_service.handler(),))
     health = Health(server, servicer.service.full_name, servicer.executor)
     health.start()
     servicer.on_close.append(health.shutdown)  # its watcher thread ends with the servicer
     if reflection:
-        enable_reflection(server, servicer.service.full_name, DATASETS_SERVICE)
+        enable_reflection(server, servicer.service.full_name,
+                          *([DATASETS_SERVICE] if servicer.datasets_service else []))
     # last: logs a method nobody serves, then UNIMPLEMENTED
     server.add_generic_rpc_handlers((UnknownMethods(servicer.service.full_name),))
     if socket is not None:

@@ -311,11 +311,13 @@ class Servicer:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method.name}(): {e}")
         bytes_in = sum(a.nbytes for a in dctx.arrays.values())
         service = self.datasets_service  # selections of its datasets passed back: resolved
-        token = references.resolver.set(service.resolver(context) if service else None)
+        # (no dataset function: none is set, and a reference that arrives is refused)
+        token = references.resolver.set(service.resolver(context)) if service else None
         try:
             args, kwargs = self._decode(method, request, dctx, context)
         finally:
-            references.resolver.reset(token)
+            if token is not None:
+                references.resolver.reset(token)
         del dctx, request  # the function's arguments hold what is still needed
         result = yield from self._execute(method, call, args, kwargs, context, started)
         del args, kwargs

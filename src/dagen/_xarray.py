@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,14 @@ def fill_variable(var: xr.Variable, m: Any, ctx: EncodeContext, what: str) -> No
     if not isinstance(data, np.ndarray) and not is_dask(data):
         data = np.asarray(var.values)  # pandas-backed index coordinates, other lazy wrappers
     attach_array(data, m.data, ctx)
-    for key, value in var.attrs.items():
-        attr = m.attrs.add()
+    fill_attrs(var.attrs, m.attrs, what)
+
+
+def fill_attrs(attrs: Mapping[Any, Any], repeated: Any, what: str) -> None:
+    """Add the attributes of ``what`` to ``repeated`` (a repeated dagen.v1.Attribute);
+    TypeError names the one that cannot be sent."""
+    for key, value in attrs.items():
+        attr = repeated.add()
         attr.name = _name(key, f"attribute names of {what}")
         try:
             write_value(value, attr.value)
@@ -38,8 +45,13 @@ def fill_variable(var: xr.Variable, m: Any, ctx: EncodeContext, what: str) -> No
             raise TypeError(f"attribute {key!r} of {what}: {e}") from None
 
 
+def read_attrs(repeated: Any) -> dict[str, Any]:
+    """The attributes in a repeated dagen.v1.Attribute."""
+    return {a.name: read_value(a.value) for a in repeated}
+
+
 def read_variable(m: Any, ctx: DecodeContext) -> xr.Variable:
-    attrs = {a.name: read_value(a.value) for a in m.attrs}
+    attrs = read_attrs(m.attrs)
     data = read_array(m.data, ctx)
     if len(m.dims) != data.ndim:
         raise WireError(f"variable has dims {list(m.dims)} but {data.ndim}-d data")
@@ -131,20 +143,14 @@ def fill_dataset(ds: xr.Dataset, m: Any, ctx: EncodeContext) -> None:
         d.name = _name(name, "data variable names")
         fill_variable(var.variable, d.variable, ctx, f"data variable {name!r}")
     _fill_coords(ds, m, ctx)
-    for key, value in ds.attrs.items():
-        attr = m.attrs.add()
-        attr.name = _name(key, "attribute names of the Dataset")
-        try:
-            write_value(value, attr.value)
-        except TypeError as e:
-            raise TypeError(f"attribute {key!r} of the Dataset: {e}") from None
+    fill_attrs(ds.attrs, m.attrs, "the Dataset")
 
 
 def read_dataset(m: Any, ctx: DecodeContext) -> xr.Dataset:
     if m.HasField("reference"):
         return resolve(m.reference, False)  # type: ignore[no-any-return]
     data_vars = {d.name: read_variable(d.variable, ctx) for d in m.data_vars}
-    attrs = {a.name: read_value(a.value) for a in m.attrs}
+    attrs = read_attrs(m.attrs)
     try:
         coords, indexed = _coordinates(m, ctx)
         return _with_indexes(xr.Dataset(data_vars, coords=coords, attrs=attrs), indexed)

@@ -20,6 +20,13 @@ def era(month_chunks: int = 1) -> xr.Dataset:
 
 
 @dagen.dataset
+def era_unchunked() -> xr.Dataset:
+    """The same file opened without chunks=: xarray indexes it lazily, the server makes
+    its blocks."""
+    return xr.open_dataset(ERA)
+
+
+@dagen.dataset
 def store(path: str) -> xr.Dataset:
     """A Zarr store, opened lazily."""
     return xr.open_zarr(path)

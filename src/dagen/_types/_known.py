@@ -136,11 +136,11 @@ class LazyDatasetNode(_ChunkedMessage):
     proto_imports: ClassVar[tuple[str, ...]] = ("dagen/v1/dataset.proto",)
     python: ClassVar[Any] = object  # an opened handle (dagen._datasets.Opened)
     expected: ClassVar[str] = "xarray.Dataset"  # type: ignore[misc]
-    codec: ClassVar[tuple[str, str, str]] = ("._datasets", "fill_handle", "")
+    codec: ClassVar[tuple[str, str, str]] = ("._datasets", "fill_handle", "read_handle")
 
     def read(self, m: Any, ctx: DecodeContext) -> Any:
-        # the client's side (dagen._lazy) makes the lazy dataset of it
-        return importlib.import_module("._lazy", "dagen").read_handle(m, ctx)
+        # the client's side (dagen._lazy, not the server's _datasets) makes the lazy dataset
+        return _codec_function("._lazy", self.codec[2])(m, ctx)
 
 
 class _TableNode(_ChunkedMessage):
