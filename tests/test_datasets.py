@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -27,13 +28,48 @@ from dagen._introspect import introspect_function
 from dagen._security._denylist import LOOK_EVERY
 
 SERVICE = SERVICES / "lazy_service.py"
-ERA = SHARED_DATA / "eraint_uvz.nc"
-pytestmark = pytest.mark.skipif(not ERA.is_file(), reason=f"{ERA} is not there")
+ERA = SHARED_DATA / "eraint_uvz.nc"  # where it is absent, a stand-in (era_file below)
 
 # The synthetic store: 2 GiB of float32, blocks of 8 MiB, value = time + x // 256
 STORE_SHAPE = (128, 2048, 2048)
 STORE_CHUNKS = (8, 512, 512)
 BLOCK_BYTES = int(np.prod(STORE_CHUNKS)) * 4
+
+
+def write_stand_in_era(path: Path) -> Path:
+    """A file laid out as ERA-Interim's eraint_uvz.nc (the same dimensions, coordinates,
+    int16 packing with scale_factor/add_offset, and attributes) with smooth synthetic
+    values: where the shared data is absent (a clone elsewhere), the tests of the
+    mechanism still run; where it is there, they run on the real file."""
+    month = np.array([1, 7], dtype="int32")
+    level = np.array([200, 500, 850], dtype="int32")
+    latitude = np.linspace(90, -90, 241, dtype="float32")
+    longitude = np.arange(-180, 180, 0.75, dtype="float32")
+    grid = np.add.outer(np.cos(np.radians(latitude)), np.sin(np.radians(longitude)))
+    packing = [("z", 66825.5, -1.725, "m**2 s**-2"), ("u", 26.97, -0.0016, "m s**-1"),
+               ("v", -1.47, -0.00048, "m s**-1")]  # name, add_offset, scale_factor, units
+    fields, encoding = {}, {}
+    for k, (name, offset, scale, units) in enumerate(packing):
+        values = (np.arange(2 * 3).reshape(2, 3, 1, 1) + k + grid) * 1000 * scale + offset
+        fields[name] = (("month", "level", "latitude", "longitude"), values,
+                        {"units": units, "long_name": name})
+        encoding[name] = {"dtype": "int16", "scale_factor": scale, "add_offset": offset}
+    ds = xr.Dataset(fields, coords={"month": month, "level": level, "latitude": latitude,
+                                    "longitude": longitude},
+                    attrs={"Conventions": "CF-1.0", "Info": "a stand-in of ERA-Interim"})
+    ds.to_netcdf(path, encoding=encoding)
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def era_file(tmp_path_factory) -> Iterator[Path]:
+    """The ERA file the servers (through $DAGEN_TEST_ERA) and the comparisons open."""
+    global ERA
+    if not ERA.is_file():
+        ERA = write_stand_in_era(tmp_path_factory.mktemp("era") / "eraint_uvz.nc")
+    os.environ["DAGEN_TEST_ERA"] = str(ERA)
+    yield ERA
+    del os.environ["DAGEN_TEST_ERA"]
 
 
 def local_era() -> xr.Dataset:
