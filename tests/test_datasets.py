@@ -57,7 +57,7 @@ def write_stand_in_era(path: Path) -> Path:
     ds = xr.Dataset(fields, coords={"month": month, "level": level, "latitude": latitude,
                                     "longitude": longitude},
                     attrs={"Conventions": "CF-1.0", "Info": "a stand-in of ERA-Interim"})
-    ds.to_netcdf(path, encoding=encoding)
+    ds.to_netcdf(path, encoding=encoding, engine="scipy")  # netCDF3, as the real file
     return path
 
 
