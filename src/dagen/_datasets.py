@@ -35,6 +35,7 @@ from ._budget import budget_check
 from ._codecs import accepted_codecs
 from ._executors import Cancelled, supervise
 from ._logs import call_id
+from ._security import run_each
 from ._wire import LimitExceeded, WireError, frame_serializer
 from .v1 import dataset_pb2
 
@@ -351,13 +352,7 @@ class DatasetsService:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"ReadBlock: malformed request: {e}")
         opened, ctx = self.admitted(request.handle, context)
         # each step in the guard's context: dagen.caller() goes on to the executor
-        frames = ctx.run(self._send_block, opened, request, context, started)
-        while True:
-            try:
-                frame = ctx.run(next, frames)
-            except StopIteration:
-                return
-            yield frame
+        return run_each(ctx, ctx.run(self._send_block, opened, request, context, started))
 
     def _send_block(self, opened: Opened, request: Any, context: grpc.ServicerContext,
                     started: float) -> Iterator[Any]:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the names of _EXPORTS, for type checkers (a test checks the
     from ._certinfo import describe, list_folder, parse_san, renew, serial_of, show_lines
     from ._certs import init_ca, issue_client, issue_server
     from ._denylist import DenyList, revoke
-    from ._guard import Guard
+    from ._guard import Guard, run_each
     from ._identity import (
         Identity,
         caller,
@@ -56,7 +56,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "_certinfo": ("describe", "list_folder", "parse_san", "renew", "serial_of", "show_lines"),
     "_certs": ("init_ca", "issue_client", "issue_server"),
     "_denylist": ("DenyList", "revoke"),
-    "_guard": ("Guard",),
+    "_guard": ("Guard", "run_each"),
     "_identity": ("Identity", "caller", "format_serial", "identity_from_auth", "reset_caller",
                   "set_caller"),
     "_idle": ("UploadWatch", "cancel_rpc"),

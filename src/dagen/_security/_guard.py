@@ -163,25 +163,7 @@ class Guard:
     ) -> Callable[..., Iterator[Any]]:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             ctx = self._enter(function, context)
-            responses = ctx.run(behaviour, request, context)
-            try:
-                while True:
-                    try:
-                        item = ctx.run(next, responses)
-                    except StopIteration:
-                        return
-                    yield item
-            except BaseException as e:
-                # gRPC keeps the error it raises when the caller goes away (in the rpc's
-                # state) and with it, through the traceback, every frame it passed:
-                # the call's arrays would outlive the call. Let go of their locals.
-                traceback.clear_frames(e.__traceback__)
-                raise
-            finally:
-                close = getattr(responses, "close", None)
-                if close is not None:
-                    ctx.run(close)
-                del responses
+            return run_each(ctx, ctx.run(behaviour, request, context))
 
         return handle
 
@@ -207,6 +189,29 @@ class Guard:
         ctx = contextvars.copy_context()
         ctx.run(set_caller, caller)
         return ctx
+
+
+def run_each(ctx: contextvars.Context, responses: Iterator[Any]) -> Iterator[Any]:
+    """The items of a handler's responses, each taken in ``ctx`` (where dagen.caller() is
+    set); the handler's generator is closed in it too."""
+    try:
+        while True:
+            try:
+                item = ctx.run(next, responses)
+            except StopIteration:
+                return
+            yield item
+    except BaseException as e:
+        # gRPC keeps the error it raises when the caller goes away (in the rpc's
+        # state) and with it, through the traceback, every frame it passed: the
+        # call's arrays would outlive the call. Let go of their locals.
+        traceback.clear_frames(e.__traceback__)
+        raise
+    finally:
+        close = getattr(responses, "close", None)
+        if close is not None:
+            ctx.run(close)
+        del responses
 
 
 def _refused(context: grpc.ServicerContext, function: str, identity: Identity, status: str,
