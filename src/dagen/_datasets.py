@@ -35,7 +35,7 @@ from ._budget import budget_check
 from ._codecs import accepted_codecs
 from ._executors import Cancelled, supervise
 from ._logs import call_id
-from ._security import run_each
+from ._security import caller, run_each
 from ._wire import LimitExceeded, WireError, frame_serializer
 from .v1 import dataset_pb2
 
@@ -327,14 +327,15 @@ class DatasetsService:
         deny-list, the policy and the call limits, as for a call of it) and the caller
         is the identity that opened it; the context where dagen.caller() is set.
         Aborts the rpc otherwise."""
-        identity = _identity(context)
         opened = self.registry.peek(handle)
         function = opened.function if opened is not None else "a dataset"
         ctx = None
         try:
             if opened is not None:
                 ctx = self.guard.enter(function, context)  # aborts when refused
-            opened = self.registry.get(handle, identity.name)
+            # the guard's caller (looked up once); get() refuses an unknown handle first
+            identity = ctx.run(caller) if ctx is not None else None
+            opened = self.registry.get(handle, identity.name if identity is not None else "")
         except HandleRefused as e:
             refuse_handle(context, e, f"reading a block of {function}()" if ctx else
                     "reading a dataset block")
@@ -428,7 +429,7 @@ class DatasetsService:
         def resolve(m: Any, dataarray: bool) -> Any:
             from ._xarray import read_indexers
 
-            identity = _identity(context)
+            identity = caller() or _identity(context)  # decoded within the call's guard
             try:
                 opened = self.registry.get(m.handle, identity.name)
             except HandleRefused as e:

@@ -598,11 +598,12 @@ class Servicer:
             self._refuse_result(method, e, context)
 
     def _open_dataset(self, method: Method, result: Any, context: grpc.ServicerContext) -> Any:
-        from ._security import identity_from_auth
+        from ._security import caller, identity_from_auth
 
-        owner = identity_from_auth(context.auth_context() or {}, context.peer()).name
+        # the guard's caller, looked up once for the call (its policy may have already)
+        identity = caller() or identity_from_auth(context.auth_context() or {}, context.peer())
         try:
-            return self.datasets.open(method.fn.key, result, owner)
+            return self.datasets.open(method.fn.key, result, identity.name)
         except TypeError as e:
             self._refuse_result(method, e, context)
         except HandleRefused as e:  # the caller holds too many
